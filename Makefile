@@ -1,0 +1,69 @@
+# rsnflow: the two commands of the README are `make run` and `make test`.
+# Every target installs what it needs into .venv from requirements.lock.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORK ?= work
+PIPELINE_YAML ?= build/rsn_pipeline.yaml
+export RSNFLOW_CACHE_DIR ?= $(CURDIR)/.cache/rsnflow
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
+
+.PHONY: setup run test lint typecheck bench compile figures taxonomy lock clean help
+
+help:
+	@echo "make run      set up, then run the pipeline locally on the demo cohort"
+	@echo "make test     set up, lint, run the test suite"
+	@echo "make bench    benchmarks (figures go to docs/benchmarks.md by hand)"
+	@echo "make compile  write the KFP pipeline YAML to $(PIPELINE_YAML)"
+	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
+	@echo "make clean    remove the venv, caches and outputs"
+
+# Idempotent: reinstalls only when the lock or the project metadata changed.
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/rsnflow --version
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/rsnflow run --profile demo --work-dir $(WORK)
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench kfp_pipelines
+	$(BIN)/ruff format --check src tests bench kfp_pipelines
+
+typecheck: setup
+	$(BIN)/mypy src
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+compile: setup
+	$(BIN)/rsnflow pipeline compile $(PIPELINE_YAML)
+
+figures: setup
+	$(BIN)/rsnflow simulate $(WORK)/figures-cohort --profile tiny --seed 0 --figures docs/figures
+
+# Rebuild src/rsnflow/data/rsn_taxonomy.tsv from its selectors and nilearn's coordinates.
+taxonomy: setup
+	$(BIN)/python -m rsnflow.atlas.taxonomy
+
+# Re-resolve the lock in a scratch venv from pyproject.toml (needs the registries).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -e ".[dev]"
+	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^rsnflow' > requirements.lock
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .cache build $(WORK) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,282 @@
+"""The ``rsnflow`` command line: one subcommand per stage, thin over the library.
+
+Exit status: 0 success; 1 an error (bad input, bad configuration, a failed
+stage); 2 a usage error or a stage that is not available yet; 3 the stage
+finished but some subjects failed and were skipped (listed in the log and in
+the stage's summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rsnflow import __version__
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+#: Stages whose implementation lands with a later issue: (subcommand, issue).
+_PENDING = {
+    "preprocess": 4,
+    "group-ica": 5,
+    "dual-regression": 5,
+    "label": 6,
+    "dataset": 6,
+    "train": 7,
+    "evaluate": 7,
+    "serve": 9,
+    "pipeline compile": 8,
+    "pipeline submit": 8,
+    "pipeline schedule": 8,
+}
+
+
+class StageNotAvailableError(RuntimeError):
+    """The subcommand's stage is not implemented in this version."""
+
+
+def _common_options() -> argparse.ArgumentParser:
+    # SUPPRESS keeps a value given before the subcommand from being reset by
+    # the subparser's default when it is not repeated after it.
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("common options")
+    g.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="YAML file overriding the defaults (see `rsnflow config show`)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="seed of every random step (default: config `seed`)",
+    )
+    g.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=argparse.SUPPRESS,
+        help="torch device (default: config `device`, auto = cuda when present)",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="more log output (-vv for debug)",
+    )
+    g.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS, help="less log output")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``rsnflow`` (all subcommands of shared/DESIGN.md)."""
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="rsnflow",
+        description="Resting-state fMRI from raw BOLD to labelled networks and a served classifier.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"rsnflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, parents=[common])
+
+    p = add("simulate", "write a simulated BIDS cohort with ground truth")
+    p.add_argument("out_bids_dir", type=Path, metavar="OUT_BIDS_DIR")
+    p.add_argument("--profile", choices=["tiny", "demo", "beijing"], default=None)
+    p.add_argument("--subjects", type=int, default=None, help="override the profile's subject count")
+    p.add_argument(
+        "--bad-subjects",
+        nargs="*",
+        default=[],
+        metavar="KIND",
+        help="append bad subjects: truncated, nan, 3d, no-tr (for reliability tests)",
+    )
+    p.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write PNG figures of the first subject into DIR",
+    )
+
+    p = add("preprocess", "motion correction, smoothing, high-pass, registration to MNI 4 mm")
+    p.add_argument("bids_dir", type=Path, metavar="BIDS_DIR")
+    p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument("--participant-label", nargs="+", default=None, metavar="LABEL")
+    p.add_argument("--n-jobs", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="redo subjects whose outputs exist")
+
+    p = add("group-ica", "group ICA by MIGP and FastICA")
+    p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument("--order", default=None, help="model order (default 100) or 'auto'")
+
+    p = add("dual-regression", "subject maps and time courses from the group maps")
+    p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+
+    p = add("label", "label the group components as resting-state networks")
+    p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
+
+    p = add("dataset", "build the classification dataset of subject maps")
+    p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
+
+    p = add("train", "train one classifier")
+    p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    p.add_argument("--arch", choices=["mlp", "resnet2p5d", "r3d18"], required=True)
+    p.add_argument("--epochs", type=int, default=None)
+
+    p = add("evaluate", "compare trained classifiers (Table 1)")
+    p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
+    p.add_argument("model_dirs", type=Path, nargs="+", metavar="MODEL_DIR")
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
+
+    p = add("serve", "serve a classifier with KServe (V1 and V2 protocols)")
+    p.add_argument("model", metavar="MODEL_URI_OR_DIR")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--host", default=None)
+
+    p = add("pipeline", "the Kubeflow pipeline: compile, submit, schedule")
+    psub = p.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
+    pc = psub.add_parser("compile", help="write the pipeline IR YAML", parents=[common])
+    pc.add_argument("out", type=Path, nargs="?", default=Path("build/rsn_pipeline.yaml"), metavar="OUT.yaml")
+    psub.add_parser("submit", help="upload and run on a KFP endpoint", parents=[common])
+    psub.add_parser("schedule", help="create a recurring run on a KFP endpoint", parents=[common])
+
+    p = add("run", "run the whole pipeline locally on a simulated cohort")
+    p.add_argument("--profile", choices=["tiny", "demo", "beijing"], default=None)
+    p.add_argument("--subjects", type=int, default=None)
+    p.add_argument("--work-dir", type=Path, default=Path("work"), metavar="DIR")
+
+    p = add("config", "show the effective configuration")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    csub.add_parser("show", help="print the effective configuration as YAML", parents=[common])
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "seed", None) is not None:
+        out["seed"] = args.seed
+    if getattr(args, "device", None) is not None:
+        out["device"] = args.device
+    if getattr(args, "profile", None) is not None:
+        out.setdefault("simulate", {})["profile"] = args.profile
+    if getattr(args, "subjects", None) is not None:
+        out.setdefault("simulate", {})["subjects"] = args.subjects
+    if getattr(args, "n_jobs", None) is not None:
+        out.setdefault("preprocess", {})["n_jobs"] = args.n_jobs
+    if getattr(args, "epochs", None) is not None:
+        out.setdefault("train", {})["epochs"] = args.epochs
+    if getattr(args, "order", None) is not None:
+        order = args.order
+        out.setdefault("ica", {})["order"] = int(order) if str(order).isdigit() else order
+    if getattr(args, "port", None) is not None:
+        out.setdefault("serve", {})["port"] = args.port
+    if getattr(args, "host", None) is not None:
+        out.setdefault("serve", {})["host"] = args.host
+    return out
+
+
+# ---------------------------------------------------------------------------- handlers
+
+
+def _cmd_config(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.config import config_to_dict
+
+    sys.stdout.write(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return EXIT_OK
+
+
+def _cmd_simulate(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.simulate import simulate_cohort
+
+    result = simulate_cohort(
+        args.out_bids_dir,
+        profile=config.simulate.profile,
+        seed=config.seed,
+        n_subjects=config.simulate.subjects,
+        bad_subjects=args.bad_subjects,
+    )
+    if args.figures is not None:
+        from rsnflow.simulate.figures import write_subject_figures
+
+        write_subject_figures(args.out_bids_dir, result.subjects[0], args.figures)
+    print(f"wrote {len(result.subjects)} subjects to {args.out_bids_dir}")
+    print(f"ground truth: {result.groundtruth_dir}")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.workflow import run_local
+
+    return run_local(args.work_dir, config)
+
+
+def _not_available(name: str) -> Callable[[argparse.Namespace, Any], int]:
+    def handler(args: argparse.Namespace, config: Any) -> int:
+        raise StageNotAvailableError(
+            f"rsnflow {name}: not available yet in rsnflow {__version__} (planned in issue #{_PENDING[name]})"
+        )
+
+    return handler
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
+    "config show": _cmd_config,
+    "simulate": _cmd_simulate,
+    "run": _cmd_run,
+}
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    if args.command == "pipeline":
+        return f"pipeline {args.pipeline_command}"
+    if args.command == "config":
+        return f"config {args.config_command}"
+    return str(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rsnflow`` console script; returns the exit status."""
+    from rsnflow.config import ConfigError, load_config
+    from rsnflow.io import InvalidInputError
+    from rsnflow.log import get_logger, setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
+    log = get_logger("cli")
+    name = _command_name(args)
+    handler = _HANDLERS.get(name) or _not_available(name)
+    try:
+        config = load_config(getattr(args, "config", None), _overrides(args))
+        return handler(args, config)
+    except StageNotAvailableError as exc:
+        print(f"rsnflow: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, InvalidInputError, FileNotFoundError, FileExistsError) as exc:
+        log.error("%s", exc)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

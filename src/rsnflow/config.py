@@ -1,0 +1,310 @@
+"""Run configuration: the paper's defaults, user overrides and their validation.
+
+The values live in one file, ``rsnflow/data/defaults.yaml``; this module only
+declares their types. A user file given with ``--config`` is merged over the
+defaults key by key; an unknown key or a value of the wrong type is an error
+that names the key (``train.lr``), so a typo never silently falls back to a
+default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "config_to_dict",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid."""
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    grid: Literal["MNI152NLin2009aSym"]
+    resolution_mm: Literal[4]
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    profile: Literal["tiny", "demo", "beijing"]
+    subjects: int | None
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    motion_reference: Literal["middle", "mean"]
+    fwhm_mm: float
+    highpass_cutoff_s: float
+    highpass_method: Literal["fsl", "butterworth", "cosine"]
+    registration_dof: Literal[6, 12]
+    registration_cost: Literal["nmi", "corratio"]
+    n_jobs: int
+
+
+@dataclass(frozen=True)
+class IcaConfig:
+    order: int | Literal["auto"]
+    migp_dim: int
+    max_iter: int
+    tol: float
+    nonlinearity: Literal["logcosh", "exp", "cube"]
+    n_restarts: int
+
+
+@dataclass(frozen=True)
+class DualRegressionConfig:
+    des_norm: bool
+
+
+@dataclass(frozen=True)
+class LabelingConfig:
+    taxonomy_version: str
+    n_classes: int
+    unknown_threshold: float
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    split: list[float]
+    dtype: Literal["float16", "float32"]
+    projection_size: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: Literal["sgd", "adam"]
+    lr: float
+    momentum: float
+    batch_size: int
+    epochs: int
+    weighted_loss: bool
+    early_stopping_patience: int
+    mlp_hidden: list[int]
+    mlp_dropout: float
+    num_workers: int
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    abstain_threshold: float
+    champion_metric: str
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None
+    experiment: str
+    registered_model: str
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str
+    port: int
+    max_request_mb: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration of a run (defaults merged with overrides)."""
+
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    space: SpaceConfig
+    simulate: SimulateConfig
+    preprocess: PreprocessConfig
+    ica: IcaConfig
+    dual_regression: DualRegressionConfig
+    labeling: LabelingConfig
+    dataset: DatasetConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    tracking: TrackingConfig
+    serve: ServeConfig
+
+    def __post_init__(self) -> None:
+        split = self.dataset.split
+        if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
+            raise ConfigError(f"dataset.split: expected three positive fractions summing to 1, got {split}")
+        for key, value in (
+            ("preprocess.fwhm_mm", self.preprocess.fwhm_mm),
+            ("preprocess.highpass_cutoff_s", self.preprocess.highpass_cutoff_s),
+            ("train.lr", self.train.lr),
+        ):
+            if value < 0:
+                raise ConfigError(f"{key}: must not be negative, got {value}")
+        for key, count in (
+            ("train.batch_size", self.train.batch_size),
+            ("train.epochs", self.train.epochs),
+            ("preprocess.n_jobs", self.preprocess.n_jobs),
+        ):
+            if count < 1:
+                raise ConfigError(f"{key}: must be at least 1, got {count}")
+        if isinstance(self.ica.order, int) and self.ica.order < 2:
+            raise ConfigError(f"ica.order: must be at least 2 or 'auto', got {self.ica.order}")
+        if not 0.0 <= self.train.mlp_dropout < 1.0:
+            raise ConfigError(f"train.mlp_dropout: must be in [0, 1), got {self.train.mlp_dropout}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` checked against the type ``tp``; raise naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+    elif origin is list:
+        if isinstance(value, list):
+            (item_type,) = typing.get_args(tp)
+            return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML (YAML 1.1) reads `lr: 1e-3` as the string "1e-3": take it as meant.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: Any, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        where = prefix or "config"
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            full = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{full}: unknown key (valid keys: {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        full = f"{prefix}.{name}" if prefix else name
+        if name not in data:
+            raise ConfigError(f"{full}: missing")
+        kwargs[name] = _coerce(data[name], hints[name], full)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in base:
+            raise ConfigError(f"{full}: unknown key (valid keys: {', '.join(base)})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: expected a mapping, got {value!r}")
+            merged[key] = _merge(base[key], value, full)
+        else:
+            merged[key] = value
+    return merged
+
+
+def default_config_dict() -> dict[str, Any]:
+    """The defaults file as a plain dictionary."""
+    text = resources.files("rsnflow.data").joinpath("defaults.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _read_user_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Build the effective configuration.
+
+    Parameters
+    ----------
+    path
+        Optional YAML file whose keys override the defaults.
+    overrides
+        Optional nested mapping applied last (command-line options).
+
+    Returns
+    -------
+    Config
+        The validated configuration.
+
+    Raises
+    ------
+    ConfigError
+        For an unreadable file, an unknown key or a value of the wrong type;
+        the message names the file or the dotted key.
+    """
+    data = default_config_dict()
+    if path is not None:
+        p = Path(path)
+        try:
+            data = _merge(data, _read_user_file(p))
+            _build(Config, data, "")  # validate here so errors name the file
+        except ConfigError as exc:
+            msg = str(exc)
+            raise ConfigError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
+    if overrides:
+        data = _merge(data, overrides)
+    return _build(Config, data, "")
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The configuration as plain data (for YAML, JSON, MLflow params)."""
+    return dataclasses.asdict(config)

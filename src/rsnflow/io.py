@@ -1,0 +1,346 @@
+"""NIfTI and BIDS input/output: validated loading, atomic writes, derivative paths.
+
+Every loader validates at the entry point and raises :class:`InvalidInputError`
+whose message starts with the file and says what is wrong with it, so one bad
+subject can be reported and skipped by the cohort-level code. Every writer
+writes to a temporary name in the destination folder and renames, so a crash
+never leaves a half-written output that a rerun would mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from rsnflow import __version__
+
+__all__ = [
+    "BoldRun",
+    "InvalidInputError",
+    "atomic_path",
+    "derivative_path",
+    "find_sidecar",
+    "load_bold",
+    "load_nifti",
+    "read_tr",
+    "save_nifti",
+    "write_dataset_description",
+    "write_json",
+    "write_text",
+]
+
+#: Repetition times outside this range (seconds) are refused as implausible.
+TR_RANGE_S = (0.1, 20.0)
+
+
+class InvalidInputError(ValueError):
+    """An input file is unusable. ``path`` names the file, ``problem`` says why."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The temporary name keeps the final suffixes (``.nii.gz``) so that writers
+    which choose the format by extension behave the same. On error the
+    temporary file is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{suffix}", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        # mkstemp creates 0600; give the file the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
+        tmp.replace(final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_nifti(img: nib.spatialimages.SpatialImage, path: str | os.PathLike[str]) -> Path:
+    """Save a NIfTI image atomically; gzip is chosen by the ``.gz`` extension."""
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+    return Path(path)
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
+    """Write JSON atomically, indented and with sorted keys (stable diffs)."""
+    return write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n", path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_nifti(
+    path: str | os.PathLike[str],
+    ndim: int | None = None,
+    min_volumes: int = 1,
+) -> nib.Nifti1Image:
+    """Load a NIfTI image, read all of its data and validate it.
+
+    Parameters
+    ----------
+    path
+        ``.nii`` or ``.nii.gz`` file.
+    ndim
+        Required dimensionality (3 or 4); ``None`` accepts either.
+    min_volumes
+        For 4D images, the least number of volumes accepted.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        The image, with its data already read (so a truncated file fails here
+        and not later in the middle of a stage).
+
+    Raises
+    ------
+    InvalidInputError
+        Missing, unreadable, truncated or non-NIfTI file; wrong dimensionality;
+        too few volumes; no voxels; NaN or infinite values; an all-zero image;
+        an affine that is not invertible.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InvalidInputError(p, "file does not exist")
+    if p.stat().st_size == 0:
+        raise InvalidInputError(p, "file is empty (0 bytes)")
+    try:
+        img = nib.load(p)
+    except nib.filebasedimages.ImageFileError as exc:
+        raise InvalidInputError(p, f"not a NIfTI image ({exc})") from exc
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise InvalidInputError(p, f"cannot read NIfTI header: file is corrupt or truncated ({exc})") from exc
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise InvalidInputError(p, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+    shape = img.shape
+    # A 4D image with a single volume is still acceptable as 3D.
+    single_volume_as_3d = ndim == 3 and len(shape) == 4 and shape[3] == 1
+    if ndim is not None and len(shape) != ndim and not single_volume_as_3d:
+        raise InvalidInputError(p, f"expected a {ndim}D image, got {len(shape)}D with shape {shape}")
+    if len(shape) not in (3, 4):
+        raise InvalidInputError(p, f"expected a 3D or 4D image, got shape {shape}")
+    if any(s == 0 for s in shape[:3]):
+        raise InvalidInputError(p, f"image has no voxels (shape {shape})")
+    if len(shape) == 4:
+        if shape[3] == 0:
+            raise InvalidInputError(p, "image has zero volumes")
+        if shape[3] < min_volumes:
+            raise InvalidInputError(p, f"image has {shape[3]} volumes, at least {min_volumes} needed")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError, zlib.error, ValueError) as exc:
+        raise InvalidInputError(p, f"cannot read image data: file is truncated or corrupt ({exc})") from exc
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data)
+        n_bad = int(bad.sum())
+        if n_bad:
+            kinds = []
+            if np.isnan(data).any():
+                kinds.append("NaN")
+            if np.isinf(data).any():
+                kinds.append("infinite")
+            raise InvalidInputError(p, f"{n_bad} voxels hold {' and '.join(kinds)} values")
+    if not np.any(data):
+        raise InvalidInputError(p, "image is all zeros")
+    affine = img.affine
+    if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise InvalidInputError(p, "image affine is missing or not invertible")
+    if ndim == 3 and len(shape) == 4:
+        return nib.Nifti1Image(np.asarray(data)[..., 0], affine, img.header)
+    # Keep the data that was just read so later access does not re-read the file.
+    return nib.Nifti1Image(np.asarray(data), affine, img.header)
+
+
+def find_sidecar(bold_path: str | os.PathLike[str]) -> Path | None:
+    """The BIDS JSON sidecar of a BOLD run, following BIDS inheritance upwards.
+
+    ``sub-01/func/sub-01_task-rest_bold.nii.gz`` looks for
+    ``sub-01_task-rest_bold.json`` beside it, then ``task-rest_bold.json`` in
+    the folders above up to the dataset root (the folder holding
+    ``dataset_description.json``).
+    """
+    p = Path(bold_path)
+    stem = p.name.removesuffix(".gz").removesuffix(".nii")
+    same = p.with_name(stem + ".json")
+    if same.exists():
+        return same
+    entities = [e for e in stem.split("_") if not e.startswith(("sub-", "ses-"))]
+    inherited = "_".join(entities) + ".json"
+    for parent in p.parents:
+        candidate = parent / inherited
+        if candidate.exists():
+            return candidate
+        if (parent / "dataset_description.json").exists():
+            break
+    return None
+
+
+def read_tr(path: str | os.PathLike[str], img: nib.Nifti1Image | None = None) -> float:
+    """The repetition time in seconds of a 4D BOLD run.
+
+    Taken from the BIDS sidecar's ``RepetitionTime`` (seconds by the BIDS
+    standard) when there is one, otherwise from the NIfTI header's 4th pixdim
+    and its time unit (``msec`` and ``usec`` are converted).
+
+    Raises
+    ------
+    InvalidInputError
+        No TR anywhere, a TR of zero or below, or a TR outside
+        :data:`TR_RANGE_S` (such as 2000 written in milliseconds where seconds
+        are declared).
+    """
+    p = Path(path)
+    sidecar = find_sidecar(p)
+    if sidecar is not None:
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInputError(sidecar, f"sidecar is not valid JSON ({exc})") from exc
+        if "RepetitionTime" in meta:
+            tr = meta["RepetitionTime"]
+            if not isinstance(tr, int | float) or isinstance(tr, bool):
+                raise InvalidInputError(sidecar, f"RepetitionTime must be a number, got {tr!r}")
+            return _check_tr(sidecar, float(tr), "RepetitionTime in the sidecar (seconds)")
+    if img is None:
+        img = nib.load(p)
+    if len(img.shape) < 4:
+        raise InvalidInputError(p, "no repetition time: image is not 4D and has no sidecar")
+    zooms = img.header.get_zooms()
+    tr = float(zooms[3]) if len(zooms) > 3 else 0.0
+    if tr == 0.0:
+        raise InvalidInputError(
+            p,
+            "no repetition time: no RepetitionTime in a JSON sidecar and the header's TR (pixdim[4]) is 0",
+        )
+    unit = img.header.get_xyzt_units()[1]
+    scale = {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+    where = f"header pixdim[4] ({unit or 'unknown'} units)"
+    return _check_tr(p, tr * scale, where)
+
+
+def _check_tr(path: Path, tr: float, where: str) -> float:
+    if not np.isfinite(tr) or tr <= 0:
+        raise InvalidInputError(path, f"repetition time must be positive, got {tr} from {where}")
+    lo, hi = TR_RANGE_S
+    if tr > hi:
+        hint = f"; {tr:g} looks like milliseconds ({tr / 1000:g} s?)" if tr >= 100 else ""
+        raise InvalidInputError(
+            path, f"repetition time {tr:g} s from {where} is implausible (> {hi:g} s){hint}"
+        )
+    if tr < lo:
+        raise InvalidInputError(path, f"repetition time {tr:g} s from {where} is implausible (< {lo:g} s)")
+    return tr
+
+
+@dataclass(frozen=True)
+class BoldRun:
+    """A validated 4D BOLD run and its repetition time."""
+
+    path: Path
+    img: nib.Nifti1Image
+    tr: float
+
+    @property
+    def n_volumes(self) -> int:
+        return int(self.img.shape[3])
+
+
+def load_bold(path: str | os.PathLike[str], min_volumes: int = 2) -> BoldRun:
+    """Load and validate a 4D BOLD run with its repetition time."""
+    img = load_nifti(path, ndim=4, min_volumes=min_volumes)
+    return BoldRun(Path(path), img, read_tr(path, img))
+
+
+# --------------------------------------------------------------------------- BIDS derivatives
+
+
+def derivative_path(
+    root: str | os.PathLike[str],
+    subject: str,
+    suffix: str,
+    *,
+    desc: str | None = None,
+    space: str | None = None,
+    res: str | int | None = None,
+    task: str = "rest",
+    extension: str = ".nii.gz",
+    datatype: str = "func",
+) -> Path:
+    """A BIDS-Derivatives path under ``root``.
+
+    ``derivative_path(d, "01", "bold", space="MNI152NLin2009aSym", res=4, desc="preproc")``
+    is ``d/sub-01/func/sub-01_task-rest_space-MNI152NLin2009aSym_res-4mm_desc-preproc_bold.nii.gz``.
+    """
+    subject = subject.removeprefix("sub-")
+    parts = [f"sub-{subject}", f"task-{task}"]
+    if space:
+        parts.append(f"space-{space}")
+    if res is not None:
+        parts.append(f"res-{res}mm" if str(res).isdigit() else f"res-{res}")
+    if desc:
+        parts.append(f"desc-{desc}")
+    name = "_".join(parts) + f"_{suffix}{extension}"
+    return Path(root) / f"sub-{subject}" / datatype / name
+
+
+def write_dataset_description(
+    root: str | os.PathLike[str],
+    name: str = "rsnflow",
+    dataset_type: str = "derivative",
+    source: str | None = None,
+) -> Path:
+    """Write ``dataset_description.json`` (BIDS 1.9) naming rsnflow as the generator."""
+    desc: dict[str, Any] = {
+        "Name": name,
+        "BIDSVersion": "1.9.0",
+        "DatasetType": dataset_type,
+    }
+    if dataset_type == "derivative":
+        desc["GeneratedBy"] = [{"Name": "rsnflow", "Version": __version__}]
+        if source:
+            desc["SourceDatasets"] = [{"URL": source}]
+    return write_json(desc, Path(root) / "dataset_description.json")

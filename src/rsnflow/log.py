@@ -1,0 +1,65 @@
+"""Logging and progress bars, set up once for the CLI, the pipeline and notebooks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+__all__ = ["get_logger", "progress", "setup_logging"]
+
+T = TypeVar("T")
+
+_LOGGER_NAME = "rsnflow"
+_configured = False
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A child of the ``rsnflow`` logger (``rsnflow.<module>``)."""
+    if name.startswith(_LOGGER_NAME):
+        return logging.getLogger(name)
+    return logging.getLogger(f"{_LOGGER_NAME}.{name}")
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Configure the ``rsnflow`` logger once.
+
+    Parameters
+    ----------
+    verbosity
+        0 is INFO, 1 or more is DEBUG, -1 is WARNING, -2 or less is ERROR.
+        ``RSNFLOW_LOG_LEVEL`` (a level name) overrides it.
+    """
+    global _configured
+    level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO}.get(
+        max(min(verbosity, 1), -2), logging.DEBUG
+    )
+    env_level = os.environ.get("RSNFLOW_LOG_LEVEL")
+    if env_level:
+        level = logging.getLevelName(env_level.upper())
+        if not isinstance(level, int):
+            level = logging.INFO
+    logger = logging.getLogger(_LOGGER_NAME)
+    logger.setLevel(level)
+    if not _configured:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+        logger.addHandler(handler)
+        logger.propagate = False
+        _configured = True
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+    """Wrap long loops in a tqdm bar on stderr; silent when logging is above INFO.
+
+    ``RSNFLOW_PROGRESS=0`` turns bars off (CI logs, KFP pods).
+    """
+    quiet = logging.getLogger(_LOGGER_NAME).getEffectiveLevel() > logging.INFO
+    disabled = quiet or os.environ.get("RSNFLOW_PROGRESS", "1") == "0"
+    yield from tqdm(iterable, desc=desc, total=total, unit=unit, disable=disabled, leave=False)

@@ -1,0 +1,249 @@
+"""Write a simulated cohort as a BIDS raw dataset with its ground truth beside it.
+
+Layout (documented for users in ``derivatives/groundtruth/README.md``)::
+
+    OUT/dataset_description.json, participants.tsv, README
+    OUT/task-rest_bold.json                      TaskName (inherited by every run)
+    OUT/sub-XX/func/sub-XX_task-rest_bold.nii.gz int16 native EPI
+    OUT/sub-XX/func/sub-XX_task-rest_bold.json   RepetitionTime (s)
+    OUT/derivatives/groundtruth/
+        dataset_description.json, README.md, sources.tsv, bad_subjects.tsv
+        sub-XX/sub-XX_motion.tsv                 trans_x..rot_z, framewise_displacement
+        sub-XX/sub-XX_xfm.json                   native_to_mni (4x4), geometry, noise levels
+        sub-XX/sub-XX_space-MNI152NLin2009aSym_res-4mm_desc-sources_components.nii.gz
+        sub-XX/sub-XX_desc-sources_timeseries.tsv
+
+Subjects are generated and written one at a time (or one per worker process),
+never the whole cohort in memory. Every file is written atomically and
+deterministically: the same seed gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from rsnflow.io import atomic_path, write_dataset_description, write_json, write_text
+from rsnflow.log import get_logger, progress
+from rsnflow.simulate.profiles import Profile, get_profile
+from rsnflow.simulate.subject import SimulatedSubject, simulate_subject, source_table
+from rsnflow.space import MNI4_AFFINE, SPACE_NAME
+from rsnflow.transforms import MOTION_COLUMNS, framewise_displacement
+
+__all__ = ["BAD_KINDS", "CohortResult", "simulate_cohort"]
+
+log = get_logger(__name__)
+
+#: Defects that can be written on purpose for reliability tests.
+BAD_KINDS = {
+    "truncated": "the .nii.gz is cut to half its bytes",
+    "nan": "a block of voxels holds NaN",
+    "3d": "a single 3D volume instead of a 4D run",
+    "no-tr": "no RepetitionTime in the sidecar and pixdim[4] = 0",
+    "short": "only 3 volumes, fewer than the temporal filter needs",
+}
+
+
+@dataclass(frozen=True)
+class CohortResult:
+    """What :func:`simulate_cohort` wrote."""
+
+    bids_dir: Path
+    subjects: list[str]
+    bad_subjects: dict[str, str]
+    groundtruth_dir: Path
+    profile: Profile
+
+
+def _deterministic_nifti(img: nib.Nifti1Image, path: Path) -> None:
+    """Save with a gzip header free of time stamps and names (byte-identical reruns)."""
+    with atomic_path(path) as tmp:
+        raw = tmp.with_name(tmp.name.removesuffix(".gz"))
+        nib.save(img, raw)
+        with (
+            raw.open("rb") as src,
+            tmp.open("wb") as dst,
+            gzip.GzipFile(filename="", mode="wb", fileobj=dst, mtime=0, compresslevel=1) as gz,
+        ):
+            shutil.copyfileobj(src, gz, length=1 << 22)
+        raw.unlink()
+
+
+def _bold_image(sub: SimulatedSubject, dtype: type = np.int16) -> nib.Nifti1Image:
+    data = sub.bold
+    if dtype is np.int16:
+        data = np.clip(np.rint(data), 0, np.iinfo(np.int16).max).astype(np.int16)
+    img = nib.Nifti1Image(data, sub.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_zooms((*np.abs(np.diag(sub.affine)[:3]), sub.tr))
+    img.header.set_qform(sub.affine, code=1)
+    img.header.set_sform(sub.affine, code=1)
+    return img
+
+
+def _write_groundtruth(gt: Path, label: str, sub: SimulatedSubject, names: list[str]) -> None:
+    d = gt / f"sub-{label}"
+    motion = pd.DataFrame(sub.motion, columns=list(MOTION_COLUMNS))
+    motion["framewise_displacement"] = framewise_displacement(sub.motion)
+    write_text(motion.to_csv(sep="\t", index=False, float_format="%.6g"), d / f"sub-{label}_motion.tsv")
+    write_json(
+        {"native_to_mni": sub.native_to_mni, "repetition_time": sub.tr, **sub.info},
+        d / f"sub-{label}_xfm.json",
+    )
+    maps = nib.Nifti1Image(sub.sources_mni.astype(np.float32), MNI4_AFFINE)
+    _deterministic_nifti(maps, d / f"sub-{label}_space-{SPACE_NAME}_res-4mm_desc-sources_components.nii.gz")
+    tcs = pd.DataFrame(sub.timecourses, columns=names)
+    write_text(
+        tcs.to_csv(sep="\t", index=False, float_format="%.6g"),
+        d / f"sub-{label}_desc-sources_timeseries.tsv",
+    )
+
+
+def _write_bold(bids: Path, label: str, sub: SimulatedSubject, defect: str | None) -> None:
+    func = bids / f"sub-{label}" / "func"
+    bold_path = func / f"sub-{label}_task-rest_bold.nii.gz"
+    sidecar: dict[str, object] = {"RepetitionTime": sub.tr, "TaskName": "rest"}
+    img = _bold_image(sub)
+    if defect == "nan":
+        data = sub.bold.copy()
+        data[10:14, 10:14, 5:8, :] = np.nan
+        img = _bold_image(SimulatedSubject(**{**sub.__dict__, "bold": data}), dtype=np.float32)
+    elif defect == "3d":
+        img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], sub.affine, img.header)
+    elif defect == "short":
+        img = nib.Nifti1Image(np.asarray(img.dataobj)[..., :3], sub.affine, img.header)
+    elif defect == "no-tr":
+        img.header.set_zooms((*img.header.get_zooms()[:3], 0.0))
+        del sidecar["RepetitionTime"]
+    _deterministic_nifti(img, bold_path)
+    write_json(sidecar, func / f"sub-{label}_task-rest_bold.json")
+    if defect == "truncated":
+        size = bold_path.stat().st_size
+        with bold_path.open("r+b") as f:
+            f.truncate(size // 2)
+
+
+def _one_subject(args: tuple[Path, Path, Profile, int, int, str, str | None, list[str]]) -> str:
+    bids, gt, profile, seed, index, label, defect, names = args
+    sub = simulate_subject(profile, seed, index)
+    _write_bold(bids, label, sub, defect)
+    _write_groundtruth(gt, label, sub, names)
+    return label
+
+
+_GT_README = """# Ground truth of a simulated rsnflow cohort
+
+Written by `rsnflow simulate` beside the raw BIDS data; no pipeline stage reads it.
+
+- `sources.tsv`: every simulated source (index, name, taxonomy label, parent
+  network, kind network|noise). Column `index` is the volume of the
+  `desc-sources_components` images and the column order of the time series.
+- `bad_subjects.tsv`: subjects written with a deliberate defect, and which.
+- `sub-XX/sub-XX_motion.tsv`: the head pose per volume, `trans_x trans_y trans_z`
+  (mm) and `rot_x rot_y rot_z` (rad), about the centre of the native field of
+  view, with `R = Rz @ Ry @ Rx` (see `rsnflow.transforms`); the image of volume
+  t is the motion-free head moved by that rigid transform. Pose 0 is the pose
+  in which `native_to_mni` holds; `framewise_displacement` is Power's FD (50 mm).
+- `sub-XX/sub-XX_xfm.json`: `native_to_mni`, the 4x4 affine from the native
+  scanner coordinates (the NIfTI affine's world, mm) to MNI152 mm; the
+  rotation, scale and translation it was built from; the median FD; the thermal
+  noise level.
+- `sub-XX/sub-XX_space-MNI152NLin2009aSym_res-4mm_desc-sources_components.nii.gz`:
+  the subject's true source maps on the 45x54x45 MNI grid (peak-scaled weights).
+- `sub-XX/sub-XX_desc-sources_timeseries.tsv`: the sources' time courses as
+  fractions of the baseline signal (network peaks change the signal by ~2%).
+"""
+
+
+def simulate_cohort(
+    out_dir: str | Path,
+    profile: str = "demo",
+    seed: int = 0,
+    n_subjects: int | None = None,
+    bad_subjects: Sequence[str] = (),
+    n_jobs: int = 1,
+) -> CohortResult:
+    """Simulate a cohort and write it as BIDS with ground truth.
+
+    Parameters
+    ----------
+    out_dir
+        BIDS root to create (may exist; subjects in it are overwritten).
+    profile
+        ``tiny``, ``demo`` or ``beijing`` (:data:`~rsnflow.simulate.profiles.PROFILES`).
+    seed
+        Cohort seed; the same seed writes the same bytes.
+    n_subjects
+        Good subjects to write (default: the profile's count).
+    bad_subjects
+        Defects from :data:`BAD_KINDS`, one extra subject per entry, numbered
+        after the good ones.
+    n_jobs
+        Worker processes.
+
+    Returns
+    -------
+    CohortResult
+    """
+    prof = get_profile(profile)
+    n = prof.n_subjects if n_subjects is None else int(n_subjects)
+    if n < 1:
+        raise ValueError(f"n_subjects must be at least 1, got {n}")
+    for kind in bad_subjects:
+        if kind not in BAD_KINDS:
+            raise ValueError(f"unknown bad-subject kind {kind!r} (valid: {', '.join(BAD_KINDS)})")
+    total = n + len(bad_subjects)
+    width = max(2, len(str(total)))
+    labels = [f"{i + 1:0{width}d}" for i in range(total)]
+    defects: list[str | None] = [None] * n + list(bad_subjects)
+    bids = Path(out_dir)
+    gt = bids / "derivatives" / "groundtruth"
+    sources = source_table()
+    names = list(sources["name"])
+
+    write_dataset_description(
+        bids, name=f"rsnflow simulated cohort ({prof.name}, seed {seed})", dataset_type="raw"
+    )
+    write_json({"TaskName": "rest"}, bids / "task-rest_bold.json")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1_000_000,)))
+    participants = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{lab}" for lab in labels],
+            "age": rng.integers(18, 27, total),
+            "sex": rng.choice(["F", "M"], total),
+        }
+    )
+    write_text(participants.to_csv(sep="\t", index=False), bids / "participants.tsv")
+    write_text(
+        f"Simulated resting-state fMRI cohort written by rsnflow (profile {prof.name}, seed {seed}).\n"
+        "Ground truth: derivatives/groundtruth/README.md\n",
+        bids / "README",
+    )
+    write_dataset_description(gt, name="rsnflow simulator ground truth")
+    write_text(_GT_README, gt / "README.md")
+    write_text(sources.to_csv(sep="\t", index=False), gt / "sources.tsv")
+    bad = {lab: d for lab, d in zip(labels, defects, strict=True) if d is not None}
+    bad_table = pd.DataFrame({"participant_id": [f"sub-{k}" for k in bad], "defect": list(bad.values())})
+    write_text(bad_table.to_csv(sep="\t", index=False), gt / "bad_subjects.tsv")
+
+    jobs = [
+        (bids, gt, prof, seed, i, lab, d, names)
+        for i, (lab, d) in enumerate(zip(labels, defects, strict=True))
+    ]
+    log.info("simulating %d subjects (%s profile, seed %d) into %s", total, prof.name, seed, bids)
+    if n_jobs > 1:
+        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            for _ in progress(pool.map(_one_subject, jobs), "simulate", total=total, unit="subject"):
+                pass
+    else:
+        for job in progress(jobs, "simulate", unit="subject"):
+            _one_subject(job)
+    return CohortResult(bids, labels, bad, gt, prof)

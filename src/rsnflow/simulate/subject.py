@@ -1,0 +1,282 @@
+"""One simulated subject: networks, structured noise, head motion and an EPI acquisition.
+
+The signal model, per 2 mm MNI voxel ``a`` (the head frame) and volume ``t``::
+
+    S(a, t) = B(a) * (1 + sum_k W[a, k] * C[k, t])
+
+``B`` is the EPI baseline from tissue probabilities, ``W`` the spatial maps of
+the sources (56 taxonomy networks with subject variability, and noise sources)
+and ``C`` their time courses as signal fractions. Each volume is then sampled
+into the native acquisition grid through the subject's native-to-MNI affine
+and that volume's rigid head pose, multiplied by a scanner-fixed coil bias
+field, and thermal noise is added in the complex domain (magnitude image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from rsnflow.atlas import NOISE, load_taxonomy, node_map
+from rsnflow.simulate.anatomy import EPI_CONTRAST, Anatomy, load_anatomy
+from rsnflow.simulate.profiles import Profile
+from rsnflow.simulate.signals import band_limited, head_motion
+from rsnflow.transforms import framewise_displacement, rigid_matrix
+
+__all__ = ["SimulatedSubject", "simulate_subject", "source_table"]
+
+#: Peak signal change of a network map (fraction of the baseline).
+NETWORK_AMPLITUDE = 0.02
+#: Noise sources: name, spatial model, frequency band (Hz) and amplitude.
+NOISE_SOURCES: tuple[tuple[str, str, tuple[float, float], float], ...] = (
+    ("noise-csf", "csf", (0.08, 0.25), 0.03),
+    ("noise-wm", "wm", (0.005, 0.05), 0.01),
+    ("noise-edge-motion", "edge", (0.0, 0.0), 0.03),
+    ("noise-highfreq-1", "blob", (0.12, 0.25), 0.03),
+    ("noise-highfreq-2", "blob", (0.12, 0.25), 0.03),
+    ("noise-highfreq-3", "blob", (0.12, 0.25), 0.03),
+    ("noise-vessel", "vessel", (0.1, 0.25), 0.04),
+    ("noise-drift", "drift", (0.0, 0.0), 0.02),
+)
+#: Sagittal-sinus-like path (MNI mm) for the vessel noise source.
+_VESSEL_PATH = np.array(
+    [
+        [0.0, y, z]
+        for y, z in [
+            (-95, 10),
+            (-88, 30),
+            (-75, 48),
+            (-58, 62),
+            (-38, 72),
+            (-15, 76),
+            (10, 72),
+            (32, 62),
+        ]
+    ]
+)
+
+
+def source_table() -> pd.DataFrame:
+    """The simulated sources in order: index, name, label, network, kind."""
+    tax = load_taxonomy()
+    rows = [(lab, lab, tax.parent(lab), "network") for lab in tax.network_labels]
+    rows += [(name, NOISE, "NOISE", "noise") for name, *_ in NOISE_SOURCES]
+    table = pd.DataFrame(rows, columns=["name", "label", "network", "kind"])
+    table.insert(0, "index", np.arange(len(table)))
+    return table
+
+
+@dataclass
+class SimulatedSubject:
+    """Everything known about one simulated subject.
+
+    ``bold`` is the native 4D run; ``affine`` its voxel-to-scanner affine;
+    ``motion`` the head pose per volume (``(T, 6)``, see
+    :mod:`rsnflow.transforms`), relative to the pose in which ``native_to_mni``
+    holds; ``sources_mni`` the true source maps on the MNI 4 mm grid
+    (``(45, 54, 45, K)``) and ``timecourses`` their time courses (``(T, K)``,
+    signal fractions).
+    """
+
+    bold: NDArray[np.float32]
+    affine: NDArray[np.float64]
+    tr: float
+    motion: NDArray[np.float64]
+    native_to_mni: NDArray[np.float64]
+    sources_mni: NDArray[np.float32]
+    timecourses: NDArray[np.float32]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def native_affine(profile: Profile) -> NDArray[np.float64]:
+    """RAS voxel-to-scanner affine with the scanner origin at the centre of the grid."""
+    vox = np.asarray(profile.voxel_mm, dtype=float)
+    shape = np.asarray(profile.shape, dtype=float)
+    aff = np.diag([*vox, 1.0])
+    aff[:3, 3] = -vox * (shape - 1) / 2
+    return aff
+
+
+def _subject_to_mni(rng: np.random.Generator) -> tuple[NDArray[np.float64], dict[str, Any]]:
+    # The MNI152 template is larger than most brains: scale > 1 maps a smaller head onto it.
+    angles = np.deg2rad(rng.uniform(-6.0, 6.0, 3))
+    scale = rng.uniform(1.0, 1.12) * (1 + rng.uniform(-0.02, 0.02, 3))
+    # The Beijing slab (119 mm) cannot hold the whole brain: keep the cerebrum
+    # (vertex included) and lose the bottom of the cerebellum, as such scans do.
+    shift = np.array([0.0, -18.0, 15.0]) + rng.normal(0, 4.0, 3)
+    m = rigid_matrix(np.concatenate([shift, angles]))
+    m[:3, :3] = m[:3, :3] @ np.diag(scale)
+    return m, {"rotation_deg": np.rad2deg(angles), "scale": scale, "translation_mm": shift}
+
+
+def _spatial_maps(rng: np.random.Generator, anat: Anatomy) -> NDArray[np.float32]:
+    tax = load_taxonomy()
+    n_net = len(tax.network_labels)
+    maps = np.zeros((anat.n_active, n_net + len(NOISE_SOURCES)), dtype=np.float32)
+    for k, label in enumerate(tax.network_labels):
+        nodes = tax.nodes(label) + rng.normal(0.0, 2.5, (len(tax.nodes(label)), 3))
+        sigma = tax.extent(label) * rng.uniform(0.85, 1.15)
+        values = node_map(anat.xyz, nodes, sigma) * anat.gm
+        maps[:, k] = values / max(float(values.max()), 1e-6) * rng.uniform(0.7, 1.3)
+    for j, (_, kind, _, _) in enumerate(NOISE_SOURCES):
+        if kind in ("csf", "wm"):
+            m = getattr(anat, kind)
+        elif kind == "edge":
+            m = anat.edge * (anat.brain + anat.scalp)
+        elif kind == "blob":
+            centre = anat.xyz[rng.integers(anat.n_active)]
+            m = node_map(anat.xyz, centre[None], rng.uniform(6.0, 10.0)) * anat.brain
+        elif kind == "vessel":
+            m = node_map(anat.xyz, _VESSEL_PATH + rng.normal(0, 1.5, _VESSEL_PATH.shape), 4.0)
+            m = np.clip(m, 0, 1) * (anat.brain + anat.scalp)
+        else:  # drift: the whole head
+            m = anat.brain + anat.scalp
+        maps[:, n_net + j] = m / max(float(m.max()), 1e-6)
+    return maps
+
+
+def _time_courses(
+    rng: np.random.Generator, n: int, tr: float, motion: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    tax = load_taxonomy()
+    networks = [tax.parent(lab) for lab in tax.network_labels]
+    parents = sorted(set(networks))
+    shared = dict(zip(parents, band_limited(rng, n, tr, 0.01, 0.1, len(parents)), strict=True))
+    glob = band_limited(rng, n, tr, 0.01, 0.1)[0]
+    own = band_limited(rng, n, tr, 0.01, 0.1, len(networks))
+    # Correlated within a network (~0.3) and weakly across networks (~0.04).
+    tc = 0.55 * np.stack([shared[p] for p in networks]) + 0.8 * own + 0.2 * glob
+    tc = (tc - tc.mean(1, keepdims=True)) / tc.std(1, keepdims=True)
+    rows = [NETWORK_AMPLITUDE * tc]
+    t = np.linspace(-1, 1, n)
+    fd = framewise_displacement(motion)
+    for _, kind, (lo, hi), amp in NOISE_SOURCES:
+        if kind == "edge":
+            x = fd + 0.2 * np.abs(motion[:, :3]).sum(1)
+            sig = (x - x.mean()) / max(x.std(), 1e-9)
+        elif kind == "drift":
+            coef = rng.normal(0, 1, 2)
+            sig = coef[0] * t + coef[1] * (t**2 - 1 / 3)
+        else:
+            sig = band_limited(rng, n, tr, lo, hi)[0]
+        rows.append(amp * np.atleast_2d(sig))
+    return np.concatenate(rows, axis=0)
+
+
+def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int]) -> NDArray[np.float32]:
+    grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    lin = sum(c * g for c, g in zip(rng.normal(0, 0.06, 3), grids, strict=True))
+    quad = rng.normal(0, 0.04) * (grids[0] ** 2 + grids[1] ** 2)
+    return (1.0 + lin + quad).astype(np.float32)
+
+
+def simulate_subject(
+    profile: Profile,
+    seed: int,
+    index: int,
+    device: str = "cpu",
+    chunk: int = 16,
+    fluctuations: bool = True,
+    motion_scale: float = 1.0,
+) -> SimulatedSubject:
+    """Simulate one subject of a cohort.
+
+    Parameters
+    ----------
+    profile
+        Acquisition grid, run length and TR.
+    seed, index
+        Cohort seed and subject index: the subject's random stream is
+        ``SeedSequence(seed, spawn_key=(index,))``, independent of the
+        cohort size, so subject 3 is the same whether 4 or 176 are made.
+    device
+        Torch device for the resampling.
+    chunk
+        Volumes resampled together (memory vs speed).
+    fluctuations
+        ``False`` silences every time course and the thermal noise, leaving
+        the static head and its motion (for testing motion estimation alone);
+        the random stream is drawn the same way, so geometry and motion are
+        those of the full subject.
+    motion_scale
+        Multiplies the head motion (a stress test for motion correction).
+    """
+    import torch
+
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+    anat = load_anatomy()
+    n = profile.n_volumes
+    to_mni, geometry = _subject_to_mni(rng)
+    median_fd = float(rng.uniform(0.07, 0.25))
+    motion = head_motion(rng, n, median_fd) * motion_scale
+    maps = _spatial_maps(rng, anat)
+    coeffs = _time_courses(rng, n, profile.tr, motion)
+    if not fluctuations:
+        coeffs = np.zeros_like(coeffs)
+    tsnr_thermal = float(rng.uniform(70.0, 130.0))
+    bias = _bias_field(rng, profile.shape)
+
+    aff = native_affine(profile)
+    ijk = np.indices(profile.shape).reshape(3, -1).T.astype(np.float64)
+    to_box = np.linalg.inv(anat.box_affine) @ to_mni
+    poses = rigid_matrix(motion)
+    box_size = np.asarray(anat.box_shape, dtype=np.float64)
+
+    dev = torch.device(device)
+    w = torch.from_numpy(maps).to(dev)
+    base = torch.from_numpy(anat.baseline).to(dev)
+    active = torch.from_numpy(anat.active).to(dev)
+    bold = np.empty((*profile.shape, n), dtype=np.float32)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        c = torch.from_numpy(coeffs[:, start:stop].astype(np.float32)).to(dev)
+        values = base[:, None] * (1.0 + w @ c)  # (n_active, chunk)
+        vol = torch.zeros((stop - start, int(np.prod(anat.box_shape))), device=dev)
+        vol[:, active] = values.T
+        vol = vol.reshape(stop - start, 1, *anat.box_shape)
+        # Native voxel -> scanner mm -> head frame at this pose -> MNI mm -> box voxel.
+        mats = to_box @ np.linalg.inv(poses[start:stop]) @ aff
+        pts = np.einsum("tij,vj->tvi", mats[:, :3, :3], ijk) + mats[:, None, :3, 3]
+        norm = 2.0 * pts / (box_size - 1.0) - 1.0
+        grid = torch.from_numpy(norm[..., ::-1].astype(np.float32).copy()).to(dev)
+        grid = grid.reshape(stop - start, *profile.shape, 3)
+        out = torch.nn.functional.grid_sample(
+            vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )
+        bold[..., start:stop] = out[:, 0].permute(1, 2, 3, 0).cpu().numpy()
+
+    bold *= bias[..., None]
+    sigma = EPI_CONTRAST["gm"] / tsnr_thermal
+    if fluctuations:
+        # In place and in float32: a beijing run is 120 MB per copy.
+        noise = rng.standard_normal(bold.shape, dtype=np.float32)
+        noise *= sigma
+        bold += noise
+        np.square(bold, out=bold)
+        rng.standard_normal(dtype=np.float32, out=noise)
+        noise *= sigma
+        np.square(noise, out=noise)
+        bold += noise
+        np.sqrt(bold, out=bold)
+        del noise
+
+    info = {
+        **{k: np.asarray(v).tolist() for k, v in geometry.items()},
+        "median_fd_mm": float(np.median(framewise_displacement(motion)[1:])),
+        "thermal_tsnr_gm": tsnr_thermal,
+        "thermal_sigma": sigma,
+    }
+    return SimulatedSubject(
+        bold=bold,
+        affine=aff,
+        tr=profile.tr,
+        motion=motion,
+        native_to_mni=to_mni,
+        sources_mni=anat.to_mni4(maps),
+        timecourses=coeffs.T.astype(np.float32),
+        info=info,
+    )

@@ -1,0 +1,76 @@
+"""Rigid and affine transforms in world (mm) coordinates, and head-motion summaries.
+
+Convention for the 6 rigid parameters used everywhere in rsnflow (simulator
+ground truth, motion estimates, confounds TSV): ``[trans_x, trans_y, trans_z,
+rot_x, rot_y, rot_z]``, translations in mm and rotations in radians. The
+matrix is ``x -> R (x - c) + c + t`` with ``R = Rz @ Ry @ Rx`` (rotation about x
+first), each a right-handed rotation, and ``c`` the rotation centre (the
+centre of the volume's field of view). Column names follow fMRIPrep's confounds
+(``trans_x`` ... ``rot_z``); MCFLIRT's ``.par`` files hold the same six
+quantities as ``rot_x rot_y rot_z trans_x trans_y trans_z``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "MOTION_COLUMNS",
+    "apply_affine",
+    "framewise_displacement",
+    "rigid_matrix",
+    "rigid_params",
+]
+
+MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+
+
+def rigid_matrix(params: ArrayLike, centre: ArrayLike = (0.0, 0.0, 0.0)) -> NDArray[np.float64]:
+    """4x4 matrices of rigid parameters ``(..., 6)`` about ``centre`` (mm)."""
+    p = np.asarray(params, dtype=float)
+    t, (ax, ay, az) = p[..., :3], np.moveaxis(p[..., 3:], -1, 0)
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    one, zero = np.ones_like(ax), np.zeros_like(ax)
+    rx = np.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], -1).reshape(*ax.shape, 3, 3)
+    ry = np.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).reshape(*ax.shape, 3, 3)
+    rz = np.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], -1).reshape(*ax.shape, 3, 3)
+    r = rz @ ry @ rx
+    c = np.asarray(centre, dtype=float)
+    out = np.zeros((*ax.shape, 4, 4))
+    out[..., :3, :3] = r
+    out[..., :3, 3] = c - r @ c + t
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def rigid_params(matrix: ArrayLike, centre: ArrayLike = (0.0, 0.0, 0.0)) -> NDArray[np.float64]:
+    """Inverse of :func:`rigid_matrix`: the 6 parameters of rigid 4x4 matrices."""
+    m = np.asarray(matrix, dtype=float)
+    r = m[..., :3, :3]
+    ry = np.arcsin(np.clip(-r[..., 2, 0], -1.0, 1.0))
+    rx = np.arctan2(r[..., 2, 1], r[..., 2, 2])
+    rz = np.arctan2(r[..., 1, 0], r[..., 0, 0])
+    c = np.asarray(centre, dtype=float)
+    t = m[..., :3, 3] - c + r @ c
+    return np.concatenate([t, np.stack([rx, ry, rz], -1)], -1)
+
+
+def apply_affine(matrix: ArrayLike, points: ArrayLike) -> NDArray[np.float64]:
+    """Apply a 4x4 matrix to points ``(..., 3)``."""
+    m = np.asarray(matrix, dtype=float)
+    p = np.asarray(points, dtype=float)
+    return p @ m[:3, :3].T + m[:3, 3]
+
+
+def framewise_displacement(params: ArrayLike, radius_mm: float = 50.0) -> NDArray[np.float64]:
+    """Power et al. (2012) framewise displacement of ``(n_volumes, 6)`` parameters.
+
+    Sum of absolute backward differences of the translations and of the
+    rotations converted to arc length on a sphere of ``radius_mm``; 0 for the
+    first volume.
+    """
+    p = np.asarray(params, dtype=float)
+    d = np.abs(np.diff(p, axis=0))
+    fd = d[:, :3].sum(1) + radius_mm * d[:, 3:].sum(1)
+    return np.concatenate([[0.0], fd])

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rsnflow.ingest import find_runs, ingest_cohort
+from rsnflow.io import InvalidInputError
+
+
+def test_bad_subjects_are_reported_and_skipped(tiny_cohort, tmp_path: Path) -> None:
+    summary = tmp_path / "subjects.tsv"
+    runs = ingest_cohort(tiny_cohort.bids_dir, summary_tsv=summary)
+    assert [r.subject for r in runs.runs] == ["01", "02", "03"]
+    assert sorted(runs.failed) == sorted(tiny_cohort.bad_subjects)
+    for label, reason in runs.failed.items():
+        assert f"sub-{label}_task-rest_bold" in reason
+    assert runs.tr == 2.0
+    table = pd.read_csv(summary, sep="\t")
+    assert (table["status"] == "failed").sum() == len(tiny_cohort.bad_subjects)
+
+
+def test_participant_label_filter(tiny_cohort) -> None:
+    runs = ingest_cohort(tiny_cohort.bids_dir, participant_label=["sub-02"])
+    assert [r.subject for r in runs.runs] == ["02"]
+    assert not runs.failed
+
+
+def test_not_a_bids_dataset(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="not a BIDS dataset"):
+        find_runs(tmp_path)
+    (tmp_path / "dataset_description.json").write_text("{}")
+    with pytest.raises(InvalidInputError, match="no sub-"):
+        find_runs(tmp_path)

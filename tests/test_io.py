@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from rsnflow.io import (
+    InvalidInputError,
+    atomic_path,
+    derivative_path,
+    find_sidecar,
+    load_bold,
+    load_nifti,
+    read_tr,
+    save_nifti,
+    write_dataset_description,
+)
+
+
+def _bold(
+    path: Path,
+    shape: tuple[int, ...] = (6, 7, 5, 12),
+    tr: float | None = 2.0,
+    units: str = "sec",
+    dtype: type = np.float32,
+    sidecar_tr: float | None = None,
+) -> Path:
+    rng = np.random.default_rng(0)
+    data = (100 + rng.random(shape)).astype(dtype)
+    img = nib.Nifti1Image(data, np.diag([3.0, 3.0, 3.5, 1.0]))
+    img.header.set_xyzt_units("mm", units)
+    if len(shape) == 4:
+        img.header.set_zooms((3.0, 3.0, 3.5, tr or 0.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, path)
+    if sidecar_tr is not None:
+        path.with_name(path.name.replace(".nii.gz", ".json")).write_text(
+            json.dumps({"RepetitionTime": sidecar_tr})
+        )
+    return path
+
+
+def test_good_run_loads(tmp_path: Path) -> None:
+    run = load_bold(_bold(tmp_path / "sub-01_task-rest_bold.nii.gz"))
+    assert run.tr == 2.0
+    assert run.n_volumes == 12
+
+
+def test_truncated_gzip(tmp_path: Path) -> None:
+    p = _bold(tmp_path / "t.nii.gz", shape=(20, 20, 20, 20))
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(InvalidInputError, match="truncated") as info:
+        load_nifti(p)
+    assert info.value.path == p
+    assert str(p) in str(info.value)
+
+
+def test_not_a_nifti(tmp_path: Path) -> None:
+    p = tmp_path / "x.nii.gz"
+    p.write_text("hello, I am not an image")
+    with pytest.raises(InvalidInputError, match=r"x\.nii\.gz: .*(NIfTI|corrupt)"):
+        load_nifti(p)
+    q = tmp_path / "notes.txt"
+    q.write_text("plain text")
+    with pytest.raises(InvalidInputError, match="not a NIfTI"):
+        load_nifti(q)
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        load_nifti(tmp_path / "nope.nii.gz")
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="empty"):
+        load_nifti(tmp_path / "empty.nii.gz")
+
+
+def test_3d_where_4d_needed(tmp_path: Path) -> None:
+    p = _bold(tmp_path / "v.nii.gz", shape=(6, 7, 5))
+    with pytest.raises(InvalidInputError, match="expected a 4D image, got 3D"):
+        load_bold(p)
+
+
+@pytest.mark.parametrize(("value", "word"), [(np.nan, "NaN"), (np.inf, "infinite")])
+def test_non_finite_voxels(tmp_path: Path, value: float, word: str) -> None:
+    data = np.ones((5, 5, 5, 4), np.float32)
+    data[1, 1, 1, 2] = value
+    p = tmp_path / "nf.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), p)
+    with pytest.raises(InvalidInputError, match=f"1 voxels hold {word}"):
+        load_nifti(p)
+
+
+def test_zero_volumes_and_too_few(tmp_path: Path) -> None:
+    p = tmp_path / "z.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 0), np.float32), np.eye(4)), p)
+    with pytest.raises(InvalidInputError, match="zero volumes"):
+        load_nifti(p, ndim=4)
+    q = _bold(tmp_path / "short.nii.gz", shape=(4, 4, 4, 3))
+    with pytest.raises(InvalidInputError, match="3 volumes, at least 10"):
+        load_bold(q, min_volumes=10)
+
+
+def test_all_zero_image(tmp_path: Path) -> None:
+    p = tmp_path / "zero.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.float32), np.eye(4)), p)
+    with pytest.raises(InvalidInputError, match="all zeros"):
+        load_nifti(p)
+
+
+def test_missing_tr(tmp_path: Path) -> None:
+    p = _bold(tmp_path / "sub-01_task-rest_bold.nii.gz", tr=None)
+    with pytest.raises(InvalidInputError, match="no repetition time"):
+        load_bold(p)
+
+
+def test_tr_zero_in_sidecar(tmp_path: Path) -> None:
+    p = _bold(tmp_path / "sub-01_task-rest_bold.nii.gz", sidecar_tr=0)
+    with pytest.raises(InvalidInputError, match="must be positive") as info:
+        load_bold(p)
+    assert info.value.path.suffix == ".json"
+
+
+def test_tr_in_milliseconds_by_mistake(tmp_path: Path) -> None:
+    p = _bold(tmp_path / "a" / "sub-01_task-rest_bold.nii.gz", tr=2000.0, units="sec")
+    with pytest.raises(InvalidInputError, match="looks like milliseconds"):
+        load_bold(p)
+    q = _bold(tmp_path / "b" / "sub-01_task-rest_bold.nii.gz", sidecar_tr=2000)
+    with pytest.raises(InvalidInputError, match="looks like milliseconds"):
+        load_bold(q)
+
+
+def test_header_in_milliseconds_is_converted(tmp_path: Path) -> None:
+    p = _bold(tmp_path / "sub-01_task-rest_bold.nii.gz", tr=2000.0, units="msec")
+    assert read_tr(p) == pytest.approx(2.0)
+
+
+def test_sidecar_wins_over_header_and_inherits(tmp_path: Path) -> None:
+    (tmp_path / "dataset_description.json").write_text("{}")
+    (tmp_path / "task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 2.5}))
+    p = _bold(tmp_path / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz", tr=2.0)
+    assert find_sidecar(p) == tmp_path / "task-rest_bold.json"
+    assert read_tr(p) == 2.5
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "img.nii.gz"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_save_nifti_round_trip(tmp_path: Path) -> None:
+    img = nib.Nifti1Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4) + 1, np.eye(4))
+    p = save_nifti(img, tmp_path / "a" / "b.nii.gz")
+    np.testing.assert_array_equal(load_nifti(p, ndim=3).get_fdata(), img.get_fdata())
+    assert [x.name for x in p.parent.iterdir()] == ["b.nii.gz"]
+
+
+def test_derivative_paths_and_description(tmp_path: Path) -> None:
+    p = derivative_path(tmp_path, "01", "bold", space="MNI152NLin2009aSym", res=4, desc="preproc")
+    assert (
+        p
+        == tmp_path / "sub-01/func/sub-01_task-rest_space-MNI152NLin2009aSym_res-4mm_desc-preproc_bold.nii.gz"
+    )
+    c = derivative_path(tmp_path, "sub-02", "timeseries", desc="confounds", extension=".tsv")
+    assert c.name == "sub-02_task-rest_desc-confounds_timeseries.tsv"
+    d = json.loads(write_dataset_description(tmp_path).read_text())
+    assert d["DatasetType"] == "derivative"
+    assert d["GeneratedBy"][0]["Name"] == "rsnflow"
