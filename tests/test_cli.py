@@ -72,7 +72,6 @@ def test_common_options_before_or_after_subcommand(capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     "argv",
     [
-        ["preprocess", "b", "d"],
         ["group-ica", "d"],
         ["dual-regression", "d"],
         ["label", "d"],

@@ -14,7 +14,10 @@ def test_run_executes_the_available_stages(tmp_path: Path, capsys) -> None:
     assert str(index) in out
     page = index.read_text()
     assert "simulate" in page and "ingest" in page
-    assert "not available yet (issue #4)" in page
+    assert "preprocess" in page
+    assert "not available yet (issue #5)" in page
+    assert "sub-01: preprocessing QC" in page
+    assert (work / "derivatives" / "rsnflow" / "preprocess_summary.tsv").exists()
     assert page.count("data:image/png;base64") == 3
     prov = json.loads((work / "provenance.json").read_text())
     assert prov["parameters"]["seed"] == 3

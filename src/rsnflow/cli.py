@@ -27,7 +27,6 @@ EXIT_PARTIAL = 3
 
 #: Stages whose implementation lands with a later issue: (subcommand, issue).
 _PENDING = {
-    "preprocess": 4,
     "group-ica": 5,
     "dual-regression": 5,
     "label": 6,
@@ -222,6 +221,20 @@ def _cmd_simulate(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_preprocess(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.preprocess import preprocess_cohort
+
+    result = preprocess_cohort(
+        args.bids_dir, args.deriv_dir, config.preprocess, args.participant_label, config.device, args.force
+    )
+    print(f"preprocessed {len(result.succeeded)} subjects into {args.deriv_dir}")
+    print(f"summary: {Path(args.deriv_dir) / 'preprocess_summary.tsv'}")
+    if result.failed:
+        print(f"failed: {', '.join(result.failed)} (reasons in the summary)", file=sys.stderr)
+        return EXIT_ERROR if not result.succeeded else EXIT_PARTIAL
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.workflow import run_local
 
@@ -240,6 +253,7 @@ def _not_available(name: str) -> Callable[[argparse.Namespace, Any], int]:
 _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "config show": _cmd_config,
     "simulate": _cmd_simulate,
+    "preprocess": _cmd_preprocess,
     "run": _cmd_run,
 }
 

@@ -7,6 +7,7 @@ as not available, never faked.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from rsnflow.config import Config, config_to_dict
 from rsnflow.ingest import ingest_cohort
 from rsnflow.io import write_json
 from rsnflow.log import get_logger
+from rsnflow.preprocess import preprocess_cohort, subject_outputs
 from rsnflow.provenance import provenance
 from rsnflow.report import Report
 from rsnflow.simulate import simulate_cohort
@@ -71,6 +73,17 @@ def run_local(work_dir: str | Path, config: Config) -> int:
             "output": str(work / "ingest"),
         }
     )
+    t0 = time.perf_counter()
+    deriv = work / "derivatives" / "rsnflow"
+    prep = preprocess_cohort(bids, deriv, config.preprocess, device=config.device)
+    stages.append(
+        {
+            "stage": "preprocess",
+            "status": "done" if not prep.failed else "done, subjects failed",
+            "seconds": round(time.perf_counter() - t0, 1),
+            "output": str(deriv),
+        }
+    )
     stages += [
         {
             "stage": name,
@@ -92,6 +105,10 @@ def run_local(work_dir: str | Path, config: Config) -> int:
     if runs.failed:
         report.text(f"{len(runs.failed)} subjects were skipped; see the ingest table.", css="warn")
     report.heading("Ingest").table(runs.summary().drop(columns=["path"]))
+    report.heading("Preprocessing").table(prep.summary.drop(columns=["source"]))
+    for pid in prep.succeeded:
+        qc_page = subject_outputs(deriv, pid.removeprefix("sub-")).qc_html
+        report.link(os.path.relpath(qc_page, report_dir), f"{pid}: preprocessing QC")
     report.heading(f"Simulated subject sub-{cohort.subjects[0]}")
     for png, caption in zip(
         figures, ("raw EPI, volume 0", "true head motion", "true network maps"), strict=True
@@ -102,9 +119,11 @@ def run_local(work_dir: str | Path, config: Config) -> int:
     print(f"\nrsnflow run finished in {work}")
     print(f"  report:       {index}")
     print(f"  cohort:       {bids} (ground truth: {cohort.groundtruth_dir})")
+    print(f"  derivatives:  {deriv} (summary: {deriv / 'preprocess_summary.tsv'})")
     print(f"  provenance:   {work / 'provenance.json'}")
     print("  models and MLflow runs: not produced yet (training lands with issue #7)")
-    if runs.failed:
-        print(f"  {len(runs.failed)} subjects skipped: {', '.join(sorted(runs.failed))}")
+    skipped = sorted(set(runs.failed) | {p.removeprefix("sub-") for p in prep.failed})
+    if skipped:
+        print(f"  {len(skipped)} subjects skipped: {', '.join(skipped)}")
         return 3
     return 0

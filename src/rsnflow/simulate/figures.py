@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rsnflow.io import atomic_path
+from rsnflow.figures import motion_plot, save_figure
 from rsnflow.space import SPACE_NAME, load_template
 
 __all__ = ["write_subject_figures"]
@@ -23,13 +20,6 @@ _SHOWN_NETWORKS = (
     "SENSORY-DORSAL-HAND-LEFT",
     "AUDITORY-RIGHT",
 )
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
 
 
 def write_subject_figures(bids_dir: str | Path, label: str, out_dir: str | Path) -> list[Path]:
@@ -62,25 +52,12 @@ def write_subject_figures(bids_dir: str | Path, label: str, out_dir: str | Path)
         ax.imshow(img, cmap="gray", origin="lower", aspect=aspect)
         ax.set_title(f"sub-{label} volume 0, {title}")
         ax.axis("off")
-    written.append(_save(fig, out / "sim_raw_slice.png"))
+    written.append(save_figure(fig, out / "sim_raw_slice.png"))
 
     motion = pd.read_csv(gt / f"sub-{label}_motion.tsv", sep="\t")
-    fig, axes = plt.subplots(3, 1, figsize=(9, 6), sharex=True)
-    for c in ("trans_x", "trans_y", "trans_z"):
-        axes[0].plot(motion[c], label=c)
-    for c in ("rot_x", "rot_y", "rot_z"):
-        axes[1].plot(np.rad2deg(motion[c]), label=c)
-    axes[2].plot(motion["framewise_displacement"], color="k")
-    axes[0].set_ylabel("mm")
-    axes[1].set_ylabel("degrees")
-    axes[2].set_ylabel("FD (mm)")
-    axes[2].set_xlabel("volume")
-    axes[0].legend(ncol=3, fontsize=8)
-    axes[1].legend(ncol=3, fontsize=8)
-    axes[0].set_title(
-        f"sub-{label}: true head motion (median FD {motion['framewise_displacement'][1:].median():.2f} mm)"
-    )
-    written.append(_save(fig, out / "sim_motion.png"))
+    median_fd = motion["framewise_displacement"][1:].median()
+    title = f"sub-{label}: true head motion (median FD {median_fd:.2f} mm)"
+    written.append(motion_plot(motion, title, out / "sim_motion.png"))
 
     sources = pd.read_csv(bids / "derivatives" / "groundtruth" / "sources.tsv", sep="\t")
     maps = nib.load(gt / f"sub-{label}_space-{SPACE_NAME}_res-4mm_desc-sources_components.nii.gz")
@@ -98,5 +75,5 @@ def write_subject_figures(bids_dir: str | Path, label: str, out_dir: str | Path)
         ax.text(0.02, 0.02, "R", transform=ax.transAxes, color="w")
         ax.text(0.93, 0.02, "L", transform=ax.transAxes, color="w")
         ax.axis("off")
-    written.append(_save(fig, out / "sim_networks.png"))
+    written.append(save_figure(fig, out / "sim_networks.png"))
     return written

@@ -22,6 +22,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from rsnflow.atlas import NOISE, load_taxonomy, node_map
+from rsnflow.resample import affine_points, grid_points, sample
 from rsnflow.simulate.anatomy import EPI_CONTRAST, Anatomy, load_anatomy
 from rsnflow.simulate.profiles import Profile
 from rsnflow.simulate.signals import band_limited, head_motion
@@ -221,10 +222,9 @@ def simulate_subject(
     bias = _bias_field(rng, profile.shape)
 
     aff = native_affine(profile)
-    ijk = np.indices(profile.shape).reshape(3, -1).T.astype(np.float64)
+    ijk = grid_points(profile.shape)
     to_box = np.linalg.inv(anat.box_affine) @ to_mni
     poses = rigid_matrix(motion)
-    box_size = np.asarray(anat.box_shape, dtype=np.float64)
 
     dev = torch.device(device)
     w = torch.from_numpy(maps).to(dev)
@@ -237,17 +237,11 @@ def simulate_subject(
         values = base[:, None] * (1.0 + w @ c)  # (n_active, chunk)
         vol = torch.zeros((stop - start, int(np.prod(anat.box_shape))), device=dev)
         vol[:, active] = values.T
-        vol = vol.reshape(stop - start, 1, *anat.box_shape)
         # Native voxel -> scanner mm -> head frame at this pose -> MNI mm -> box voxel.
         mats = to_box @ np.linalg.inv(poses[start:stop]) @ aff
-        pts = np.einsum("tij,vj->tvi", mats[:, :3, :3], ijk) + mats[:, None, :3, 3]
-        norm = 2.0 * pts / (box_size - 1.0) - 1.0
-        grid = torch.from_numpy(norm[..., ::-1].astype(np.float32).copy()).to(dev)
-        grid = grid.reshape(stop - start, *profile.shape, 3)
-        out = torch.nn.functional.grid_sample(
-            vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True
-        )
-        bold[..., start:stop] = out[:, 0].permute(1, 2, 3, 0).cpu().numpy()
+        pts = torch.from_numpy(affine_points(mats, ijk)).to(dev)
+        out = sample(vol.reshape(stop - start, *anat.box_shape), pts)
+        bold[..., start:stop] = out.T.reshape(*profile.shape, stop - start).cpu().numpy()
 
     bold *= bias[..., None]
     sigma = EPI_CONTRAST["gm"] / tsnr_thermal

@@ -1,0 +1,92 @@
+"""Batched trilinear sampling of volumes at arbitrary voxel coordinates, in torch.
+
+One function serves the simulator (head frame into native grids), motion
+correction (every volume through its own pose) and the single resampling of a
+run into the MNI grid: each is "sample these volumes at these voxel
+coordinates", done with ``torch.nn.functional.grid_sample`` on whatever device
+holds the tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["affine_points", "grid_points", "pick_device", "sample", "volumes_first"]
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``cuda`` when asked for or (``auto``) when present, else ``cpu``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def grid_points(shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """Voxel coordinates ``(prod(shape), 3)`` of a grid, in C order."""
+    return np.indices(shape[:3]).reshape(3, -1).T.astype(np.float64)
+
+
+def affine_points(matrices: ArrayLike, points: ArrayLike) -> NDArray[np.float64]:
+    """Apply one ``(4, 4)`` or a batch ``(B, 4, 4)`` of matrices to points ``(N, 3)``.
+
+    Returns ``(N, 3)`` or ``(B, N, 3)``.
+    """
+    m = np.asarray(matrices, dtype=np.float64)
+    p = np.asarray(points, dtype=np.float64)
+    return np.einsum("...ij,nj->...ni", m[..., :3, :3], p) + m[..., None, :3, 3]
+
+
+def volumes_first(data: NDArray[np.floating], start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """Volumes ``start:stop`` of an ``(X, Y, Z, T)`` array as a ``(B, X, Y, Z)`` float32 tensor."""
+    block = np.ascontiguousarray(np.moveaxis(data[..., start:stop], -1, 0), dtype=np.float32)
+    return torch.from_numpy(block).to(device)
+
+
+def sample(volumes: torch.Tensor, coords: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """Trilinear samples of volumes at voxel coordinates.
+
+    Parameters
+    ----------
+    volumes
+        ``(X, Y, Z)`` one volume, ``(B, X, Y, Z)`` one volume per batch item,
+        or ``(B, C, X, Y, Z)`` several channels sampled at the same points.
+    coords
+        ``(N, 3)`` or ``(B, N, 3)`` voxel coordinates (index space of ``volumes``).
+    fill
+        Value outside the volume.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)``, ``(B, N)`` or ``(B, C, N)`` matching the inputs.
+    """
+    vol = volumes
+    squeeze_batch = vol.dim() == 3
+    squeeze_channel = vol.dim() <= 4
+    if vol.dim() == 3:
+        vol = vol[None]
+    if vol.dim() == 4:
+        vol = vol[:, None]
+    b = vol.shape[0]
+    pts = coords if coords.dim() == 3 else coords[None].expand(b, -1, -1)
+    size = torch.tensor(vol.shape[2:], dtype=pts.dtype, device=pts.device)
+    # grid_sample wants (x, y, z) = (W, H, D) order in [-1, 1] (align_corners).
+    norm = (2.0 * pts / (size - 1.0) - 1.0).flip(-1).to(vol.dtype)
+    grid = norm.reshape(b, 1, 1, -1, 3)
+    if fill != 0.0:
+        vol = vol - fill
+    out = torch.nn.functional.grid_sample(
+        vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
+    out = out.reshape(b, vol.shape[1], -1)
+    if fill != 0.0:
+        out = out + fill
+    if squeeze_channel:
+        out = out[:, 0]
+    if squeeze_batch:
+        out = out[0]
+    return out
