@@ -38,3 +38,21 @@ def test_framewise_displacement_power() -> None:
     p[2, 0] = 0.5
     p[2, 3] = 0.01  # 0.01 rad -> 0.5 mm at 50 mm
     np.testing.assert_allclose(framewise_displacement(p), [0.0, 0.5, 0.5])
+
+
+def test_torch_rotations_match_numpy_and_their_derivatives() -> None:
+    import torch
+
+    from rsnflow.transforms import rotations_torch
+
+    theta = np.array([[0.1, -0.2, 0.3], [0.0, 0.05, -0.4]])
+    rot, drot = rotations_torch(torch.from_numpy(theta))
+    for b in range(2):
+        np.testing.assert_allclose(rot[b].numpy(), rigid_matrix([0, 0, 0, *theta[b]])[:3, :3], atol=1e-12)
+        for k in range(3):
+            h = np.zeros(3)
+            h[k] = 1e-6
+            num = (rigid_matrix([0, 0, 0, *(theta[b] + h)]) - rigid_matrix([0, 0, 0, *(theta[b] - h)]))[
+                :3, :3
+            ] / 2e-6
+            np.testing.assert_allclose(drot[b, k].numpy(), num, atol=1e-6)

@@ -12,8 +12,13 @@ quantities as ``rot_x rot_y rot_z trans_x trans_y trans_z``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "MOTION_COLUMNS",
@@ -21,6 +26,7 @@ __all__ = [
     "framewise_displacement",
     "rigid_matrix",
     "rigid_params",
+    "rotations_torch",
 ]
 
 MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
@@ -74,3 +80,29 @@ def framewise_displacement(params: ArrayLike, radius_mm: float = 50.0) -> NDArra
     d = np.abs(np.diff(p, axis=0))
     fd = d[:, :3].sum(1) + radius_mm * d[:, 3:].sum(1)
     return np.concatenate([[0.0], fd])
+
+
+def rotations_torch(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch twin of the rotation in :func:`rigid_matrix`, for batched optimisation.
+
+    ``theta`` ``(B, 3)`` -> ``R = Rz Ry Rx`` ``(B, 3, 3)`` and ``dR/dtheta`` ``(B, 3, 3, 3)``
+    (axis 1: the angle).
+    """
+    import torch
+
+    cx, cy, cz = torch.cos(theta).unbind(-1)
+    sx, sy, sz = torch.sin(theta).unbind(-1)
+    o, z = torch.ones_like(cx), torch.zeros_like(cx)
+
+    def mat(*rows: torch.Tensor) -> torch.Tensor:
+        return torch.stack(rows, -1).reshape(*cx.shape, 3, 3)
+
+    rx = mat(o, z, z, z, cx, -sx, z, sx, cx)
+    ry = mat(cy, z, sy, z, o, z, -sy, z, cy)
+    rz = mat(cz, -sz, z, sz, cz, z, z, z, o)
+    drx = mat(z, z, z, z, -sx, -cx, z, cx, -sx)
+    dry = mat(-sy, z, cy, z, z, z, -cy, z, -sy)
+    drz = mat(-sz, -cz, z, cz, -sz, z, z, z, z)
+    r = rz @ ry @ rx
+    d = torch.stack([rz @ ry @ drx, rz @ dry @ rx, drz @ ry @ rx], dim=1)
+    return r, d
