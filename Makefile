@@ -56,7 +56,7 @@ figures: setup
 
 # Rebuild src/rsnflow/data/rsn_taxonomy.tsv from its selectors and nilearn's coordinates.
 taxonomy: setup
-	$(BIN)/python -m rsnflow.atlas.taxonomy
+	$(BIN)/python -c 'from rsnflow.atlas.taxonomy import write_taxonomy; print(write_taxonomy())'
 
 # Re-resolve the lock in a scratch venv from pyproject.toml (needs the registries).
 lock:

@@ -211,6 +211,7 @@ def _cmd_simulate(args: argparse.Namespace, config: Any) -> int:
         seed=config.seed,
         n_subjects=config.simulate.subjects,
         bad_subjects=args.bad_subjects,
+        n_jobs=args.sim_jobs,
     )
     if args.figures is not None:
         from rsnflow.simulate.figures import write_subject_figures

@@ -46,3 +46,22 @@ def test_cohort_with_bad_subjects(tiny_cohort, tmp_path: Path) -> None:
     assert code == EXIT_PARTIAL
     final = pd.read_csv(deriv / "preprocess_summary.tsv", sep="\t")
     assert list(final["status"]) == ["ok", "failed"]
+
+
+def test_failed_registration_is_reported_not_written(tiny_cohort, tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+
+    from rsnflow.preprocess import participant
+    from rsnflow.preprocess.registration import AffineRegistration
+
+    def far_away(mean, affine, device="cpu"):
+        m = np.eye(4)
+        m[:3, 3] = 400.0  # the whole template lands outside the image
+        return AffineRegistration(m, 1.0, np.zeros(12))
+
+    monkeypatch.setattr(participant, "register_to_mni", far_away)
+    deriv = tmp_path / "deriv"
+    result = preprocess_cohort(tiny_cohort.bids_dir, deriv, load_config().preprocess, ["01"], device="cpu")
+    assert result.failed == ["sub-01"]
+    assert "registration to MNI failed" in result.summary["reason"][0]
+    assert not subject_outputs(deriv, "01").bold.exists()

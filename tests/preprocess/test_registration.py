@@ -47,3 +47,17 @@ def test_single_resampling_puts_truth_in_place() -> None:
     m = cov & (load_brain_mask().get_fdata() > 0)
     r = np.corrcoef(est_img.mean(-1)[m], true_img.mean(-1)[m])[0, 1]
     assert r > 0.97
+
+
+def test_template_outside_the_image_is_not_a_good_fit() -> None:
+    from rsnflow.preprocess.registration import _correlation_ratio
+
+    values = torch.rand(1000, dtype=torch.float64)
+    bins = torch.randint(0, 8, (1000,))
+    none_valid = torch.zeros(1000, dtype=torch.bool)
+    assert float(_correlation_ratio(values, none_valid, bins, 8)) == 1.0
+    # Values that are a function of the bins fit perfectly where they are seen.
+    exact = bins.double() * 10
+    half = torch.arange(1000) < 500
+    assert float(_correlation_ratio(exact, torch.ones(1000, dtype=torch.bool), bins, 8)) < 1e-9
+    assert abs(float(_correlation_ratio(exact, half, bins, 8)) - 0.5) < 1e-9

@@ -172,7 +172,3 @@ def write_taxonomy(path: str | None = None) -> str:
 
     write_text(build_taxonomy().to_csv(sep="\t", index=False), target)
     return str(target)
-
-
-if __name__ == "__main__":
-    print(write_taxonomy())

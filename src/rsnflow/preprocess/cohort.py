@@ -15,7 +15,7 @@ from rsnflow.config import PreprocessConfig
 from rsnflow.ingest import find_runs
 from rsnflow.io import InvalidInputError, write_dataset_description, write_text
 from rsnflow.log import get_logger, progress
-from rsnflow.preprocess.participant import preprocess_subject, subject_outputs
+from rsnflow.preprocess.participant import PreprocessingError, preprocess_subject, subject_outputs
 
 __all__ = ["CohortPreprocessing", "preprocess_cohort"]
 
@@ -50,7 +50,7 @@ def _one(args: tuple[str, Path, Path, PreprocessConfig, str, bool, int]) -> dict
     t0 = time.perf_counter()
     try:
         qc = preprocess_subject(bold, deriv, subject, config, device)
-    except InvalidInputError as exc:
+    except (InvalidInputError, PreprocessingError) as exc:
         log.error("sub-%s failed: %s", subject, exc)
         return {**row, "status": "failed", "reason": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
     except Exception as exc:  # one subject must not sink the cohort

@@ -194,18 +194,26 @@ def apply_motion_mean(
     centre: NDArray[np.float64],
     device: torch.device,
     chunk: int = 48,
+    max_volumes: int = 60,
 ) -> NDArray[np.float32]:
-    """Mean of the run after undoing the motion (one resampling, used only as an image)."""
+    """Mean of the run after undoing the motion (used only as an image, never as data).
+
+    At most ``max_volumes`` evenly spaced volumes are averaged: enough for a
+    reference image, at a fraction of the cost of resampling the whole run.
+    """
     inv = np.linalg.inv(affine)
     ijk = grid_points(data.shape)
+    picks = np.unique(
+        np.linspace(0, data.shape[-1] - 1, min(max_volumes, data.shape[-1])).round().astype(int)
+    )
     total = torch.zeros(len(ijk), device=device)
-    for start in range(0, data.shape[-1], chunk):
-        stop = min(start + chunk, data.shape[-1])
-        mats = inv @ rigid_matrix(params[start:stop], centre) @ affine
+    for start in range(0, len(picks), chunk):
+        idx = picks[start : start + chunk]
+        mats = inv @ rigid_matrix(params[idx], centre) @ affine
         pts = torch.from_numpy(affine_points(mats, ijk)).to(device)
-        vol = volumes_first(data, start, stop, device)
-        total += sample(vol, pts.float()).sum(0)
-    return (total / data.shape[-1]).reshape(data.shape[:3]).cpu().numpy()
+        vol = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data[..., idx], -1, 0), dtype=np.float32))
+        total += sample(vol.to(device), pts.float()).sum(0)
+    return (total / len(picks)).reshape(data.shape[:3]).cpu().numpy()
 
 
 def relative_to(

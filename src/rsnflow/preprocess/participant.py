@@ -35,12 +35,19 @@ from rsnflow.report import Report
 from rsnflow.resample import pick_device
 from rsnflow.space import MNI4_AFFINE, SPACE_NAME, load_brain_mask
 
-__all__ = ["MIN_VOLUMES", "SubjectOutputs", "preprocess_subject", "subject_outputs"]
+__all__ = ["MIN_VOLUMES", "PreprocessingError", "SubjectOutputs", "preprocess_subject", "subject_outputs"]
 
 log = get_logger(__name__)
 
 #: Fewer volumes than this cannot be motion-corrected and filtered meaningfully.
 MIN_VOLUMES = 20
+#: A registration that leaves less of the template brain than this inside the
+#: field of view has failed (a 119 mm slab still covers about 85%).
+MIN_COVERAGE = 0.5
+
+
+class PreprocessingError(RuntimeError):
+    """A stage produced an implausible result for one subject (reported, subject skipped)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,12 @@ def preprocess_subject(
     del data
     template_mask = load_brain_mask().get_fdata() > 0
     mask = template_mask & coverage
+    covered = mask.sum() / template_mask.sum()
+    if covered < MIN_COVERAGE:
+        raise PreprocessingError(
+            f"{bold_path}: registration to MNI failed: only {covered:.0%} of the template brain falls "
+            f"inside the field of view (correlation-ratio cost {reg.cost:.3f})"
+        )
     timer.lap("resample")
     conf = confounds_table(motion.params, dvars(bold_mni, mask))
     epi_mask = mask_to_mni(epi_brain_mask(mean_native), affine, reg.mni_to_epi)

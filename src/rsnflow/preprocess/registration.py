@@ -95,7 +95,11 @@ def _correlation_ratio(
     total_n = n.sum().clamp_min(1.0)
     within = (s2 - s1 * s1 / n.clamp_min(1e-9)).sum()
     total = s2.sum() - s1.sum() ** 2 / total_n
-    return within / total.clamp_min(1e-12)
+    ratio = (within / total.clamp_min(1e-12)).clamp(0.0, 1.0)
+    # Points that leave the EPI's field of view count as unexplained (cost 1):
+    # otherwise moving the template out of the image would look like a perfect fit.
+    overlap = n.sum() / float(len(values))
+    return overlap * ratio + (1.0 - overlap)
 
 
 def _affine_torch(
