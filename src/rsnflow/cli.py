@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         metavar="KIND",
-        help="append bad subjects: truncated, nan, 3d, no-tr (for reliability tests)",
+        help="append bad subjects: truncated, nan, 3d, no-tr, short (for reliability tests)",
     )
+    p.add_argument("--n-jobs", dest="sim_jobs", type=int, default=1, help="subjects simulated in parallel")
     p.add_argument(
         "--figures",
         type=Path,
