@@ -72,8 +72,6 @@ def test_common_options_before_or_after_subcommand(capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     "argv",
     [
-        ["group-ica", "d"],
-        ["dual-regression", "d"],
         ["label", "d"],
         ["dataset", "d", "o"],
         ["train", "d", "m", "--arch", "mlp"],

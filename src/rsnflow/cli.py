@@ -27,8 +27,6 @@ EXIT_PARTIAL = 3
 
 #: Stages whose implementation lands with a later issue: (subcommand, issue).
 _PENDING = {
-    "group-ica": 5,
-    "dual-regression": 5,
     "label": 6,
     "dataset": 6,
     "train": 7,
@@ -104,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND",
         help="append bad subjects: truncated, nan, 3d, no-tr, short (for reliability tests)",
     )
+    p.add_argument("--volumes", type=int, default=None, help="override the profile's volumes per run")
     p.add_argument("--n-jobs", dest="sim_jobs", type=int, default=1, help="subjects simulated in parallel")
     p.add_argument(
         "--figures",
@@ -126,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("dual-regression", "subject maps and time courses from the group maps")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument("--n-jobs", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="redo subjects whose outputs exist")
 
     p = add("label", "label the group components as resting-state networks")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
@@ -213,6 +214,7 @@ def _cmd_simulate(args: argparse.Namespace, config: Any) -> int:
         n_subjects=config.simulate.subjects,
         bad_subjects=args.bad_subjects,
         n_jobs=args.sim_jobs,
+        n_volumes=args.volumes,
     )
     if args.figures is not None:
         from rsnflow.simulate.figures import write_subject_figures
@@ -237,6 +239,32 @@ def _cmd_preprocess(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_group_ica(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.ica import group_ica, group_paths
+
+    result = group_ica(args.deriv_dir, config.ica, seed=config.seed, device=config.device)
+    paths = group_paths(args.deriv_dir)
+    print(f"group ICA of {len(result.subjects)} subjects, order {result.order}: {paths['maps']}")
+    print(f"report: {paths['report']}")
+    return EXIT_OK
+
+
+def _cmd_dual_regression(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.ica import dual_regression_cohort
+
+    result = dual_regression_cohort(
+        args.deriv_dir, config.dual_regression.des_norm, config.preprocess.n_jobs, args.force
+    )
+    print(f"dual regression: {int((result.summary['status'] != 'failed').sum())} subjects done")
+    if result.failed:
+        print(
+            f"failed: {', '.join(result.failed)} (reasons in group/dual_regression_summary.tsv)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR if len(result.failed) == len(result.summary) else EXIT_PARTIAL
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.workflow import run_local
 
@@ -256,6 +284,8 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "config show": _cmd_config,
     "simulate": _cmd_simulate,
     "preprocess": _cmd_preprocess,
+    "group-ica": _cmd_group_ica,
+    "dual-regression": _cmd_dual_regression,
     "run": _cmd_run,
 }
 

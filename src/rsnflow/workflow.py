@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from rsnflow.config import Config, config_to_dict
+from rsnflow.ica import dual_regression_cohort, group_ica, group_paths
 from rsnflow.ingest import ingest_cohort
 from rsnflow.io import write_json
 from rsnflow.log import get_logger
@@ -29,9 +30,6 @@ log = get_logger(__name__)
 
 #: Stages of shared/DESIGN.md that later issues add, with the issue number.
 PENDING_STAGES = (
-    ("preprocess", 4),
-    ("group-ica", 5),
-    ("dual-regression", 5),
     ("label", 6),
     ("dataset", 6),
     ("train", 7),
@@ -84,6 +82,26 @@ def run_local(work_dir: str | Path, config: Config) -> int:
             "output": str(deriv),
         }
     )
+    t0 = time.perf_counter()
+    ica = group_ica(deriv, config.ica, seed=config.seed, device=config.device)
+    stages.append(
+        {
+            "stage": "group-ica",
+            "status": f"done, order {ica.order}",
+            "seconds": round(time.perf_counter() - t0, 1),
+            "output": str(group_paths(deriv)["maps"]),
+        }
+    )
+    t0 = time.perf_counter()
+    dr = dual_regression_cohort(deriv, config.dual_regression.des_norm)
+    stages.append(
+        {
+            "stage": "dual-regression",
+            "status": "done" if not dr.failed else "done, subjects failed",
+            "seconds": round(time.perf_counter() - t0, 1),
+            "output": str(deriv),
+        }
+    )
     stages += [
         {
             "stage": name,
@@ -109,6 +127,9 @@ def run_local(work_dir: str | Path, config: Config) -> int:
     for pid in prep.succeeded:
         qc_page = subject_outputs(deriv, pid.removeprefix("sub-")).qc_html
         report.link(os.path.relpath(qc_page, report_dir), f"{pid}: preprocessing QC")
+    report.heading("Group ICA").link(
+        os.path.relpath(group_paths(deriv)["report"], report_dir), f"montage of the {ica.order} components"
+    )
     report.heading(f"Simulated subject sub-{cohort.subjects[0]}")
     for png, caption in zip(
         figures, ("raw EPI, volume 0", "true head motion", "true network maps"), strict=True
@@ -122,7 +143,8 @@ def run_local(work_dir: str | Path, config: Config) -> int:
     print(f"  derivatives:  {deriv} (summary: {deriv / 'preprocess_summary.tsv'})")
     print(f"  provenance:   {work / 'provenance.json'}")
     print("  models and MLflow runs: not produced yet (training lands with issue #7)")
-    skipped = sorted(set(runs.failed) | {p.removeprefix("sub-") for p in prep.failed})
+    failed = [*prep.failed, *dr.failed]
+    skipped = sorted(set(runs.failed) | {p.removeprefix("sub-") for p in failed})
     if skipped:
         print(f"  {len(skipped)} subjects skipped: {', '.join(skipped)}")
         return 3

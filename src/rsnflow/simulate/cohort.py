@@ -20,6 +20,7 @@ deterministically: the same seed gives identical bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import shutil
 from collections.abc import Sequence
@@ -170,6 +171,7 @@ def simulate_cohort(
     n_subjects: int | None = None,
     bad_subjects: Sequence[str] = (),
     n_jobs: int = 1,
+    n_volumes: int | None = None,
 ) -> CohortResult:
     """Simulate a cohort and write it as BIDS with ground truth.
 
@@ -188,12 +190,18 @@ def simulate_cohort(
         after the good ones.
     n_jobs
         Worker processes.
+    n_volumes
+        Volumes per run (default: the profile's).
 
     Returns
     -------
     CohortResult
     """
     prof = get_profile(profile)
+    if n_volumes is not None:
+        if n_volumes < 3:
+            raise ValueError(f"n_volumes must be at least 3, got {n_volumes}")
+        prof = dataclasses.replace(prof, n_volumes=int(n_volumes))
     n = prof.n_subjects if n_subjects is None else int(n_subjects)
     if n < 1:
         raise ValueError(f"n_subjects must be at least 1, got {n}")
@@ -210,7 +218,9 @@ def simulate_cohort(
     names = list(sources["name"])
 
     write_dataset_description(
-        bids, name=f"rsnflow simulated cohort ({prof.name}, seed {seed})", dataset_type="raw"
+        bids,
+        name=f"rsnflow simulated cohort ({prof.name}, {prof.n_volumes} volumes, seed {seed})",
+        dataset_type="raw",
     )
     write_json({"TaskName": "rest"}, bids / "task-rest_bold.json")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1_000_000,)))

@@ -1,0 +1,28 @@
+"""Group ICA (MIGP + FastICA) and dual regression."""
+
+from rsnflow.ica.decomposition import FastICAResult, bic_order, fastica, migp, normalise_subject
+from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_outputs, dual_regression_cohort
+from rsnflow.ica.dual_regression import DualRegression, dual_regression, t_to_z
+from rsnflow.ica.group import GroupICA, group_ica, group_paths, preprocessed_subjects
+from rsnflow.ica.matching import ComponentMatch, match_components, spatial_correlation
+
+__all__ = [
+    "ComponentMatch",
+    "DualRegression",
+    "DualRegressionCohort",
+    "FastICAResult",
+    "GroupICA",
+    "bic_order",
+    "dr_outputs",
+    "dual_regression",
+    "dual_regression_cohort",
+    "fastica",
+    "group_ica",
+    "group_paths",
+    "match_components",
+    "migp",
+    "normalise_subject",
+    "preprocessed_subjects",
+    "spatial_correlation",
+    "t_to_z",
+]
