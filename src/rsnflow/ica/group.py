@@ -150,7 +150,8 @@ def group_ica(
     noise = np.sqrt((resid * resid).sum(0) / dof)
     zmaps = maps / np.maximum(noise, 1e-12)
     total = float((reduced.astype(np.float64) ** 2).sum())
-    explained = np.array([float(np.sum(np.outer(mixing[:, k], maps[k]) ** 2)) / total for k in range(order)])
+    # ||a_k s_k^T||^2 = ||a_k||^2 ||s_k||^2: no (rows x voxels) product per component.
+    explained = (mixing**2).sum(0) * (maps**2).sum(1) / total
     ordering = np.argsort(explained)[::-1]
     zmaps, mixing, explained = zmaps[ordering], mixing[:, ordering], explained[ordering]
     skew = stats.skew(zmaps, axis=1)
