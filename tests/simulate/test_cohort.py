@@ -78,6 +78,8 @@ def test_same_seed_same_bytes_and_independent_of_cohort_size(tiny_cohort, tmp_pa
     theirs = _digest(tiny_cohort.bids_dir / "sub-01")
     assert mine == theirs
     assert _digest(one.groundtruth_dir / "sub-01") == _digest(tiny_cohort.groundtruth_dir / "sub-01")
+    parallel = simulate_cohort(tmp_path / "p", profile="tiny", seed=7, n_subjects=2, n_jobs=2)
+    assert _digest(parallel.bids_dir / "sub-02") == _digest(tiny_cohort.bids_dir / "sub-02")
     other = simulate_cohort(tmp_path / "b", profile="tiny", seed=8, n_subjects=1)
     assert _digest(other.bids_dir / "sub-01") != mine
 

@@ -11,9 +11,6 @@ and ``DERIV_DIR/group/dual_regression_summary.tsv``.
 
 from __future__ import annotations
 
-import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +21,10 @@ import pandas as pd
 from rsnflow.ica.dual_regression import dual_regression
 from rsnflow.ica.group import group_paths, preprocessed_subjects
 from rsnflow.io import InvalidInputError, derivative_path, load_nifti, save_nifti, write_text
-from rsnflow.log import get_logger, progress
+from rsnflow.log import get_logger
 from rsnflow.preprocess.participant import subject_outputs
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME
+from rsnflow.subjects import guarded, map_subjects, skipped
 
 __all__ = ["DualRegressionCohort", "dr_outputs", "dual_regression_cohort"]
 
@@ -65,18 +63,17 @@ def _one(args: tuple[Path, str, bool, bool]) -> dict[str, object]:
     out = dr_outputs(deriv, subject)
     row: dict[str, object] = {"participant_id": f"sub-{subject}"}
     if not force and all(p.exists() for p in out.values()):
-        return {**row, "status": "skipped (complete)", "reason": "", "seconds": 0.0}
-    t0 = time.perf_counter()
-    try:
+        return skipped(row)
+
+    def work() -> None:
         paths = group_paths(deriv)
         mask = load_nifti(paths["mask"], ndim=3).get_fdata() > 0
         group = np.asarray(load_nifti(paths["maps"], ndim=4).dataobj, dtype=np.float32)[mask].T
-        data = np.asarray(load_nifti(subject_outputs(deriv, subject).bold, ndim=4).dataobj, dtype=np.float32)[
-            mask
-        ].T
+        bold = subject_outputs(deriv, subject).bold
+        data = np.asarray(load_nifti(bold, ndim=4).dataobj, dtype=np.float32)[mask].T
         if data.shape[0] <= group.shape[0] + 1:
             raise InvalidInputError(
-                subject_outputs(deriv, subject).bold,
+                bold,
                 f"{data.shape[0]} volumes: dual regression needs more than {group.shape[0]} components + 1",
             )
         res = dual_regression(data, group, des_norm=des_norm)
@@ -86,14 +83,8 @@ def _one(args: tuple[Path, str, bool, bool]) -> dict[str, object]:
         tcs = pd.DataFrame(res.timecourses, columns=cols)
         # Written last: its presence marks the subject complete.
         write_text(tcs.to_csv(sep="\t", index=False, float_format="%.6g"), out["timeseries"])
-    except InvalidInputError as exc:
-        log.error("sub-%s failed: %s", subject, exc)
-        return {**row, "status": "failed", "reason": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
-    except Exception as exc:  # one subject must not sink the cohort
-        log.error("sub-%s failed: %s\n%s", subject, exc, traceback.format_exc())
-        reason = f"{type(exc).__name__}: {exc}"
-        return {**row, "status": "failed", "reason": reason, "seconds": round(time.perf_counter() - t0, 2)}
-    return {**row, "status": "ok", "reason": "", "seconds": round(time.perf_counter() - t0, 2)}
+
+    return guarded(subject, work, row)
 
 
 def dual_regression_cohort(
@@ -111,11 +102,7 @@ def dual_regression_cohort(
     if not paths["maps"].exists():
         raise InvalidInputError(paths["maps"], "group ICA maps not found (run `rsnflow group-ica` first)")
     jobs = [(deriv, s, des_norm, force) for s in preprocessed_subjects(deriv)]
-    if n_jobs > 1:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            rows = list(progress(pool.map(_one, jobs), "dual regression", total=len(jobs), unit="subject"))
-    else:
-        rows = [_one(j) for j in progress(jobs, "dual regression", unit="subject")]
+    rows = map_subjects(_one, jobs, n_jobs, "dual regression")
     summary = pd.DataFrame(rows)
     write_text(summary.to_csv(sep="\t", index=False), paths["maps"].parent / "dual_regression_summary.tsv")
     return DualRegressionCohort(summary)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +11,9 @@ import pandas as pd
 from rsnflow.config import PreprocessConfig
 from rsnflow.ingest import find_runs
 from rsnflow.io import InvalidInputError, write_dataset_description, write_text
-from rsnflow.log import get_logger, progress
+from rsnflow.log import get_logger
 from rsnflow.preprocess.participant import PreprocessingError, preprocess_subject, subject_outputs
+from rsnflow.subjects import guarded, map_subjects, skipped
 
 __all__ = ["CohortPreprocessing", "preprocess_cohort"]
 
@@ -46,19 +44,13 @@ def _one(args: tuple[str, Path, Path, PreprocessConfig, str, bool, int]) -> dict
         torch.set_num_threads(threads)
     row: dict[str, object] = {"participant_id": f"sub-{subject}", "source": str(bold)}
     if not force and subject_outputs(deriv, subject).complete():
-        return {**row, "status": "skipped (complete)", "reason": "", "seconds": 0.0}
-    t0 = time.perf_counter()
-    try:
+        return skipped(row)
+
+    def work() -> dict[str, object]:
         qc = preprocess_subject(bold, deriv, subject, config, device)
-    except (InvalidInputError, PreprocessingError) as exc:
-        log.error("sub-%s failed: %s", subject, exc)
-        return {**row, "status": "failed", "reason": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
-    except Exception as exc:  # one subject must not sink the cohort
-        log.error("sub-%s failed: %s\n%s", subject, exc, traceback.format_exc())
-        reason = f"{type(exc).__name__}: {exc}"
-        return {**row, "status": "failed", "reason": reason, "seconds": round(time.perf_counter() - t0, 2)}
-    return {**row, "status": "ok", "reason": "", "seconds": round(time.perf_counter() - t0, 2),
-            "mean_fd_mm": qc["mean_fd_mm"], "mask_dice": qc["mask_dice_with_template"]}  # fmt: skip
+        return {"mean_fd_mm": qc["mean_fd_mm"], "mask_dice": qc["mask_dice_with_template"]}
+
+    return guarded(subject, work, row, (InvalidInputError, PreprocessingError))
 
 
 def preprocess_cohort(
@@ -83,11 +75,7 @@ def preprocess_cohort(
     threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
     jobs = [(s, p, deriv, config, device, force, threads) for s, p in runs.items()]
     log.info("preprocessing %d subjects with %d process(es)", len(jobs), n_jobs)
-    if n_jobs > 1:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            rows = list(progress(pool.map(_one, jobs), "preprocess", total=len(jobs), unit="subject"))
-    else:
-        rows = [_one(job) for job in progress(jobs, "preprocess", unit="subject")]
+    rows = map_subjects(_one, jobs, n_jobs, "preprocess")
     summary = pd.DataFrame(rows)
     write_text(summary.to_csv(sep="\t", index=False, na_rep="n/a"), deriv / "preprocess_summary.tsv")
     n_failed = int((summary["status"] == "failed").sum())

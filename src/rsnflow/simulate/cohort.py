@@ -24,7 +24,6 @@ import dataclasses
 import gzip
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +32,11 @@ import numpy as np
 import pandas as pd
 
 from rsnflow.io import atomic_path, write_dataset_description, write_json, write_text
-from rsnflow.log import get_logger, progress
+from rsnflow.log import get_logger
 from rsnflow.simulate.profiles import Profile, get_profile
 from rsnflow.simulate.subject import SimulatedSubject, simulate_subject, source_table
 from rsnflow.space import MNI4_AFFINE, SPACE_NAME
+from rsnflow.subjects import map_subjects
 from rsnflow.transforms import MOTION_COLUMNS, framewise_displacement
 
 __all__ = ["BAD_KINDS", "CohortResult", "simulate_cohort"]
@@ -249,11 +249,5 @@ def simulate_cohort(
         for i, (lab, d) in enumerate(zip(labels, defects, strict=True))
     ]
     log.info("simulating %d subjects (%s profile, seed %d) into %s", total, prof.name, seed, bids)
-    if n_jobs > 1:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            for _ in progress(pool.map(_one_subject, jobs), "simulate", total=total, unit="subject"):
-                pass
-    else:
-        for job in progress(jobs, "simulate", unit="subject"):
-            _one_subject(job)
+    map_subjects(_one_subject, jobs, n_jobs, "simulate")
     return CohortResult(bids, labels, bad, gt, prof)
