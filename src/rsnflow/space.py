@@ -31,6 +31,7 @@ __all__ = [
     "load_template",
     "load_tissue_probabilities",
     "resample_to_grid",
+    "unmask",
     "voxel_to_world",
     "world_to_voxel",
 ]
@@ -68,6 +69,13 @@ def voxel_to_world(ijk: ArrayLike, affine: ArrayLike = MNI4_AFFINE) -> NDArray[n
     v = np.asarray(ijk, dtype=float)
     a = np.asarray(affine, dtype=float)
     return v @ a[:3, :3].T + a[:3, 3]
+
+
+def unmask(values: NDArray[np.floating], mask: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """Rows ``(K, V)`` of values inside ``mask`` as a 4D ``(45, 54, 45, K)`` float32 volume."""
+    out = np.zeros((*MNI4_SHAPE, values.shape[0]), dtype=np.float32)
+    out[mask] = values.T
+    return out
 
 
 def resample_to_grid(

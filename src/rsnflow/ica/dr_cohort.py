@@ -23,7 +23,7 @@ from rsnflow.ica.group import group_paths, preprocessed_subjects
 from rsnflow.io import InvalidInputError, derivative_path, load_nifti, save_nifti, write_text
 from rsnflow.log import get_logger
 from rsnflow.preprocess.participant import subject_outputs
-from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME
+from rsnflow.space import MNI4_AFFINE, SPACE_NAME, unmask
 from rsnflow.subjects import guarded, map_subjects, skipped
 
 __all__ = ["DualRegressionCohort", "dr_outputs", "dual_regression_cohort"]
@@ -52,12 +52,6 @@ class DualRegressionCohort:
         return list(self.summary.loc[self.summary["status"] == "failed", "participant_id"])
 
 
-def _volume(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    out = np.zeros((*MNI4_SHAPE, values.shape[0]), dtype=np.float32)
-    out[mask] = values.T
-    return out
-
-
 def _one(args: tuple[Path, str, bool, bool]) -> dict[str, object]:
     deriv, subject, des_norm, force = args
     out = dr_outputs(deriv, subject)
@@ -77,8 +71,8 @@ def _one(args: tuple[Path, str, bool, bool]) -> dict[str, object]:
                 f"{data.shape[0]} volumes: dual regression needs more than {group.shape[0]} components + 1",
             )
         res = dual_regression(data, group, des_norm=des_norm)
-        save_nifti(nib.Nifti1Image(_volume(res.maps, mask), MNI4_AFFINE), out["maps"])
-        save_nifti(nib.Nifti1Image(_volume(res.zmaps, mask), MNI4_AFFINE), out["zmaps"])
+        save_nifti(nib.Nifti1Image(unmask(res.maps, mask), MNI4_AFFINE), out["maps"])
+        save_nifti(nib.Nifti1Image(unmask(res.zmaps, mask), MNI4_AFFINE), out["zmaps"])
         cols = [f"ic{k:03d}" for k in range(res.timecourses.shape[1])]
         tcs = pd.DataFrame(res.timecourses, columns=cols)
         # Written last: its presence marks the subject complete.

@@ -31,7 +31,7 @@ from rsnflow.log import get_logger, progress
 from rsnflow.preprocess.participant import subject_outputs
 from rsnflow.provenance import provenance
 from rsnflow.resample import pick_device
-from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME
+from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME, unmask
 
 __all__ = ["GroupICA", "group_ica", "group_paths", "preprocessed_subjects"]
 
@@ -166,17 +166,11 @@ def group_ica(
     return result
 
 
-def _to_volume(values: NDArray[np.floating], mask: NDArray[np.bool_]) -> NDArray[np.float32]:
-    out = np.zeros((*MNI4_SHAPE, values.shape[0]), dtype=np.float32)
-    out[mask] = values.T
-    return out
-
-
 def _write(
     deriv: Path, res: GroupICA, skew: NDArray[np.float64], cfg: IcaConfig, seed: int, n_iter: int
 ) -> None:
     paths = group_paths(deriv)
-    save_nifti(nib.Nifti1Image(_to_volume(res.zmaps, res.mask), MNI4_AFFINE), paths["maps"])
+    save_nifti(nib.Nifti1Image(unmask(res.zmaps, res.mask), MNI4_AFFINE), paths["maps"])
     save_nifti(nib.Nifti1Image(res.mask.astype(np.uint8), MNI4_AFFINE), paths["mask"])
     cols = [f"ic{k:03d}" for k in range(res.order)]
     write_text(
@@ -216,7 +210,7 @@ def _report(deriv: Path, res: GroupICA, example: str) -> None:
     tr = float(nib.load(subject_outputs(deriv, example).bold).header.get_zooms()[3])
     freqs = np.fft.rfftfreq(tcs.shape[1], d=tr)
     power = np.abs(np.fft.rfft(tcs - tcs.mean(1, keepdims=True), axis=1)) ** 2
-    vol = _to_volume(res.zmaps, res.mask)
+    vol = unmask(res.zmaps, res.mask)
     report = Report("rsnflow group ICA")
     report.text(
         f"{len(res.subjects)} subjects, model order {res.order}, FastICA converged: {res.converged}. "
