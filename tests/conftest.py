@@ -40,3 +40,44 @@ def tiny_group(tmp_path_factory: pytest.TempPathFactory):
     ica = group_ica(deriv, config.ica, seed=0, device="cpu", report=True)
     dr = dual_regression_cohort(deriv)
     return {"cohort": cohort, "deriv": deriv, "ica": ica, "dr": dr, "config": config}
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_group, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The classification dataset of ``tiny_group`` (automatic labels, seed 3 split)."""
+    from rsnflow.cli import EXIT_OK, main
+    from rsnflow.config import load_config
+    from rsnflow.labeling import label_components
+
+    label_components(tiny_group["deriv"], load_config().labeling, report=False)
+    out = tmp_path_factory.mktemp("ds") / "dataset"
+    assert main(["dataset", str(tiny_group["deriv"]), str(out), "--seed", "3"]) == EXIT_OK
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLP trained 30 epochs on ``tiny_dataset`` (no tracking)."""
+    from rsnflow.cli import EXIT_OK, main
+
+    root = tmp_path_factory.mktemp("models")
+    out = root / "mlp"
+    # The tiny training split (350 maps) makes 11 steps an epoch: a larger step than
+    # the paper's 1e-3 so that a short test can show learning.
+    (root / "fast.yaml").write_text("train:\n  lr: 0.003\n")
+    argv = [
+        "train",
+        str(tiny_dataset),
+        str(out),
+        "--arch",
+        "mlp",
+        "--epochs",
+        "30",
+        "--seed",
+        "1",
+        "--no-tracking",
+        "--config",
+        str(root / "fast.yaml"),
+    ]
+    assert main(argv) == EXIT_OK
+    return out

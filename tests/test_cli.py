@@ -72,10 +72,6 @@ def test_common_options_before_or_after_subcommand(capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     "argv",
     [
-        ["label", "d"],
-        ["dataset", "d", "o"],
-        ["train", "d", "m", "--arch", "mlp"],
-        ["evaluate", "d", "m", "--out", "r"],
         ["serve", "m"],
         ["pipeline", "compile"],
     ],

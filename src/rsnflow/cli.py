@@ -27,10 +27,6 @@ EXIT_PARTIAL = 3
 
 #: Stages whose implementation lands with a later issue: (subcommand, issue).
 _PENDING = {
-    "label": 6,
-    "dataset": 6,
-    "train": 7,
-    "evaluate": 7,
     "serve": 9,
     "pipeline compile": 8,
     "pipeline submit": 8,
@@ -141,11 +137,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
     p.add_argument("--arch", choices=["mlp", "resnet2p5d", "r3d18"], required=True)
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--max-train-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on a seeded random subset of N training maps",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="local file of pretrained weights (state_dict); nothing is downloaded",
+    )
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: config, then local SQLite)"
+    )
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
     p = add("evaluate", "compare trained classifiers (Table 1)")
     p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
     p.add_argument("model_dirs", type=Path, nargs="+", metavar="MODEL_DIR")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
+    p.add_argument(
+        "--cross-dataset",
+        type=Path,
+        default=None,
+        metavar="DATASET_DIR",
+        help="dataset of an independently decomposed cohort, classified as a whole",
+    )
+    p.add_argument(
+        "--max-maps", type=int, default=None, metavar="N", help="evaluate at most N maps per split"
+    )
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: where each model was tracked)"
+    )
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow or set the alias")
 
     p = add("serve", "serve a classifier with KServe (V1 and V2 protocols)")
     p.add_argument("model", metavar="MODEL_URI_OR_DIR")
@@ -187,6 +215,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "order", None) is not None:
         order = args.order
         out.setdefault("ica", {})["order"] = int(order) if str(order).isdigit() else order
+    if getattr(args, "max_maps", None) is not None:
+        out.setdefault("evaluate", {})["max_maps_per_split"] = args.max_maps
+    if getattr(args, "tracking_uri", None) is not None:
+        out.setdefault("tracking", {})["uri"] = args.tracking_uri
     if getattr(args, "port", None) is not None:
         out.setdefault("serve", {})["port"] = args.port
     if getattr(args, "host", None) is not None:
@@ -265,6 +297,79 @@ def _cmd_dual_regression(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_label(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.atlas import NOISE, UNKNOWN
+    from rsnflow.labeling import label_components, labels_path
+
+    table = label_components(args.deriv_dir, config.labeling, args.expert_labels)
+    n_noise = int((table["label"] == NOISE).sum())
+    n_unknown = int((table["label"] == UNKNOWN).sum())
+    print(
+        f"labelled {len(table)} components ({table['source'].iloc[0]}): "
+        f"{len(table) - n_noise - n_unknown} networks, {n_noise} Noise, {n_unknown} Unknown"
+    )
+    print(f"labels: {labels_path(args.deriv_dir)}")
+    print(f"review page: {Path(args.deriv_dir) / 'group' / 'group_task-rest_desc-labels_report.html'}")
+    return EXIT_OK
+
+
+def _cmd_dataset(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.dataset import build_dataset
+
+    manifest = build_dataset(args.deriv_dir, args.dataset_dir, config.dataset, seed=config.seed)
+    samples = manifest["split"]["samples"]
+    print(
+        f"dataset: {manifest['n_samples']} maps of {manifest['n_subjects']} subjects in {args.dataset_dir} "
+        f"(train {samples['train']}, val {samples['val']}, test {samples['test']})"
+    )
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.train import train_classifier
+
+    meta = train_classifier(
+        args.dataset_dir,
+        args.model_dir,
+        args.arch,
+        config.train,
+        seed=config.seed,
+        device=config.device,
+        tracking=None if args.no_tracking else config.tracking,
+        max_train_samples=args.max_train_samples,
+        weights=args.weights,
+    )
+    print(
+        f"{args.arch}: best validation accuracy {meta['val_accuracy']:.4f} at epoch {meta['best_epoch']} "
+        f"({meta['train_seconds']:.0f} s); model in {args.model_dir}"
+    )
+    if meta["mlflow"]["run_id"]:
+        ml = meta["mlflow"]
+        print(
+            f"MLflow run {ml['run_id']} at {ml['tracking_uri']}; registered {ml['registered_model']} "
+            f"version {ml['version']}"
+        )
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.evaluate import evaluate_models
+
+    summary = evaluate_models(
+        args.dataset_dir,
+        args.model_dirs,
+        args.out,
+        config.evaluate,
+        tracking=None if args.no_tracking else config.tracking,
+        device=config.device,
+        cross_dataset=args.cross_dataset,
+        seed=config.seed,
+    )
+    print((Path(args.out) / "table1.md").read_text())
+    print(f"champion: {summary['champion']}; report: {Path(args.out) / 'index.html'}")
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.workflow import run_local
 
@@ -286,6 +391,10 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "preprocess": _cmd_preprocess,
     "group-ica": _cmd_group_ica,
     "dual-regression": _cmd_dual_regression,
+    "label": _cmd_label,
+    "dataset": _cmd_dataset,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
     "run": _cmd_run,
 }
 

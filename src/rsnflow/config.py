@@ -73,7 +73,13 @@ class DualRegressionConfig:
 class LabelingConfig:
     taxonomy_version: str
     n_classes: int
-    unknown_threshold: float
+    network_threshold: float
+    noise_hfc: float
+    noise_motion_r: float
+    noise_csf_fraction: float
+    noise_edge_fraction: float
+    noise_wm_fraction: float
+    noise_spread: float
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class TrainConfig:
 class EvaluateConfig:
     abstain_threshold: float
     champion_metric: str
+    max_maps_per_split: int | None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,14 @@ from numpy.typing import NDArray
 
 from rsnflow.io import atomic_path
 
-__all__ = ["carpet_plot", "motion_plot", "registration_plot", "save_figure"]
+__all__ = [
+    "carpet_plot",
+    "component_montage",
+    "confusion_figure",
+    "motion_plot",
+    "registration_plot",
+    "save_figure",
+]
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
@@ -83,4 +90,88 @@ def carpet_plot(
     a1.set_ylabel("voxels")
     a1.set_xlabel("volume")
     a0.set_title(title)
+    return save_figure(fig, path)
+
+
+def component_montage(
+    maps: NDArray[np.floating],
+    template: NDArray[np.floating],
+    titles: list[str],
+    stem: str | Path,
+    spectra: tuple[NDArray[np.floating], NDArray[np.floating]] | None = None,
+    per_page: int = 10,
+    threshold: float = 3.0,
+) -> list[tuple[Path, str]]:
+    """Orthogonal slices through the peak of every component, ten to a PNG.
+
+    Parameters
+    ----------
+    maps
+        ``(X, Y, Z, K)`` statistic maps on the grid of ``template``.
+    titles
+        One title per component.
+    stem
+        PNGs are written as ``{stem}_{first:03d}.png``.
+    spectra
+        Optional ``(freqs, power (K, F))`` drawn as a fourth panel.
+
+    Returns
+    -------
+    list of (path, caption)
+    """
+    k_total = maps.shape[-1]
+    pages = []
+    for start in range(0, k_total, per_page):
+        ks = range(start, min(start + per_page, k_total))
+        ncol = 4 if spectra is not None else 3
+        fig, axes = plt.subplots(len(ks), ncol, figsize=(2.75 * ncol, 2.2 * len(ks)), squeeze=False)
+        for row, k in enumerate(ks):
+            m = maps[..., k]
+            i, j, z = np.unravel_index(np.argmax(np.abs(m)), m.shape)
+            views = (
+                (template[:, :, z].T, m[:, :, z].T),
+                (template[:, j, :].T, m[:, j, :].T),
+                (template[i, :, :].T, m[i, :, :].T),
+            )
+            for col, (bg, over) in enumerate(views):
+                ax = axes[row, col]
+                ax.imshow(bg, cmap="gray", origin="lower")
+                ax.imshow(
+                    np.ma.masked_less(np.abs(over), threshold),
+                    cmap="hot",
+                    origin="lower",
+                    vmin=threshold,
+                    vmax=10,
+                )
+                ax.axis("off")
+            axes[row, 0].set_title(titles[k], fontsize=8, loc="left")
+            if spectra is not None:
+                freqs, power = spectra
+                axes[row, 3].plot(freqs[1:], power[k, 1:], lw=0.8)
+                axes[row, 3].set_xlabel("Hz", fontsize=7)
+                axes[row, 3].tick_params(labelsize=6)
+        png = save_figure(fig, f"{stem}_{start:03d}.png")
+        pages.append((png, f"components {start}-{ks[-1]}"))
+    return pages
+
+
+def confusion_figure(
+    y: NDArray[np.integer], pred: NDArray[np.integer], classes: list[str], title: str, path: str | Path
+) -> Path:
+    """Row-normalised confusion matrix over the classes present in truth or prediction."""
+    present = np.union1d(np.unique(y), np.unique(pred))
+    pos = {c: i for i, c in enumerate(present)}
+    counts = np.zeros((len(present), len(present)))
+    np.add.at(counts, ([pos[c] for c in y], [pos[c] for c in pred]), 1)
+    norm = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    side = max(5.0, 0.17 * len(present) + 2)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    names = [classes[c] for c in present]
+    ax.set_xticks(range(len(present)), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(present)), names, fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title} (accuracy {np.mean(np.asarray(y) == np.asarray(pred)):.3f})")
+    fig.colorbar(im, ax=ax, fraction=0.03)
     return save_figure(fig, path)

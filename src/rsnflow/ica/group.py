@@ -194,9 +194,7 @@ def _write(
 
 
 def _report(deriv: Path, res: GroupICA, example: str) -> None:
-    import matplotlib.pyplot as plt
-
-    from rsnflow.figures import save_figure
+    from rsnflow.figures import component_montage
     from rsnflow.report import Report
     from rsnflow.space import load_template
 
@@ -216,26 +214,7 @@ def _report(deriv: Path, res: GroupICA, example: str) -> None:
         f"{len(res.subjects)} subjects, model order {res.order}, FastICA converged: {res.converged}. "
         f"Maps: z statistics, |z| > 3 over the MNI template; spectra from sub-{example}."
     )
-    per_page = 10
-    for start in range(0, res.order, per_page):
-        ks = range(start, min(start + per_page, res.order))
-        fig, axes = plt.subplots(len(ks), 4, figsize=(11, 2.2 * len(ks)), squeeze=False)
-        for row, k in enumerate(ks):
-            m = vol[..., k]
-            i, j, z = np.unravel_index(np.argmax(np.abs(m)), m.shape)
-            views = ((template[:, :, z].T, m[:, :, z].T), (template[:, j, :].T, m[:, j, :].T),
-                     (template[i, :, :].T, m[i, :, :].T))  # fmt: skip
-            for col, (bg, over) in enumerate(views):
-                ax = axes[row, col]
-                ax.imshow(bg, cmap="gray", origin="lower")
-                ax.imshow(np.ma.masked_less(np.abs(over), 3.0), cmap="hot", origin="lower", vmin=3, vmax=10)
-                ax.axis("off")
-            axes[row, 0].set_title(
-                f"IC {k}: {100 * res.explained_variance[k]:.2f}% variance", fontsize=8, loc="left"
-            )
-            axes[row, 3].plot(freqs[1:], power[k, 1:], lw=0.8)
-            axes[row, 3].set_xlabel("Hz", fontsize=7)
-            axes[row, 3].tick_params(labelsize=6)
-        png = save_figure(fig, fig_dir / f"group_ica_{start:03d}.png")
-        report.figure(png, f"components {start}-{ks[-1]}")
+    titles = [f"IC {k}: {100 * res.explained_variance[k]:.2f}% variance" for k in range(res.order)]
+    for png, caption in component_montage(vol, template, titles, fig_dir / "group_ica", (freqs, power)):
+        report.figure(png, caption)
     report.write(paths["report"])

@@ -1,0 +1,202 @@
+"""The dataset stage: one normalised map per (subject, component), stored for fast training.
+
+Layout of ``DATASET_DIR``::
+
+    maps.npy        (N, 45, 54, 45) float16 (or float32) array, read as a memory map
+    mask.npy        (45, 54, 45) bool: the group mask the maps were normalised in
+    index.tsv       sample, subject, component, label, class_index, network, split
+    manifest.json   shapes, hashes, taxonomy version, normalisation, split, class weights, config
+
+The directory is built under a temporary name beside the target and renamed
+into place at the end, so a reader never sees half a dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from rsnflow.atlas import load_taxonomy
+from rsnflow.config import DatasetConfig
+from rsnflow.dataset.split import SPLITS, subject_split
+from rsnflow.ica.dr_cohort import dr_outputs
+from rsnflow.ica.group import group_paths, preprocessed_subjects
+from rsnflow.io import InvalidInputError, load_nifti, write_json, write_text
+from rsnflow.labeling.stage import labels_path
+from rsnflow.log import get_logger, progress
+from rsnflow.provenance import provenance
+from rsnflow.space import MNI4_SHAPE
+
+__all__ = ["NORMALISATION", "build_dataset", "class_weights", "normalise_maps"]
+
+log = get_logger(__name__)
+
+NORMALISATION = "per map: z-score over the group mask (mean 0, std 1 inside), 0 outside"
+
+
+def normalise_maps(maps: NDArray[np.floating], mask: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """Z-score every map of ``maps`` ``(..., X, Y, Z)`` over ``mask``; zero outside it."""
+    m = np.asarray(maps, dtype=np.float32)
+    inside = m[..., mask]
+    mean = inside.mean(-1, keepdims=True)
+    std = np.maximum(inside.std(-1, keepdims=True), 1e-6)
+    out = np.zeros(m.shape, dtype=np.float32)
+    out[..., mask] = (inside - mean) / std
+    return out
+
+
+def class_weights(class_index: NDArray[np.integer], n_classes: int) -> NDArray[np.float64]:
+    """Balanced weights ``n / (k * count_c)`` over the ``k`` classes present; 0 for absent ones."""
+    counts = np.bincount(np.asarray(class_index), minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_dataset(
+    deriv_dir: str | Path, dataset_dir: str | Path, config: DatasetConfig, seed: int = 0
+) -> dict[str, Any]:
+    """Build the classification dataset from dual-regression maps and component labels.
+
+    Parameters
+    ----------
+    deriv_dir
+        Derivatives with dual regression and ``rsnflow label`` done.
+    dataset_dir
+        Output directory (replaced as a whole if it exists).
+    config
+        Split fractions, storage dtype, projection size.
+    seed
+        Seed of the subject split.
+
+    Returns
+    -------
+    dict
+        The manifest written to ``manifest.json``.
+
+    Raises
+    ------
+    InvalidInputError
+        No labels, no subject maps, or maps whose component count disagrees with the labels.
+    """
+    deriv, out = Path(deriv_dir), Path(dataset_dir)
+    lpath = labels_path(deriv)
+    if not lpath.exists():
+        raise InvalidInputError(lpath, "missing (run `rsnflow label` first)")
+    labels = pd.read_csv(lpath, sep="\t", keep_default_na=False)
+    taxonomy = load_taxonomy()
+    subjects = [s for s in preprocessed_subjects(deriv) if dr_outputs(deriv, s)["maps"].exists()]
+    if len(subjects) < 3:
+        raise InvalidInputError(deriv, f"{len(subjects)} subjects with dual-regression maps; a split needs 3")
+    mask = load_nifti(group_paths(deriv)["mask"], ndim=3).get_fdata() > 0
+    k = len(labels)
+    split = subject_split(subjects, config.split, seed)
+    class_idx = np.array([taxonomy.index(lab) for lab in labels["label"]])
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        arr = np.lib.format.open_memmap(
+            tmp / "maps.npy", mode="w+", dtype=np.dtype(config.dtype), shape=(len(subjects) * k, *MNI4_SHAPE)
+        )
+        rows = []
+        for s_i, s in enumerate(progress(subjects, "dataset", unit="subject")):
+            path = dr_outputs(deriv, s)["maps"]
+            img = load_nifti(path, ndim=4)
+            if img.shape[:3] != MNI4_SHAPE or img.shape[3] != k:
+                raise InvalidInputError(
+                    path, f"shape {img.shape}, expected {(*MNI4_SHAPE, k)} (one map per label)"
+                )
+            maps = np.moveaxis(np.asarray(img.dataobj, dtype=np.float32), -1, 0)
+            arr[s_i * k : (s_i + 1) * k] = normalise_maps(maps, mask)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "sample": np.arange(s_i * k, (s_i + 1) * k),
+                        "subject": s,
+                        "component": labels["component"],
+                        "label": labels["label"],
+                        "class_index": class_idx,
+                        "network": labels["network"],
+                        "split": split[s],
+                    }
+                )
+            )
+        arr.flush()
+        del arr
+        index = pd.concat(rows, ignore_index=True)
+        np.save(tmp / "mask.npy", mask)
+        write_text(index.to_csv(sep="\t", index=False), tmp / "index.tsv")
+        train = index[index["split"] == "train"]
+        weights = class_weights(train["class_index"].to_numpy(), len(taxonomy))
+        distribution = {
+            sp: (index.loc[index["split"] == sp, "label"].value_counts(normalize=True).round(6).to_dict())
+            for sp in SPLITS
+        }
+        manifest = {
+            "format": "rsnflow-dataset/1",
+            "n_samples": len(index),
+            "shape": [len(index), *MNI4_SHAPE],
+            "dtype": config.dtype,
+            "n_subjects": len(subjects),
+            "n_components": k,
+            "maps": "dual-regression stage-2 maps (desc-dr_components)",
+            "normalisation": NORMALISATION,
+            "projection_size": config.projection_size,
+            "projection": "sum projections along x, y, z as R, G, B, each resized bilinearly to "
+            f"{config.projection_size}x{config.projection_size} and scaled to 0-255",
+            "taxonomy_version": taxonomy.version,
+            "classes": taxonomy.labels,
+            "label_source": sorted(set(labels["source"])),
+            "split": {
+                "fractions": list(config.split),
+                "seed": seed,
+                "subjects": {sp: sorted(s for s, a in split.items() if a == sp) for sp in SPLITS},
+                "samples": {sp: int((index["split"] == sp).sum()) for sp in SPLITS},
+                "label_distribution": distribution,
+            },
+            "class_weights": [round(float(w), 6) for w in weights],
+            "sha256": {
+                "maps.npy": _sha256(tmp / "maps.npy"),
+                "index.tsv": _sha256(tmp / "index.tsv"),
+                "mask.npy": _sha256(tmp / "mask.npy"),
+                "labels.tsv": _sha256(lpath),
+            },
+            "source": str(deriv.resolve()),
+        }
+        manifest["sha256"]["dataset"] = hashlib.sha256(
+            "".join(manifest["sha256"][f] for f in ("maps.npy", "index.tsv")).encode()
+        ).hexdigest()
+        write_json({**manifest, **provenance(asdict(config))}, tmp / "manifest.json")
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "dataset: %d maps of %d subjects (%s) in %s",
+        len(index),
+        len(subjects),
+        ", ".join(f"{sp} {manifest['split']['samples'][sp]}" for sp in SPLITS),
+        out,
+    )
+    return {**manifest, **provenance(asdict(config))}

@@ -1,0 +1,163 @@
+"""The label stage: one label per group component, written as a TSV with a review page.
+
+Writes under ``DERIV_DIR/group/``::
+
+    group_task-rest_desc-ica_labels.tsv       component, label, network, source, score, runner_up, ...
+    group_task-rest_desc-labels_report.html   every component's map with its label and score
+
+A reviewer corrects the TSV (the ``label`` column) and re-runs with
+``--expert-labels`` on it: the written TSV is a valid expert file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from rsnflow.atlas import NOISE, UNKNOWN, load_taxonomy
+from rsnflow.config import LabelingConfig
+from rsnflow.ica.dr_cohort import dr_outputs
+from rsnflow.ica.group import group_paths, preprocessed_subjects
+from rsnflow.io import InvalidInputError, load_nifti, write_text
+from rsnflow.labeling.auto import auto_labels, reference_scores
+from rsnflow.labeling.expert import read_expert_labels
+from rsnflow.labeling.features import MOTION_COLUMNS, spatial_features, temporal_features
+from rsnflow.log import get_logger
+from rsnflow.preprocess.participant import subject_outputs
+
+__all__ = ["label_components", "labels_path", "load_group_maps"]
+
+log = get_logger(__name__)
+
+
+def labels_path(deriv_dir: str | Path) -> Path:
+    """Where the label table of ``deriv_dir`` lives."""
+    return Path(deriv_dir) / "group" / "group_task-rest_desc-ica_labels.tsv"
+
+
+def load_group_maps(deriv_dir: str | Path) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """The group z maps inside the group mask ``(K, V)`` and the mask."""
+    paths = group_paths(deriv_dir)
+    for key in ("maps", "mask"):
+        if not paths[key].exists():
+            raise InvalidInputError(paths[key], "missing (run `rsnflow group-ica` first)")
+    mask = load_nifti(paths["mask"], ndim=3).get_fdata() > 0
+    maps = np.asarray(load_nifti(paths["maps"], ndim=4).dataobj, dtype=np.float32)
+    return np.moveaxis(maps[mask], 0, 1).copy(), mask
+
+
+def _runs(
+    deriv: Path, subjects: list[str]
+) -> Iterator[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
+    for s in subjects:
+        tcs = pd.read_csv(dr_outputs(deriv, s)["timeseries"], sep="\t").to_numpy(dtype=np.float64)
+        outputs = subject_outputs(deriv, s)
+        motion = pd.read_csv(outputs.confounds, sep="\t")[list(MOTION_COLUMNS)].to_numpy(dtype=np.float64)
+        tr = float(nib.load(outputs.bold).header.get_zooms()[3])
+        yield tcs, motion, tr
+
+
+def label_components(
+    deriv_dir: str | Path,
+    config: LabelingConfig,
+    expert_labels: str | Path | None = None,
+    report: bool = True,
+) -> pd.DataFrame:
+    """Label every group component of ``deriv_dir``; expert labels win when given.
+
+    Parameters
+    ----------
+    deriv_dir
+        Derivatives with group ICA (and, for the temporal noise features,
+        dual regression) done.
+    config
+        Thresholds of the automatic rules.
+    expert_labels
+        Optional TSV or FIX label file (:func:`read_expert_labels`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The written table: ``component, label, network, source, score,
+        runner_up, runner_up_score, reason, notes`` and the noise features.
+    """
+    deriv = Path(deriv_dir)
+    taxonomy = load_taxonomy()
+    zmaps, mask = load_group_maps(deriv)
+    subjects = [s for s in preprocessed_subjects(deriv) if dr_outputs(deriv, s)["timeseries"].exists()]
+    if not subjects:
+        log.warning("no dual-regression time courses: temporal noise features are unavailable")
+    features = pd.concat(
+        [spatial_features(zmaps, mask), temporal_features(_runs(deriv, subjects), len(zmaps))], axis=1
+    )
+    auto = auto_labels(reference_scores(zmaps, mask, taxonomy), features, config)
+    table = auto.assign(source="auto", notes="")
+    if expert_labels is not None:
+        expert = read_expert_labels(expert_labels, len(zmaps), taxonomy)
+        changed = int((expert["label"].to_numpy() != auto["label"].to_numpy()).sum())
+        log.info(
+            "expert labels from %s; they differ from the automatic ones on %d components",
+            expert_labels,
+            changed,
+        )
+        table["label"] = expert["label"].to_numpy()
+        table["notes"] = expert["notes"].to_numpy()
+        table["source"] = "expert"
+    table.insert(0, "component", np.arange(len(zmaps)))
+    table["network"] = [taxonomy.parent(lab) for lab in table["label"]]
+    cols = [
+        "component",
+        "label",
+        "network",
+        "source",
+        "score",
+        "runner_up",
+        "runner_up_score",
+        "reason",
+        "notes",
+    ]
+    table = pd.concat([table[cols], features.round(4)], axis=1)
+    write_text(table.to_csv(sep="\t", index=False, float_format="%.4g"), labels_path(deriv))
+    counts = table["label"].isin([NOISE, UNKNOWN])
+    log.info(
+        "labels: %d networks, %d Noise, %d Unknown",
+        int((~counts).sum()),
+        int((table["label"] == NOISE).sum()),
+        int((table["label"] == UNKNOWN).sum()),
+    )
+    if report:
+        _report(deriv, table, zmaps, mask)
+    return table
+
+
+def _report(deriv: Path, table: pd.DataFrame, zmaps: NDArray[np.float32], mask: NDArray[np.bool_]) -> None:
+    from rsnflow.figures import component_montage
+    from rsnflow.report import Report
+    from rsnflow.space import load_template, unmask
+
+    out = deriv / "group" / "group_task-rest_desc-labels_report.html"
+    report = Report("rsnflow component labels")
+    n_net = int((~table["label"].isin([NOISE, UNKNOWN])).sum())
+    report.text(
+        f"{len(table)} components: {n_net} networks, {int((table['label'] == NOISE).sum())} Noise, "
+        f"{int((table['label'] == UNKNOWN).sum())} Unknown. To correct a label, edit the label column of "
+        f"{labels_path(deriv).name} and run `rsnflow label DERIV_DIR --expert-labels` on it."
+    )
+    report.table(table[["component", "label", "source", "score", "runner_up", "runner_up_score", "reason"]])
+    titles = [
+        f"IC {k}: {lab} ({src} {sc:.2f})"
+        for k, lab, src, sc in zip(
+            table["component"], table["label"], table["source"], table["score"], strict=True
+        )
+    ]
+    template = load_template().get_fdata()
+    for png, caption in component_montage(
+        unmask(zmaps, mask), template, titles, deriv / "group" / "figures" / "labels"
+    ):
+        report.figure(png, caption)
+    report.write(out)

@@ -1,0 +1,183 @@
+"""One deployable module per model: raw component maps in, class logits out.
+
+:class:`RSNClassifier` wraps an architecture with everything inference needs,
+so MLflow, the evaluation and the KServe predictor all call the same thing:
+z-scoring of every map inside the training dataset's mask (as the dataset
+stored them), the architecture's view (volume or RGB projections), the network.
+It saves as a ``state_dict`` plus a small JSON header (:func:`save_classifier`,
+:func:`load_classifier`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from rsnflow.dataset.views import rgb_projections
+from rsnflow.io import InvalidInputError, atomic_path, write_json
+from rsnflow.models.cnn import R3D18, ResNet2p5D
+from rsnflow.models.mlp import MLP
+from rsnflow.space import MNI4_SHAPE
+
+__all__ = [
+    "ARCHS",
+    "VIEWS",
+    "RSNClassifier",
+    "build_network",
+    "load_classifier",
+    "load_pretrained",
+    "save_classifier",
+]
+
+Arch = Literal["mlp", "resnet2p5d", "r3d18"]
+ARCHS: tuple[str, ...] = ("mlp", "resnet2p5d", "r3d18")
+#: The input view each architecture is trained on (rsnflow.dataset.MapDataset).
+VIEWS = {"mlp": "volume", "resnet2p5d": "projection", "r3d18": "volume"}
+
+
+def build_network(
+    arch: str, n_classes: int, hidden: tuple[int, ...] = (200, 200, 200), dropout: float = 0.66
+) -> nn.Module:
+    """A randomly initialised network of architecture ``arch``."""
+    if arch == "mlp":
+        return MLP(n_classes, hidden, dropout)
+    if arch == "resnet2p5d":
+        return ResNet2p5D(n_classes)
+    if arch == "r3d18":
+        return R3D18(n_classes)
+    raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def load_pretrained(network: nn.Module, path: str | Path) -> list[str]:
+    """Load weights from a local file (nothing is downloaded) into ``network``.
+
+    Accepts a plain ``state_dict`` of the bare torchvision model (``resnet50``
+    or ``r3d_18``, as torchvision's own checkpoints are) or of the rsnflow
+    network. Tensors whose shape differs (the 1000- or 400-class head) are left
+    at random init; a 3-channel ``r3d_18`` stem is summed to one channel.
+
+    Returns
+    -------
+    list of str
+        Names of the parameters left at their initial values.
+    """
+    p = Path(path)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a bad file
+        raise InvalidInputError(p, f"not a readable torch state_dict ({exc})") from exc
+    if not isinstance(state, dict):
+        raise InvalidInputError(p, "expected a state_dict (a mapping of parameter names to tensors)")
+    own = network.state_dict()
+    if not any(k in own for k in state) and hasattr(network, "net"):
+        state = {f"net.{k}": v for k, v in state.items()}
+    loaded = {}
+    for name, value in state.items():
+        if name not in own:
+            continue
+        if (
+            name.endswith("stem.0.weight")
+            and value.ndim == 5
+            and value.shape[1] == 3
+            and own[name].shape[1] == 1
+        ):
+            value = value.sum(dim=1, keepdim=True)
+        if value.shape == own[name].shape:
+            loaded[name] = value
+    if not loaded:
+        raise InvalidInputError(p, "no tensor in the file matches the network (wrong architecture?)")
+    network.load_state_dict(loaded, strict=False)
+    return sorted(set(own) - set(loaded))
+
+
+class RSNClassifier(nn.Module):
+    """Component maps ``(N, 45, 54, 45)`` to logits over the taxonomy classes."""
+
+    def __init__(
+        self,
+        arch: str,
+        classes: list[str],
+        mask: NDArray[np.bool_],
+        projection_size: int = 64,
+        network: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.classes = list(classes)
+        self.projection_size = projection_size
+        self.net = network if network is not None else build_network(arch, len(classes))
+        self.register_buffer("mask", torch.as_tensor(np.asarray(mask, dtype=bool)))
+
+    def prepare(self, maps: torch.Tensor) -> torch.Tensor:
+        """Normalise raw maps and turn them into the network's input view."""
+        x = maps.float()
+        inside = self.mask.expand_as(x)
+        n = self.mask.sum()
+        mean = (x * inside).sum(dim=(1, 2, 3), keepdim=True) / n
+        var = (((x - mean) * inside) ** 2).sum(dim=(1, 2, 3), keepdim=True) / n
+        x = torch.where(inside, (x - mean) / torch.clamp(var.sqrt(), min=1e-6), torch.zeros_like(x))
+        if VIEWS[self.arch] == "projection":
+            return rgb_projections(x, self.projection_size)
+        return x.unsqueeze(1)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(maps))
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "classes": self.classes,
+            "projection_size": self.projection_size,
+            "input_shape": list(MNI4_SHAPE),
+            "format": "rsnflow-classifier/1",
+        }
+
+
+def save_classifier(model: RSNClassifier, model_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``weights.pt`` and ``model.json`` into ``model_dir`` (atomically, each)."""
+    d = Path(model_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    with atomic_path(d / "weights.pt") as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    hidden = [m.out_features for m in model.net.modules() if isinstance(m, nn.Linear)][:-1]
+    dropout = [m.p for m in model.net.modules() if isinstance(m, nn.Dropout)]
+    meta = {
+        **model.header(),
+        "mlp_hidden": hidden,
+        "mlp_dropout": dropout[0] if dropout else 0.0,
+        **(extra or {}),
+    }
+    write_json(meta, d / "model.json")
+    return d
+
+
+def load_classifier(
+    model_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[RSNClassifier, dict[str, Any]]:
+    """Load a classifier written by :func:`save_classifier`, in eval mode."""
+    d = Path(model_dir)
+    meta_path = d / "model.json"
+    if not meta_path.exists():
+        raise InvalidInputError(d, "not an rsnflow model directory (no model.json)")
+    meta = json.loads(meta_path.read_text())
+    try:
+        state = torch.load(d / "weights.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InvalidInputError(d / "weights.pt", f"cannot read model weights ({exc})") from exc
+    network = build_network(
+        meta["arch"],
+        len(meta["classes"]),
+        tuple(meta.get("mlp_hidden") or (200, 200, 200)),
+        float(meta.get("mlp_dropout", 0.66)),
+    )
+    model = RSNClassifier(
+        meta["arch"], meta["classes"], state["mask"].numpy(), meta["projection_size"], network
+    )
+    model.load_state_dict(state)
+    return model.to(device).eval(), meta

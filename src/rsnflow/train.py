@@ -1,0 +1,280 @@
+"""The train stage: one classifier on the dataset's training split, tracked in MLflow.
+
+Writes into ``MODEL_DIR``: ``weights.pt`` and ``model.json`` (the deployable
+:class:`~rsnflow.models.RSNClassifier`, best validation epoch), ``history.tsv``
+(per-epoch loss and accuracy) and ``config.yaml``. With tracking on, the run
+logs parameters, per-epoch metrics, durations, the dataset hash, code and
+package versions, and the model (registered as a new version).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import Subset
+
+from rsnflow.config import TrackingConfig, TrainConfig
+from rsnflow.dataset import MapDataset, load_manifest, make_loader
+from rsnflow.io import write_text
+from rsnflow.log import get_logger, progress
+from rsnflow.models import VIEWS, RSNClassifier, build_network, load_pretrained, save_classifier
+from rsnflow.provenance import provenance
+from rsnflow.resample import pick_device
+
+__all__ = ["train_classifier"]
+
+log = get_logger(__name__)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch(
+    net: nn.Module,
+    loader: Any,
+    loss_fn: nn.Module,
+    device: torch.device,
+    optimizer: torch.optim.Optimizer | None,
+    amp: bool,
+    scaler: torch.amp.GradScaler | None,
+    desc: str,
+) -> tuple[float, float]:
+    """One pass over ``loader``; trains when ``optimizer`` is given. Returns (mean loss, accuracy)."""
+    net.train(optimizer is not None)
+    total_loss, correct, seen = 0.0, 0, 0
+    memory = torch.channels_last_3d if device.type == "cuda" else None
+    with torch.set_grad_enabled(optimizer is not None):
+        for x, y in progress(loader, desc, unit="batch"):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if memory is not None:
+                x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else memory)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                logits = net(x)
+                loss = loss_fn(logits.float(), y)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def train_classifier(
+    dataset_dir: str | Path,
+    model_dir: str | Path,
+    arch: str,
+    config: TrainConfig,
+    seed: int = 0,
+    device: str = "auto",
+    tracking: TrackingConfig | None = None,
+    tracking_uri: str | None = None,
+    max_train_samples: int | None = None,
+    weights: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train ``arch`` on the dataset's training split; keep the best validation epoch.
+
+    Parameters
+    ----------
+    dataset_dir
+        Written by ``rsnflow dataset``.
+    model_dir
+        Output directory of the model.
+    arch
+        ``mlp``, ``resnet2p5d`` or ``r3d18``.
+    config
+        Optimiser, epochs, batch size, loss weighting, early stopping.
+    seed
+        Seed of initialisation, dropout and shuffling.
+    tracking, tracking_uri
+        MLflow experiment settings and the resolved URI; no tracking when ``tracking`` is None.
+    max_train_samples
+        Train on a seeded random subset of this many training maps (the demo's
+        CNN budget); the model's metadata and the MLflow run record it.
+    weights
+        Optional local file of pretrained weights (:func:`rsnflow.models.load_pretrained`).
+
+    Returns
+    -------
+    dict
+        The model's metadata as written to ``model.json``.
+    """
+    t_start = time.perf_counter()
+    manifest = load_manifest(dataset_dir)
+    classes = list(manifest["classes"])
+    mask = np.load(Path(dataset_dir) / "mask.npy")
+    _seed_everything(seed)
+    dev = pick_device(device)
+    view = VIEWS[arch]
+
+    train_ds: Any = MapDataset(dataset_dir, "train", view)
+    n_train_total = len(train_ds)
+    if max_train_samples is not None and max_train_samples < len(train_ds):
+        pick = np.sort(np.random.default_rng(seed).choice(len(train_ds), max_train_samples, replace=False))
+        train_ds = Subset(train_ds, pick.tolist())
+    val_ds = MapDataset(dataset_dir, "val", view)
+    train_loader = make_loader(train_ds, config.batch_size, True, config.num_workers, seed)
+    val_loader = make_loader(val_ds, config.batch_size, False, config.num_workers, seed)
+
+    net = build_network(arch, len(classes), tuple(config.mlp_hidden), config.mlp_dropout)
+    left = load_pretrained(net, weights) if weights is not None else None
+    if left is not None:
+        log.info("pretrained weights from %s; %d tensors left at random init", weights, len(left))
+    net = net.to(dev)
+    amp = dev.type == "cuda"
+    if amp:
+        net = net.to(memory_format=torch.channels_last if arch == "resnet2p5d" else torch.channels_last_3d)
+    class_weight = torch.tensor(manifest["class_weights"], dtype=torch.float32, device=dev)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weight if config.weighted_loss else None)
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            net.parameters(), lr=config.lr, momentum=config.momentum
+        )
+    else:
+        optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+
+    params = {
+        "arch": arch,
+        "view": view,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "momentum": config.momentum,
+        "optimizer": config.optimizer,
+        "weighted_loss": config.weighted_loss,
+        "early_stopping_patience": config.early_stopping_patience,
+        "seed": seed,
+        "device": str(dev),
+        "n_train": len(train_ds),
+        "n_train_available": n_train_total,
+        "n_val": len(val_ds),
+        "dataset_sha256": manifest["sha256"]["dataset"],
+        "taxonomy_version": manifest["taxonomy_version"],
+        "pretrained_weights": str(weights) if weights else "none",
+        "mixed_precision": amp,
+    }
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tracker = None
+    if tracking is not None:
+        from rsnflow.tracking import Tracker, resolve_uri
+
+        tracker = Tracker(
+            tracking_uri or resolve_uri(tracking, out.parent), tracking.experiment, tracking.registered_model
+        )
+
+    def fit() -> tuple[list[dict[str, float]], dict[str, Any], int]:
+        history: list[dict[str, float]] = []
+        best_state, best_key, best_epoch, stale = None, (-1.0, 0.0), 0, 0
+        for epoch in range(1, config.epochs + 1):
+            t0 = time.perf_counter()
+            tr_loss, tr_acc = _epoch(
+                net, train_loader, loss_fn, dev, optimizer, amp, scaler, f"{arch} epoch {epoch}"
+            )
+            va_loss, va_acc = _epoch(net, val_loader, loss_fn, dev, None, amp, None, f"{arch} validation")
+            row = {
+                "epoch": epoch,
+                "train_loss": tr_loss,
+                "train_accuracy": tr_acc,
+                "val_loss": va_loss,
+                "val_accuracy": va_acc,
+                "epoch_seconds": time.perf_counter() - t0,
+            }
+            history.append(row)
+            log.info(
+                "%s epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f s)",
+                arch,
+                epoch,
+                config.epochs,
+                tr_loss,
+                tr_acc,
+                va_loss,
+                va_acc,
+                row["epoch_seconds"],
+            )
+            if tracker is not None:
+                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            key = (va_acc, -va_loss)
+            if key > best_key:
+                best_state, best_key, best_epoch, stale = copy.deepcopy(net.state_dict()), key, epoch, 0
+            else:
+                stale += 1
+                if config.early_stopping_patience and stale >= config.early_stopping_patience:
+                    log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
+                    break
+        assert best_state is not None
+        return history, best_state, best_epoch
+
+    def finish(
+        history: list[dict[str, float]], best_state: dict[str, Any], best_epoch: int, run_id: str | None
+    ) -> dict[str, Any]:
+        net.load_state_dict(best_state)
+        model = RSNClassifier(arch, classes, mask, int(manifest["projection_size"]), net.float().cpu())
+        train_seconds = time.perf_counter() - t_start
+        best = history[best_epoch - 1]
+        meta = {
+            "params": params,
+            "best_epoch": best_epoch,
+            "val_accuracy": best["val_accuracy"],
+            "train_accuracy_last": history[-1]["train_accuracy"],
+            "epochs_run": len(history),
+            "train_seconds": round(train_seconds, 2),
+            "dataset": str(Path(dataset_dir).resolve()),
+            "mlflow": {
+                "tracking_uri": tracker.uri if tracker else None,
+                "run_id": run_id,
+                "registered_model": tracker.registered_model if tracker else None,
+                "version": None,
+            },
+            **provenance(asdict(config)),
+        }
+        write_text(
+            pd.DataFrame(history).to_csv(sep="\t", index=False, float_format="%.6g"), out / "history.tsv"
+        )
+        write_text(yaml.safe_dump(asdict(config), sort_keys=False), out / "config.yaml")
+        if tracker is not None:
+            tracker.log_metrics(
+                {
+                    "train_seconds": train_seconds,
+                    "best_epoch": best_epoch,
+                    "best_val_accuracy": best["val_accuracy"],
+                }
+            )
+            tracker.log_artifacts([out / "history.tsv", out / "config.yaml"])
+            # Two maps, not one: MLflow's pt2 export would fix a batch of one into the graph.
+            example = np.zeros((2, *mask.shape), dtype=np.float32)
+            example[:, mask] = np.random.default_rng(seed).standard_normal(
+                (2, int(mask.sum())), dtype=np.float32
+            )
+            meta["mlflow"]["version"] = tracker.log_model(model, example)
+        save_classifier(model, out, meta)
+        if tracker is not None:
+            tracker.log_artifacts([out / "model.json"])
+        return meta
+
+    if tracker is None:
+        return finish(*fit(), None)
+    with tracker.run(f"train-{arch}", tags={"arch": arch, "stage": "train"}) as run_id:
+        tracker.log_params(params)
+        return finish(*fit(), run_id)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rsnflow.cli import EXIT_ERROR, EXIT_OK, main
+from rsnflow.dataset import MapDataset
+from rsnflow.evaluate import predict_split
+from rsnflow.models import build_network, load_classifier
+
+
+def test_mlp_learns_on_the_tiny_cohort(tiny_mlp: Path, tiny_dataset: Path) -> None:
+    model, meta = load_classifier(tiny_mlp)
+    probs, y, _ = predict_split(model, tiny_dataset, "test", torch.device("cpu"))
+    accuracy = float((probs.argmax(1) == y).mean())
+    # Chance is 1/58 (and 0.4 for always guessing the largest class, Noise).
+    assert accuracy >= 0.7, accuracy
+    history = pd.read_csv(tiny_mlp / "history.tsv", sep="\t")
+    assert len(history) == 30 and history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert meta["val_accuracy"] == pytest.approx(history["val_accuracy"].max())
+    assert meta["params"]["n_train"] == len(MapDataset(tiny_dataset, "train"))
+    assert "code_version" in meta and "torch" in meta["packages"]
+
+
+def test_training_is_reproducible(tiny_dataset: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        argv = [
+            "train",
+            str(tiny_dataset),
+            str(tmp_path / name),
+            "--arch",
+            "mlp",
+            "--epochs",
+            "2",
+            "--seed",
+            "4",
+            "--no-tracking",
+        ]
+        assert main(argv) == EXIT_OK
+    wa = torch.load(tmp_path / "a" / "weights.pt", weights_only=True)
+    wb = torch.load(tmp_path / "b" / "weights.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_cnns_train_through_the_cli(tiny_dataset: Path, tmp_path: Path) -> None:
+    for arch, n in (("resnet2p5d", 32), ("r3d18", 4)):
+        argv = [
+            "train",
+            str(tiny_dataset),
+            str(tmp_path / arch),
+            "--arch",
+            arch,
+            "--epochs",
+            "1",
+            "--max-train-samples",
+            str(n),
+            "--no-tracking",
+        ]
+        assert main(argv) == EXIT_OK
+        meta = json.loads((tmp_path / arch / "model.json").read_text())
+        assert meta["params"]["n_train"] == n and meta["arch"] == arch
+
+
+@pytest.mark.parametrize(("arch", "shape"), [("resnet2p5d", (4, 3, 64, 64)), ("r3d18", (2, 1, 45, 54, 45))])
+def test_cnn_can_fit_a_batch(arch: str, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    net = build_network(arch, 58)
+    x = torch.rand(*shape) * (255 if arch == "resnet2p5d" else 1)
+    y = torch.arange(shape[0])
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(4):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+
+def test_train_on_a_missing_dataset(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["train", str(tmp_path / "none"), str(tmp_path / "m"), "--arch", "mlp", "--no-tracking"])
+        == EXIT_ERROR
+    )
+    assert "manifest.json" in capfd.readouterr().err
+    assert not np.any([p.name == "weights.pt" for p in tmp_path.rglob("*")])
