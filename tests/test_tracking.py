@@ -47,7 +47,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--workers",
         "1",
     ]
-    log = (root / "server.log").open("w")  # noqa: SIM115 - held open for the server's lifetime
+    log = (root / "server.log").open("w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
