@@ -28,9 +28,6 @@ EXIT_PARTIAL = 3
 #: Stages whose implementation lands with a later issue: (subcommand, issue).
 _PENDING = {
     "serve": 9,
-    "pipeline compile": 8,
-    "pipeline submit": 8,
-    "pipeline schedule": 8,
 }
 
 
@@ -184,8 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     psub = p.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
     pc = psub.add_parser("compile", help="write the pipeline IR YAML", parents=[common])
     pc.add_argument("out", type=Path, nargs="?", default=Path("build/rsn_pipeline.yaml"), metavar="OUT.yaml")
-    psub.add_parser("submit", help="upload and run on a KFP endpoint", parents=[common])
-    psub.add_parser("schedule", help="create a recurring run on a KFP endpoint", parents=[common])
+    for action, help_ in (
+        ("submit", "start a run on a KFP endpoint"),
+        ("schedule", "create a recurring run that processes new cohorts"),
+    ):
+        ps = psub.add_parser(action, help=help_, parents=[common])
+        ps.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
+        ps.add_argument("--package", type=Path, default=Path("build/rsn_pipeline.yaml"), metavar="YAML")
+        ps.add_argument("--experiment", default="rsnflow")
+        ps.add_argument("--namespace", default=None)
+        ps.add_argument(
+            "--arg",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="pipeline argument (repeatable; VALUE parsed as YAML)",
+        )
+        if action == "schedule":
+            ps.add_argument("--watch", required=True, metavar="s3://BUCKET/PREFIX")
+            ps.add_argument(
+                "--cron", default="0 0 2 * * *", help="six fields, seconds first (default: 02:00 daily)"
+            )
 
     p = add("run", "run the whole pipeline locally on a simulated cohort")
     p.add_argument("--profile", choices=["tiny", "demo", "beijing"], default=None)
@@ -370,6 +386,61 @@ def _cmd_evaluate(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_pipeline_compile(args: argparse.Namespace, config: Any) -> int:
+    from kfp import compiler
+    from kfp_pipelines.rsn_pipeline import rsn_pipeline
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}")  # the compiler wants a .yaml suffix
+    compiler.Compiler().compile(rsn_pipeline, str(tmp))
+    tmp.replace(out)
+    print(f"pipeline IR YAML: {out}")
+    return EXIT_OK
+
+
+def _pipeline_arguments(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            from rsnflow.config import ConfigError
+
+            raise ConfigError(f"--arg {pair!r}: expected NAME=VALUE")
+        out[name] = yaml.safe_load(value)
+    return out
+
+
+def _cmd_pipeline_submit(args: argparse.Namespace, config: Any) -> int:
+    from kfp_pipelines.submit import submit
+
+    if not Path(args.package).exists():
+        raise FileNotFoundError(f"{args.package}: compile the pipeline first (`rsnflow pipeline compile`)")
+    run_id = submit(
+        args.host, args.package, _pipeline_arguments(args.arg), args.experiment, None, args.namespace
+    )
+    print(f"run {run_id} started on {args.host}")
+    return EXIT_OK
+
+
+def _cmd_pipeline_schedule(args: argparse.Namespace, config: Any) -> int:
+    from kfp_pipelines.submit import schedule
+
+    if not Path(args.package).exists():
+        raise FileNotFoundError(f"{args.package}: compile the pipeline first (`rsnflow pipeline compile`)")
+    job = schedule(
+        args.host,
+        args.package,
+        args.watch,
+        args.cron,
+        _pipeline_arguments(args.arg),
+        args.experiment,
+        args.namespace,
+    )
+    print(f"recurring run {job} on {args.host}: {args.watch} at cron '{args.cron}'")
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.workflow import run_local
 
@@ -396,6 +467,9 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "run": _cmd_run,
+    "pipeline compile": _cmd_pipeline_compile,
+    "pipeline submit": _cmd_pipeline_submit,
+    "pipeline schedule": _cmd_pipeline_schedule,
 }
 
 
@@ -412,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rsnflow.config import ConfigError, load_config
     from rsnflow.io import InvalidInputError
     from rsnflow.log import get_logger, setup_logging
+    from rsnflow.storage import StorageError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -425,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StageNotAvailableError as exc:
         print(f"rsnflow: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConfigError, InvalidInputError, FileNotFoundError, FileExistsError) as exc:
+    except (ConfigError, InvalidInputError, StorageError, FileNotFoundError, FileExistsError) as exc:
         log.error("%s", exc)
         return EXIT_ERROR
     except KeyboardInterrupt:

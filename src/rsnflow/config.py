@@ -41,6 +41,8 @@ class SpaceConfig:
 class SimulateConfig:
     profile: Literal["tiny", "demo", "beijing"]
     subjects: int | None
+    volumes: int | None
+    bad_subjects: list[str]
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` checked against the type ``tp``; raise naming ``key``."""
     origin = typing.get_origin(tp)
     if origin is Literal:
+        if isinstance(value, float) and value.is_integer() and int(value) in typing.get_args(tp):
+            value = int(value)
         if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
             return value
     elif origin in (typing.Union, types.UnionType):
@@ -204,6 +208,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        # JSON/protobuf transports (KFP parameters) carry every number as a double.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)

@@ -31,6 +31,7 @@ __all__ = [
     "atomic_path",
     "derivative_path",
     "find_sidecar",
+    "link_tree",
     "load_bold",
     "load_nifti",
     "read_tr",
@@ -344,3 +345,26 @@ def write_dataset_description(
         if source:
             desc["SourceDatasets"] = [{"URL": source}]
     return write_json(desc, Path(root) / "dataset_description.json")
+
+
+def link_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Mirror the files of ``src`` under ``dst`` by hard links (copies across filesystems).
+
+    Used to assemble one derivatives tree from per-task artifacts: rsnflow never
+    modifies a written file in place (writes are renames), so sharing inodes is safe.
+    Existing files in ``dst`` are kept.
+    """
+    import shutil
+
+    s, d = Path(src), Path(dst)
+    for path in s.rglob("*"):
+        target = d / path.relative_to(s)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+    return d

@@ -1,151 +1,176 @@
-"""The local run behind ``rsnflow run`` / ``make run``: every stage that exists, in order.
+"""The local run behind ``rsnflow run`` / ``make run``: the KFP pipeline through ``kfp.local``.
 
-Until the Kubeflow pipeline lands (issue #8) this calls the library stages
-directly on one machine; the stages still to come are listed in the report
-as not available, never faked.
+The same pipeline definition that is compiled for a cluster
+(``kfp_pipelines/rsn_pipeline.py``) runs here with
+``kfp.local.SubprocessRunner(use_venv=False)``: every task is a subprocess of
+this interpreter, artifacts live under ``WORK/pipeline_root``, MLflow tracks
+into ``WORK/mlflow/mlflow.db``. :func:`run_report` writes the run's front page.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from rsnflow.config import Config, config_to_dict
-from rsnflow.ica import dual_regression_cohort, group_ica, group_paths
-from rsnflow.ingest import ingest_cohort
 from rsnflow.io import write_json
 from rsnflow.log import get_logger
-from rsnflow.preprocess import preprocess_cohort, subject_outputs
 from rsnflow.provenance import provenance
 from rsnflow.report import Report
-from rsnflow.simulate import simulate_cohort
-from rsnflow.simulate.figures import write_subject_figures
 
-__all__ = ["PENDING_STAGES", "run_local"]
+__all__ = ["DEMO_BUDGET", "run_local", "run_report"]
 
 log = get_logger(__name__)
 
-#: Stages of shared/DESIGN.md that later issues add, with the issue number.
-PENDING_STAGES = (
-    ("label", 6),
-    ("dataset", 6),
-    ("train", 7),
-    ("evaluate", 7),
-    ("register / serve", 9),
-)
+#: What the demo gives the two CNNs so that ``make run`` stays within its budget
+#: on two CPU cores (the MLP keeps the paper's 25 epochs on the whole split).
+#: The report's Table 1 says what each model was trained on.
+DEMO_BUDGET: dict[str, dict[str, int]] = {
+    "demo": {
+        "resnet_epochs": 3,
+        "resnet_max_train_samples": 320,
+        "r3d_epochs": 1,
+        "r3d_max_train_samples": 48,
+        "eval_max_maps": 100,
+    },
+    "tiny": {
+        "mlp_epochs": 3,
+        "resnet_epochs": 1,
+        "resnet_max_train_samples": 16,
+        "r3d_epochs": 1,
+        "r3d_max_train_samples": 2,
+        "eval_max_maps": 16,
+    },
+}
 
 
-def run_local(work_dir: str | Path, config: Config) -> int:
-    """Run the available stages on a simulated cohort under ``work_dir``.
+def _overrides(config: Config) -> dict[str, Any]:
+    """The parts of the configuration that differ from the defaults, as pipeline overrides."""
+    from rsnflow.config import default_config_dict
 
-    Returns the CLI exit status: 0, or 3 when some subjects were skipped.
+    def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in a.items():
+            if isinstance(v, dict):
+                sub = diff(v, b[k])
+                if sub:
+                    out[k] = sub
+            elif v != b[k]:
+                out[k] = v
+        return out
+
+    return diff(config_to_dict(config), default_config_dict())
+
+
+def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | None = None) -> int:
+    """Run the KFP pipeline locally on a simulated cohort under ``work_dir``.
+
+    Parameters
+    ----------
+    work_dir
+        Pipeline root, MLflow store and the run summary go here.
+    config
+        The effective configuration; what differs from the defaults is passed
+        to every task as ``overrides``.
+    arguments
+        Extra pipeline arguments (defaults: the profile's entry of :data:`DEMO_BUDGET`).
+
+    Returns
+    -------
+    int
+        0, or 3 when subjects were skipped.
     """
-    work = Path(work_dir)
-    bids = work / "bids"
-    report_dir = work / "report"
-    stages: list[dict[str, object]] = []
+    from kfp import local
+    from kfp_pipelines.rsn_pipeline import rsn_pipeline
 
+    work = Path(work_dir).resolve()
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp)  # kfp.local writes its workspace under TMPDIR
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    tracking_uri = config.tracking.uri or f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
+    (work / "mlflow").mkdir(exist_ok=True)
+    profile = config.simulate.profile
+    args: dict[str, Any] = {
+        "cohort_uri": f"sim://{profile}",
+        "seed": config.seed,
+        "overrides": _overrides(config),
+        "tracking_uri": tracking_uri,
+        "gpu_limit": 0,
+        **DEMO_BUDGET.get(profile, {}),
+        **(arguments or {}),
+    }
+    write_json({**provenance(config_to_dict(config)), "pipeline_arguments": args}, work / "provenance.json")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "pipeline_root"))
     t0 = time.perf_counter()
-    cohort = simulate_cohort(
-        bids, profile=config.simulate.profile, seed=config.seed, n_subjects=config.simulate.subjects
+    log.info("running the rsnflow pipeline with kfp.local (profile %s) under %s", profile, work)
+    task = rsn_pipeline(**args)
+    seconds = time.perf_counter() - t0
+    page = Path(task.output)
+    run_dir = page.parents[1]
+    (work / "report.html").unlink(missing_ok=True)
+    (work / "report.html").symlink_to(page)
+    ingest = pd.read_csv(
+        next(run_dir.glob("ingest/cohort/derivatives/ingest/subjects.tsv")), sep="\t", dtype=str
     )
-    stages.append(
-        {
-            "stage": "simulate",
-            "status": "done",
-            "seconds": round(time.perf_counter() - t0, 1),
-            "output": str(bids),
-        }
-    )
-
-    t0 = time.perf_counter()
-    runs = ingest_cohort(bids, summary_tsv=work / "ingest" / "subjects.tsv")
-    stages.append(
-        {
-            "stage": "ingest",
-            "status": "done" if not runs.failed else "done, subjects skipped",
-            "seconds": round(time.perf_counter() - t0, 1),
-            "output": str(work / "ingest"),
-        }
-    )
-    t0 = time.perf_counter()
-    deriv = work / "derivatives" / "rsnflow"
-    prep = preprocess_cohort(bids, deriv, config.preprocess, device=config.device)
-    stages.append(
-        {
-            "stage": "preprocess",
-            "status": "done" if not prep.failed else "done, subjects failed",
-            "seconds": round(time.perf_counter() - t0, 1),
-            "output": str(deriv),
-        }
-    )
-    t0 = time.perf_counter()
-    ica = group_ica(deriv, config.ica, seed=config.seed, device=config.device)
-    stages.append(
-        {
-            "stage": "group-ica",
-            "status": f"done, order {ica.order}",
-            "seconds": round(time.perf_counter() - t0, 1),
-            "output": str(group_paths(deriv)["maps"]),
-        }
-    )
-    t0 = time.perf_counter()
-    dr = dual_regression_cohort(deriv, config.dual_regression.des_norm)
-    stages.append(
-        {
-            "stage": "dual-regression",
-            "status": "done" if not dr.failed else "done, subjects failed",
-            "seconds": round(time.perf_counter() - t0, 1),
-            "output": str(deriv),
-        }
-    )
-    stages += [
-        {
-            "stage": name,
-            "status": f"not available yet (issue #{issue})",
-            "seconds": None,
-            "output": "",
-        }
-        for name, issue in PENDING_STAGES
-    ]
-
-    figures = write_subject_figures(bids, cohort.subjects[0], report_dir / "figures")
-    write_json(provenance(config_to_dict(config)), work / "provenance.json")
-    report = Report("rsnflow run")
-    report.text(
-        f"Profile {config.simulate.profile}, seed {config.seed}: {len(cohort.subjects)} simulated subjects, "
-        f"{len(runs.runs)} valid runs, TR {runs.tr} s."
-    )
-    report.heading("Stages").table(pd.DataFrame(stages))
-    if runs.failed:
-        report.text(f"{len(runs.failed)} subjects were skipped; see the ingest table.", css="warn")
-    report.heading("Ingest").table(runs.summary().drop(columns=["path"]))
-    report.heading("Preprocessing").table(prep.summary.drop(columns=["source"]))
-    for pid in prep.succeeded:
-        qc_page = subject_outputs(deriv, pid.removeprefix("sub-")).qc_html
-        report.link(os.path.relpath(qc_page, report_dir), f"{pid}: preprocessing QC")
-    report.heading("Group ICA").link(
-        os.path.relpath(group_paths(deriv)["report"], report_dir), f"montage of the {ica.order} components"
-    )
-    report.heading(f"Simulated subject sub-{cohort.subjects[0]}")
-    for png, caption in zip(
-        figures, ("raw EPI, volume 0", "true head motion", "true network maps"), strict=True
-    ):
-        report.figure(png, caption)
-    index = report.write(report_dir / "index.html")
-
-    print(f"\nrsnflow run finished in {work}")
-    print(f"  report:       {index}")
-    print(f"  cohort:       {bids} (ground truth: {cohort.groundtruth_dir})")
-    print(f"  derivatives:  {deriv} (summary: {deriv / 'preprocess_summary.tsv'})")
-    print(f"  provenance:   {work / 'provenance.json'}")
-    print("  models and MLflow runs: not produced yet (training lands with issue #7)")
-    failed = [*prep.failed, *dr.failed]
-    skipped = sorted(set(runs.failed) | {p.removeprefix("sub-") for p in failed})
+    skipped = set(ingest.loc[ingest["status"] != "ok", "participant_id"])
+    for summary in run_dir.rglob("preprocess_summary.tsv"):
+        rows = pd.read_csv(summary, sep="\t", dtype=str)
+        skipped |= set(rows.loc[rows["status"] == "failed", "participant_id"])
+    skipped = sorted(skipped)
+    models = sorted(run_dir.glob("train*/model"))
+    print(f"\nrsnflow pipeline (kfp.local) finished in {seconds / 60:.1f} min under {work}")
+    print(f"  report:    {page}  (also {work / 'report.html'})")
+    print(f"  run:       {run_dir}  (one folder per task)")
+    for m in models:
+        print(f"  model:     {m}")
+    print(f"  MLflow:    {tracking_uri}")
+    print(f"             browse: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1")
     if skipped:
-        print(f"  {len(skipped)} subjects skipped: {', '.join(skipped)}")
+        print(f"  {len(skipped)} subjects skipped: {', '.join(skipped)} (see the report)")
         return 3
     return 0
+
+
+def run_report(
+    path: str | Path,
+    ingest_summary: str | Path,
+    qc_pages: list[str],
+    ica_report: str | Path,
+    review: str | Path,
+    table1_md: str | Path,
+    evaluation: str | Path,
+    statuses: list[str],
+) -> Path:
+    """The front page of a pipeline run: Table 1 and a link to every stage's page."""
+    out = Path(path)
+    here = out.parent
+
+    def rel(p: str | Path) -> str:
+        return os.path.relpath(p, here)
+
+    report = Report("rsnflow run")
+    metrics = json.loads((Path(table1_md).parent / "metrics.json").read_text())
+    report.heading("Table 1").text(f"Champion: {metrics['champion']} ({metrics['champion_rule']}).")
+    report.table(pd.DataFrame(metrics["table1"]))
+    report.link(rel(evaluation), "evaluation: confusion matrices, per-class metrics")
+    failed = [s for s in statuses if s != "ok"]
+    report.heading("Stages")
+    report.link(rel(ingest_summary), "ingest: validated subjects")
+    if failed:
+        report.text(
+            f"{len(failed)} subjects failed preprocessing and were skipped: "
+            f"{'; '.join(html.escape(s) for s in failed)}",
+            css="warn",
+        )
+    for i, q in enumerate(qc_pages):
+        report.link(rel(q), f"preprocessing QC {i + 1} of {len(qc_pages)}")
+    report.link(rel(ica_report), "group ICA: component montage")
+    report.link(rel(review), "labels: review page")
+    return report.write(out)

@@ -1,0 +1,350 @@
+"""One KFP v2 component per stage: each imports rsnflow and calls one stage function.
+
+Artifacts are directories: a component writes a derivatives tree (or a
+dataset, a model) under its ``Output[...]`` path, and the next one assembles
+the trees it needs with :func:`rsnflow.io.link_tree`. Configuration reaches a
+component as ``overrides`` (a nested mapping over ``rsnflow/data/defaults.yaml``)
+so every task runs with the same validated configuration as the CLI.
+No science here: that lives in ``rsnflow``.
+"""
+
+from typing import List, NamedTuple
+
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from kfp import dsl
+from kfp_pipelines.images import PIPELINE_IMAGE, TRAIN_IMAGE
+
+_COMMON = {"base_image": PIPELINE_IMAGE, "install_kfp_package": False}
+
+
+@dsl.component(**_COMMON)
+def ingest(
+    cohort_uri: str, seed: int, overrides: dict, cohort: Output[Dataset], summary: Output[HTML]
+) -> List[str]:
+    """Fetch (``s3://``), link (a local path) or simulate (``sim://PROFILE``) a cohort; validate its runs.
+
+    Returns the valid subjects (the ParallelFor items); the skipped ones are in
+    the summary page and in ``cohort.metadata``.
+    """
+    from pathlib import Path
+
+    from rsnflow.config import load_config
+    from rsnflow.ingest import ingest_cohort
+    from rsnflow.io import link_tree
+    from rsnflow.report import Report
+
+    cfg = load_config(overrides={**overrides, "seed": seed})
+    out = Path(cohort.path)
+    if cohort_uri.startswith("sim://"):
+        from rsnflow.simulate import simulate_cohort
+
+        bad = cfg.simulate.bad_subjects
+        simulate_cohort(
+            out,
+            profile=cohort_uri.removeprefix("sim://"),
+            seed=seed,
+            n_subjects=cfg.simulate.subjects,
+            bad_subjects=bad,
+            n_volumes=cfg.simulate.volumes,
+        )
+    elif cohort_uri.startswith("s3://"):
+        from rsnflow.storage import ObjectStore
+
+        store = ObjectStore.from_env()
+        if cohort_uri.endswith("/*"):  # a recurring run: the oldest cohort not yet processed
+            watched = cohort_uri.removesuffix("/*")
+            new = store.discover_cohorts(watched)
+            if not new:
+                raise RuntimeError(f"{watched}: no new complete cohort to process")
+            cohort_uri = new[0]
+            store.download_cohort(cohort_uri, out)
+            store.mark_processed(watched, cohort_uri)
+        else:
+            store.download_cohort(cohort_uri, out)
+    else:
+        link_tree(cohort_uri, out)
+    runs = ingest_cohort(out, summary_tsv=out / "derivatives" / "ingest" / "subjects.tsv")
+    if not runs.runs:
+        raise RuntimeError(f"{cohort_uri}: no valid run in the cohort: {runs.failed}")
+    Report("rsnflow ingest").text(
+        f"{cohort_uri}: {len(runs.runs)} valid runs, TR {runs.tr} s, {len(runs.failed)} skipped."
+    ).table(runs.summary()).write(summary.path)
+    cohort.metadata.update({"uri": cohort_uri, "subjects": len(runs.runs), "skipped": sorted(runs.failed)})
+    return [r.subject for r in runs.runs]
+
+
+@dsl.component(**_COMMON)
+def preprocess(
+    cohort: Input[Dataset], subject: str, overrides: dict, derivatives: Output[Dataset], qc: Output[HTML]
+) -> str:
+    """Preprocess one subject; a failure is recorded (status returned), never raised."""
+    import shutil
+
+    from rsnflow.config import load_config
+    from rsnflow.preprocess import preprocess_cohort, subject_outputs
+
+    cfg = load_config(overrides=overrides)
+    res = preprocess_cohort(cohort.path, derivatives.path, cfg.preprocess, [subject], cfg.device)
+    status = "ok" if not res.failed else "failed: " + "; ".join(res.summary["reason"].astype(str))
+    page = subject_outputs(derivatives.path, subject).qc_html
+    if page.exists():
+        shutil.copyfile(page, qc.path)
+    else:
+        from pathlib import Path
+
+        Path(qc.path).write_text(f"<html><body><p>sub-{subject}: {status}</p></body></html>")
+    derivatives.metadata.update({"subject": subject, "status": status})
+    return status
+
+
+@dsl.component(**_COMMON)
+def group_ica(
+    preprocessed: Input[List[Dataset]],
+    seed: int,
+    overrides: dict,
+    derivatives: Output[Dataset],
+    report: Output[HTML],
+) -> int:
+    """Assemble the preprocessed subjects and run group ICA; returns the model order."""
+    import shutil
+
+    from rsnflow.config import load_config
+    from rsnflow.ica import group_ica as run_group_ica
+    from rsnflow.ica import group_paths
+    from rsnflow.io import link_tree
+
+    cfg = load_config(overrides={**overrides, "seed": seed})
+    for part in preprocessed:
+        link_tree(part.path, derivatives.path)
+    res = run_group_ica(derivatives.path, cfg.ica, seed=seed, device=cfg.device)
+    shutil.copyfile(group_paths(derivatives.path)["report"], report.path)
+    derivatives.metadata.update({"order": res.order, "subjects": len(res.subjects)})
+    return res.order
+
+
+@dsl.component(**_COMMON)
+def dual_regression(group: Input[Dataset], subject: str, overrides: dict, maps: Output[Dataset]) -> str:
+    """Dual regression of one subject against the group maps (skipped when it was not preprocessed)."""
+    import tempfile
+    from pathlib import Path
+
+    from rsnflow.config import load_config
+    from rsnflow.ica import dr_outputs, dual_regression_cohort
+    from rsnflow.io import link_tree
+
+    cfg = load_config(overrides=overrides)
+    src = Path(group.path)
+    if not (src / f"sub-{subject}").exists():
+        return "skipped: not preprocessed"
+    with tempfile.TemporaryDirectory() as work:
+        link_tree(src / "group", Path(work) / "group")
+        link_tree(src / f"sub-{subject}", Path(work) / f"sub-{subject}")
+        res = dual_regression_cohort(work, cfg.dual_regression.des_norm)
+        for path in dr_outputs(work, subject).values():
+            if path.exists():
+                target = Path(maps.path) / path.relative_to(work)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                path.replace(target)
+    status = "ok" if not res.failed else "failed"
+    maps.metadata.update({"subject": subject, "status": status})
+    return status
+
+
+@dsl.component(**_COMMON)
+def label(
+    group: Input[Dataset],
+    maps: Input[List[Dataset]],
+    expert_labels: str,
+    overrides: dict,
+    labels: Output[Dataset],
+    review: Output[HTML],
+) -> int:
+    """Label the group components (expert TSV when ``expert_labels`` is a path); returns the network count."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from rsnflow.atlas import NOISE, UNKNOWN
+    from rsnflow.config import load_config
+    from rsnflow.io import link_tree
+    from rsnflow.labeling import label_components, labels_path
+
+    cfg = load_config(overrides=overrides)
+    with tempfile.TemporaryDirectory() as work:
+        link_tree(group.path, work)
+        for part in maps:
+            link_tree(part.path, work)
+        table = label_components(work, cfg.labeling, expert_labels or None)
+        Path(labels.path).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(labels_path(work), Path(labels.path) / labels_path(work).name)
+        shutil.copyfile(Path(work) / "group" / "group_task-rest_desc-labels_report.html", review.path)
+    n_networks = int((~table["label"].isin([NOISE, UNKNOWN])).sum())
+    labels.metadata.update({"networks": n_networks, "source": str(table["source"].iloc[0])})
+    return n_networks
+
+
+@dsl.component(**_COMMON)
+def dataset(
+    group: Input[Dataset],
+    maps: Input[List[Dataset]],
+    labels: Input[Dataset],
+    seed: int,
+    overrides: dict,
+    data: Output[Dataset],
+) -> int:
+    """Build the classification dataset; returns the number of maps."""
+    import tempfile
+    from pathlib import Path
+
+    from rsnflow.config import load_config
+    from rsnflow.dataset import build_dataset
+    from rsnflow.io import link_tree
+
+    cfg = load_config(overrides={**overrides, "seed": seed})
+    with tempfile.TemporaryDirectory() as work:
+        link_tree(group.path, work)
+        for part in maps:
+            link_tree(part.path, work)
+        link_tree(labels.path, Path(work) / "group")
+        manifest = build_dataset(work, data.path, cfg.dataset, seed=seed)
+    data.metadata.update({"samples": manifest["n_samples"], "sha256": manifest["sha256"]["dataset"]})
+    return int(manifest["n_samples"])
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def train(
+    data: Input[Dataset],
+    arch: str,
+    epochs: int,
+    max_train_samples: int,
+    seed: int,
+    tracking_uri: str,
+    overrides: dict,
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> float:
+    """Train one classifier (``max_train_samples`` 0: the whole split); returns validation accuracy."""
+    from rsnflow.config import load_config
+    from rsnflow.train import train_classifier
+
+    cfg = load_config(
+        overrides={**overrides, "seed": seed, "train": {**overrides.get("train", {}), "epochs": epochs}}
+    )
+    meta = train_classifier(
+        data.path,
+        model.path,
+        arch,
+        cfg.train,
+        seed=seed,
+        device=cfg.device,
+        tracking=cfg.tracking,
+        tracking_uri=tracking_uri or None,
+        max_train_samples=max_train_samples or None,
+    )
+    metrics.log_metric("val_accuracy", float(meta["val_accuracy"]))
+    metrics.log_metric("train_seconds", float(meta["train_seconds"]))
+    model.metadata.update(
+        {
+            "arch": arch,
+            "mlflow_run_id": meta["mlflow"]["run_id"] or "",
+            "mlflow_version": meta["mlflow"]["version"] or "",
+        }
+    )
+    return float(meta["val_accuracy"])
+
+
+@dsl.component(**_COMMON)
+def evaluate(
+    data: Input[Dataset],
+    mlp: Input[Model],
+    resnet2p5d: Input[Model],
+    r3d18: Input[Model],
+    max_maps: int,
+    seed: int,
+    overrides: dict,
+    report: Output[HTML],
+    table: Output[Dataset],
+    metrics: Output[Metrics],
+) -> NamedTuple("EvaluateOutputs", champion=str, champion_test_accuracy=float):
+    """Table 1 of the three models; returns the champion and its test accuracy (no alias set here)."""
+    import shutil
+    from collections import namedtuple
+    from pathlib import Path
+
+    from rsnflow.config import load_config
+    from rsnflow.evaluate import evaluate_models
+
+    over = {
+        **overrides,
+        "seed": seed,
+        "evaluate": {**overrides.get("evaluate", {}), "max_maps_per_split": max_maps or None},
+    }
+    cfg = load_config(overrides=over)
+    named = Path(table.path) / "models"
+    for name, art in (("mlp", mlp), ("resnet2p5d", resnet2p5d), ("r3d18", r3d18)):
+        shutil.copytree(art.path, named / name)  # the report names models by directory
+    summary = evaluate_models(
+        data.path,
+        [named / n for n in ("mlp", "resnet2p5d", "r3d18")],
+        table.path,
+        cfg.evaluate,
+        tracking=None,
+        device=cfg.device,
+        seed=seed,
+    )
+    shutil.copyfile(Path(table.path) / "index.html", report.path)
+    for name, r in summary["models"].items():
+        metrics.log_metric(f"{name}_test_accuracy", float(r["test_accuracy"]))
+        metrics.log_metric(f"{name}_val_macro_f1", float(r["val_macro_f1"]))
+    champion = summary["champion"]
+    result = namedtuple("EvaluateOutputs", ["champion", "champion_test_accuracy"])
+    return result(champion, float(summary["models"][champion]["test_accuracy"]))
+
+
+@dsl.component(**_COMMON)
+def register_champion(table: Input[Dataset], champion: str, tracking_uri: str, overrides: dict) -> str:
+    """Point the registry alias ``champion`` at the chosen model's registered version."""
+    import json
+    from pathlib import Path
+
+    from rsnflow.config import load_config
+    from rsnflow.tracking import Tracker
+
+    cfg = load_config(overrides=overrides)
+    meta = json.loads((Path(table.path) / "models" / champion / "model.json").read_text())
+    uri = tracking_uri or meta["mlflow"]["tracking_uri"]
+    version = meta["mlflow"]["version"]
+    if not uri or not version:
+        return "not registered: the model was trained without tracking"
+    Tracker(uri, cfg.tracking.experiment, cfg.tracking.registered_model).set_champion(version)
+    return f"{cfg.tracking.registered_model}@champion -> version {version}"
+
+
+@dsl.component(**_COMMON)
+def report(
+    ingest_summary: Input[HTML],
+    qc: Input[List[HTML]],
+    ica_report: Input[HTML],
+    review: Input[HTML],
+    table: Input[Dataset],
+    evaluation: Input[HTML],
+    statuses: list,
+    page: Output[HTML],
+) -> str:
+    """The run's front page: Table 1 and links to every stage's page; returns its path."""
+    from pathlib import Path
+
+    from rsnflow.workflow import run_report
+
+    run_report(
+        page.path,
+        ingest_summary.path,
+        [q.path for q in qc],
+        ica_report.path,
+        review.path,
+        Path(table.path) / "table1.md",
+        evaluation.path,
+        statuses,
+    )
+    return page.path

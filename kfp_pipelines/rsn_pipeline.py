@@ -1,0 +1,118 @@
+"""The rsnflow pipeline: ingest -> preprocess (ParallelFor) -> group ICA -> dual regression
+(ParallelFor) -> label -> dataset -> three trainings in parallel -> evaluate -> register the
+champion (if it passes the accuracy threshold) -> report.
+
+Defaults are the paper's settings; ``rsnflow run`` passes the demo's budget
+(fewer CNN epochs, a subset for the CNNs). GPU use is a parameter: with
+``gpu_limit`` 0 the training tasks ask for no accelerator and the pipeline runs
+on a CPU-only cluster.
+"""
+
+import os
+
+from kfp import dsl, kubernetes
+from kfp_pipelines import components as c
+
+ARCHS = ("mlp", "resnet2p5d", "r3d18")
+#: Subjects processed at once in each ParallelFor. KFP needs it at compile time,
+#: so it is not a run parameter: set ``RSNFLOW_PARALLELISM`` when compiling.
+PARALLELISM = int(os.environ.get("RSNFLOW_PARALLELISM", "8"))
+#: Steps that talk to the network (object store, MLflow) retry with backoff.
+_RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+
+
+@dsl.pipeline(
+    name="rsnflow",
+    description="Resting-state fMRI: preprocessing, group ICA, dual regression, RSN "
+    "labelling, three classifiers, MLflow tracking and registration.",
+)
+def rsn_pipeline(
+    cohort_uri: str = "sim://demo",
+    seed: int = 0,
+    overrides: dict = {},
+    expert_labels: str = "",
+    mlp_epochs: int = 25,
+    resnet_epochs: int = 25,
+    r3d_epochs: int = 25,
+    resnet_max_train_samples: int = 0,
+    r3d_max_train_samples: int = 0,
+    eval_max_maps: int = 0,
+    accuracy_threshold: float = 0.9,
+    tracking_uri: str = "",
+    gpu_limit: int = 1,
+    accelerator_type: str = "NVIDIA_TESLA_T4",
+    gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},
+    gpu_tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+) -> str:
+    ing = c.ingest(cohort_uri=cohort_uri, seed=seed, overrides=overrides).set_retry(**_RETRY)
+    ing.set_cpu_request("1").set_memory_request("4G")
+    with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="subjects") as s:
+        pre = c.preprocess(cohort=ing.outputs["cohort"], subject=s, overrides=overrides)
+        pre.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
+    ica = c.group_ica(preprocessed=dsl.Collected(pre.outputs["derivatives"]), seed=seed, overrides=overrides)
+    ica.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")
+    with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="dr-subjects") as s2:
+        dr = c.dual_regression(group=ica.outputs["derivatives"], subject=s2, overrides=overrides)
+        dr.set_cpu_request("1").set_memory_request("4G")
+    lab = c.label(
+        group=ica.outputs["derivatives"],
+        maps=dsl.Collected(dr.outputs["maps"]),
+        expert_labels=expert_labels,
+        overrides=overrides,
+    )
+    data = c.dataset(
+        group=ica.outputs["derivatives"],
+        maps=dsl.Collected(dr.outputs["maps"]),
+        labels=lab.outputs["labels"],
+        seed=seed,
+        overrides=overrides,
+    )
+    data.set_memory_request("8G")
+    trained = {}
+    for arch, epochs, subset in (
+        ("mlp", mlp_epochs, 0),
+        ("resnet2p5d", resnet_epochs, resnet_max_train_samples),
+        ("r3d18", r3d_epochs, r3d_max_train_samples),
+    ):
+        t = c.train(
+            data=data.outputs["data"],
+            arch=arch,
+            epochs=epochs,
+            max_train_samples=subset,
+            seed=seed,
+            tracking_uri=tracking_uri,
+            overrides=overrides,
+        ).set_display_name(f"train-{arch}")
+        t.set_retry(**_RETRY)
+        t.set_cpu_request("4").set_cpu_limit("8").set_memory_request("16G").set_memory_limit("32G")
+        if arch != "mlp":
+            t.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_limit)
+            kubernetes.add_node_selector_json(t, node_selector_json=gpu_node_selector)
+            kubernetes.add_toleration_json(t, toleration_json=gpu_tolerations)
+        trained[arch] = t
+    ev = c.evaluate(
+        data=data.outputs["data"],
+        mlp=trained["mlp"].outputs["model"],
+        resnet2p5d=trained["resnet2p5d"].outputs["model"],
+        r3d18=trained["r3d18"].outputs["model"],
+        max_maps=eval_max_maps,
+        seed=seed,
+        overrides=overrides,
+    )
+    with dsl.If(ev.outputs["champion_test_accuracy"] >= accuracy_threshold, name="passes-threshold"):
+        c.register_champion(
+            table=ev.outputs["table"],
+            champion=ev.outputs["champion"],
+            tracking_uri=tracking_uri,
+            overrides=overrides,
+        ).set_retry(**_RETRY)
+    rep = c.report(
+        ingest_summary=ing.outputs["summary"],
+        qc=dsl.Collected(pre.outputs["qc"]),
+        ica_report=ica.outputs["report"],
+        review=lab.outputs["review"],
+        table=ev.outputs["table"],
+        evaluation=ev.outputs["report"],
+        statuses=dsl.Collected(pre.outputs["Output"]),
+    )
+    return rep.outputs["Output"]

@@ -1,0 +1,132 @@
+"""The KFP pipeline: its compiled IR YAML, and a whole run through kfp.local on the tiny profile."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rsnflow.cli import EXIT_OK, EXIT_PARTIAL, main
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ir") / "rsn_pipeline.yaml"
+    assert main(["pipeline", "compile", str(out)]) == EXIT_OK
+    return list(yaml.safe_load_all(out.read_text()))
+
+
+def test_dag(compiled: list[dict]) -> None:
+    spec = compiled[0]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {
+        "ingest",
+        "for-loop-1",
+        "group-ica",
+        "for-loop-2",
+        "label",
+        "dataset",
+        "train",
+        "train-2",
+        "train-3",
+        "evaluate",
+        "condition-3",
+        "report",
+    }
+    comps = spec["components"]
+    assert set(comps["comp-for-loop-1"]["dag"]["tasks"]) == {"preprocess"}
+    assert set(comps["comp-for-loop-2"]["dag"]["tasks"]) == {"dual-regression"}
+    assert set(comps["comp-condition-3"]["dag"]["tasks"]) == {"register-champion"}
+    assert tasks["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("ingest-Output")
+    assert tasks["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 8
+    # Fan-in: group ICA waits for every subject; the threshold gates registration.
+    assert "for-loop-1" in tasks["group-ica"]["dependentTasks"]
+    cond = tasks["condition-3"]["triggerPolicy"]["condition"]
+    assert "champion_test_accuracy" in cond and "accuracy_threshold" in cond
+    for t in ("train", "train-2", "train-3"):
+        assert "dataset" in tasks[t]["dependentTasks"]
+    assert {"train", "train-2", "train-3"} <= set(tasks["evaluate"]["dependentTasks"])
+
+
+def test_parameters_cover_the_papers_settings(compiled: list[dict]) -> None:
+    params = compiled[0]["root"]["inputDefinitions"]["parameters"]
+    defaults = {k: v.get("defaultValue") for k, v in params.items()}
+    assert defaults["mlp_epochs"] == 25 and defaults["resnet_epochs"] == 25 and defaults["r3d_epochs"] == 25
+    assert defaults["cohort_uri"] == "sim://demo" and defaults["gpu_limit"] == 1
+    assert (
+        defaults["overrides"] == {}
+    )  # everything else: rsnflow/data/defaults.yaml (7 mm, 100 s, order 100, ...)
+    for name in (
+        "expert_labels",
+        "tracking_uri",
+        "accuracy_threshold",
+        "gpu_node_selector",
+        "gpu_tolerations",
+    ):
+        assert name in params
+
+
+def test_resources_accelerators_caching_and_retries(compiled: list[dict]) -> None:
+    spec, platform = compiled
+    execs = spec["deploymentSpec"]["executors"]
+    for name in ("exec-train", "exec-train-2", "exec-train-3"):
+        res = execs[name]["container"]["resources"]
+        assert res["cpuRequest"] == 4 and res["memoryLimit"] == 32
+    for name in ("exec-train-2", "exec-train-3"):
+        acc = execs[name]["container"]["resources"]["accelerator"]
+        assert "gpu_limit" in acc["resourceCount"] and "accelerator_type" in acc["resourceType"]
+    assert "accelerator" not in execs["exec-train"]["container"]["resources"]  # the MLP runs anywhere
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(k8s) == {"exec-train-2", "exec-train-3"}
+    for cfg in k8s.values():
+        assert cfg["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+        assert cfg["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert all(t["cachingOptions"]["enableCache"] for t in tasks.values() if "cachingOptions" in t)
+    for t in ("ingest", "train", "train-2", "train-3"):
+        assert tasks[t]["retryPolicy"]["maxRetryCount"] == 3
+    images = {e["container"]["image"] for e in execs.values()}
+    assert any("rsnflow-train" in i for i in images) and any("rsnflow-pipeline" in i for i in images)
+
+
+def test_tiny_pipeline_through_kfp_local(tmp_path: Path) -> None:
+    from rsnflow.config import load_config
+    from rsnflow.workflow import run_local
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("simulate:\n  subjects: 4\n  volumes: 100\n  bad_subjects: [nan]\nica:\n  order: 20\n")
+    config = load_config(cfg, {"simulate": {"profile": "tiny"}})
+    work = tmp_path / "work"
+    # Threshold 0 so that the registration branch runs too.
+    status = run_local(work, config, {"accuracy_threshold": 0.0})
+    assert status == EXIT_PARTIAL  # the NaN subject is reported and skipped; the run goes on
+    page = (work / "report.html").resolve()
+    text = page.read_text()
+    assert "Table 1" in text and "mlp" in text and "r3d18" in text and "skipped" in text
+    run_dir = page.parents[1]
+    assert len(list(run_dir.glob("train*/model/weights.pt"))) == 3
+    with sqlite3.connect(work / "mlflow" / "mlflow.db") as db:
+        runs = {r[0] for r in db.execute("select name from runs")}
+        aliases = list(db.execute("select alias from registered_model_aliases"))
+    assert {"train-mlp", "train-resnet2p5d", "train-r3d18"} <= runs
+    assert aliases == [("champion",)]
+
+
+def test_recurring_run_request() -> None:
+    from kfp_pipelines.submit import parse_name, recurring_run_request
+
+    req = recurring_run_request("s3://cohorts/incoming", "0 0 2 * * *", {"seed": 1})
+    assert req["params"] == {"seed": 1, "cohort_uri": "s3://cohorts/incoming/*"}
+    assert req["max_concurrency"] == 1 and req["no_catchup"] is True
+    with pytest.raises(ValueError, match="six fields"):
+        recurring_run_request("s3://cohorts/incoming", "0 2 * * *", {})
+    assert parse_name("s3://Cohorts/in_coming") == "cohorts-in-coming"
+
+
+def test_submit_needs_a_compiled_package(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    argv = ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--package", str(tmp_path / "none.yaml")]
+    assert main(argv) == 1
+    assert "compile the pipeline first" in capfd.readouterr().err
+    assert main(["pipeline", "submit", "--host", "h", "--package", str(tmp_path), "--arg", "novalue"]) == 1
