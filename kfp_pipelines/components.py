@@ -27,6 +27,7 @@ def ingest(
     Returns the valid subjects (the ParallelFor items); the skipped ones are in
     the summary page and in ``cohort.metadata``.
     """
+    import os
     from pathlib import Path
 
     from rsnflow.config import load_config
@@ -47,6 +48,7 @@ def ingest(
             n_subjects=cfg.simulate.subjects,
             bad_subjects=bad,
             n_volumes=cfg.simulate.volumes,
+            n_jobs=min(2, os.cpu_count() or 1),
         )
     elif cohort_uri.startswith("s3://"):
         from rsnflow.storage import ObjectStore

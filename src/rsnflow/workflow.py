@@ -36,8 +36,8 @@ DEMO_BUDGET: dict[str, dict[str, int]] = {
         "resnet_epochs": 3,
         "resnet_max_train_samples": 320,
         "r3d_epochs": 1,
-        "r3d_max_train_samples": 48,
-        "eval_max_maps": 100,
+        "r3d_max_train_samples": 32,
+        "eval_max_maps": 60,
     },
     "tiny": {
         "mlp_epochs": 3,
@@ -92,6 +92,7 @@ def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | 
     work = Path(work_dir).resolve()
     tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
+    old_tmpdir = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(tmp)  # kfp.local writes its workspace under TMPDIR
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     tracking_uri = config.tracking.uri or f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
@@ -110,7 +111,13 @@ def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "pipeline_root"))
     t0 = time.perf_counter()
     log.info("running the rsnflow pipeline with kfp.local (profile %s) under %s", profile, work)
-    task = rsn_pipeline(**args)
+    try:
+        task = rsn_pipeline(**args)
+    finally:
+        if old_tmpdir is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_tmpdir
     seconds = time.perf_counter() - t0
     page = Path(task.output)
     run_dir = page.parents[1]
