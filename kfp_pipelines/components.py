@@ -20,7 +20,12 @@ _COMMON = {"base_image": PIPELINE_IMAGE, "install_kfp_package": False}
 
 @dsl.component(**_COMMON)
 def ingest(
-    cohort_uri: str, seed: int, overrides: dict, cohort: Output[Dataset], summary: Output[HTML]
+    cohort_uri: str,
+    seed: int,
+    overrides: dict,
+    cohort: Output[Dataset],
+    summary: Output[HTML],
+    table: Output[Dataset],
 ) -> List[str]:
     """Fetch (``s3://``), link (a local path) or simulate (``sim://PROFILE``) a cohort; validate its runs.
 
@@ -66,7 +71,7 @@ def ingest(
             store.download_cohort(cohort_uri, out)
     else:
         link_tree(cohort_uri, out)
-    runs = ingest_cohort(out, summary_tsv=out / "derivatives" / "ingest" / "subjects.tsv")
+    runs = ingest_cohort(out, summary_tsv=Path(table.path) / "subjects.tsv")
     if not runs.runs:
         raise RuntimeError(f"{cohort_uri}: no valid run in the cohort: {runs.failed}")
     Report("rsnflow ingest").text(
@@ -305,14 +310,23 @@ def evaluate(
 
 
 @dsl.component(**_COMMON)
-def register_champion(table: Input[Dataset], champion: str, tracking_uri: str, overrides: dict) -> str:
-    """Point the registry alias ``champion`` at the chosen model's registered version."""
+def register_champion(
+    table: Input[Dataset],
+    champion: str,
+    champion_test_accuracy: float,
+    accuracy_threshold: float,
+    tracking_uri: str,
+    overrides: dict,
+) -> str:
+    """Point the registry alias ``champion`` at the chosen model's version if it passes the threshold."""
     import json
     from pathlib import Path
 
     from rsnflow.config import load_config
     from rsnflow.tracking import Tracker
 
+    if champion_test_accuracy < accuracy_threshold:
+        return f"not registered: {champion} test accuracy {champion_test_accuracy:.4f} < {accuracy_threshold}"
     cfg = load_config(overrides=overrides)
     meta = json.loads((Path(table.path) / "models" / champion / "model.json").read_text())
     uri = tracking_uri or meta["mlflow"]["tracking_uri"]
@@ -326,6 +340,7 @@ def register_champion(table: Input[Dataset], champion: str, tracking_uri: str, o
 @dsl.component(**_COMMON)
 def report(
     ingest_summary: Input[HTML],
+    ingest_table: Input[Dataset],
     qc: Input[List[HTML]],
     ica_report: Input[HTML],
     review: Input[HTML],
@@ -342,6 +357,7 @@ def report(
     run_report(
         page.path,
         ingest_summary.path,
+        Path(ingest_table.path) / "subjects.tsv",
         [q.path for q in qc],
         ica_report.path,
         review.path,

@@ -99,15 +99,20 @@ def rsn_pipeline(
         seed=seed,
         overrides=overrides,
     )
-    with dsl.If(ev.outputs["champion_test_accuracy"] >= accuracy_threshold, name="passes-threshold"):
-        c.register_champion(
-            table=ev.outputs["table"],
-            champion=ev.outputs["champion"],
-            tracking_uri=tracking_uri,
-            overrides=overrides,
-        ).set_retry(**_RETRY)
+    # The accuracy gate is inside the task, not a dsl.If: kfp.local 2.17 evaluates
+    # dsl.If conditions as false whatever their value (kubeflow/pipelines#13313),
+    # and the local run must register exactly as a cluster run does.
+    c.register_champion(
+        table=ev.outputs["table"],
+        champion=ev.outputs["champion"],
+        champion_test_accuracy=ev.outputs["champion_test_accuracy"],
+        accuracy_threshold=accuracy_threshold,
+        tracking_uri=tracking_uri,
+        overrides=overrides,
+    ).set_retry(**_RETRY)
     rep = c.report(
         ingest_summary=ing.outputs["summary"],
+        ingest_table=ing.outputs["table"],
         qc=dsl.Collected(pre.outputs["qc"]),
         ica_report=ica.outputs["report"],
         review=lab.outputs["review"],

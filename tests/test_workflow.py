@@ -1,41 +1,47 @@
+"""The local run's helpers (the run itself: tests/kfp/test_pipeline.py)."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from rsnflow.cli import main
+from rsnflow.config import load_config
+from rsnflow.workflow import DEMO_BUDGET, _overrides, run_report
 
 
-def test_run_executes_the_available_stages(tmp_path: Path, capsys) -> None:
-    work = tmp_path / "work"
-    cfg = tmp_path / "small.yaml"
-    cfg.write_text("ica:\n  order: 20\n")  # 2 tiny subjects hold 120 time points, too few for 100
-    argv = [
-        "run",
-        "--profile",
-        "tiny",
-        "--subjects",
-        "2",
-        "--seed",
-        "3",
-        "--work-dir",
-        str(work),
-        "--config",
-        str(cfg),
-    ]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    index = work / "report" / "index.html"
-    assert str(index) in out
-    page = index.read_text()
-    assert "simulate" in page and "ingest" in page
-    assert "preprocess" in page
-    assert "not available yet (issue #6)" in page
-    assert "montage of the 20 components" in page
-    assert "sub-01: preprocessing QC" in page
-    assert (work / "derivatives" / "rsnflow" / "preprocess_summary.tsv").exists()
-    assert page.count("data:image/png;base64") == 3
-    prov = json.loads((work / "provenance.json").read_text())
-    assert prov["parameters"]["seed"] == 3
-    assert prov["packages"]["torch"].startswith("2.14.1")
-    assert (work / "ingest" / "subjects.tsv").exists()
+def test_overrides_are_the_differences_from_the_defaults(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("ica:\n  order: 20\nsimulate:\n  subjects: 4\n")
+    config = load_config(f, {"seed": 5})
+    assert _overrides(config) == {"seed": 5, "ica": {"order": 20}, "simulate": {"subjects": 4}}
+    assert _overrides(load_config()) == {}
+
+
+def test_demo_budget_is_stated() -> None:
+    assert DEMO_BUDGET["demo"]["r3d_max_train_samples"] > 0
+    assert "mlp_epochs" not in DEMO_BUDGET["demo"]  # the MLP keeps the paper's 25 epochs
+
+
+def test_run_report_links_every_stage_and_says_what_was_skipped(tmp_path: Path) -> None:
+    pages = {}
+    for name in ("ingest.html", "qc1.html", "qc2.html", "ica.html", "review.html", "eval.html"):
+        pages[name] = tmp_path / "stages" / name
+        pages[name].parent.mkdir(exist_ok=True)
+        pages[name].write_text("<html></html>")
+    (tmp_path / "table").mkdir()
+    (tmp_path / "table" / "table1.md").write_text("# Table 1\n")
+    metrics = {"champion": "mlp", "champion_rule": "max val_macro_f1",
+               "table1": [{"model": "mlp", "test acc": 0.96}]}  # fmt: skip
+    (tmp_path / "table" / "metrics.json").write_text(json.dumps(metrics))
+    ingest = tmp_path / "subjects.tsv"
+    ingest.write_text("participant_id\tstatus\treason\nsub-01\tok\t\nsub-02\tfailed\tNaN values\n")
+    out = run_report(
+        tmp_path / "report" / "page.html", pages["ingest.html"], ingest, [str(pages["qc1.html"]),
+        str(pages["qc2.html"])], pages["ica.html"], pages["review.html"], tmp_path / "table" / "table1.md",
+        pages["eval.html"], ["ok", "failed: too short"],
+    )  # fmt: skip
+    text = out.read_text()
+    assert "Table 1" in text and "0.96" in text
+    for name in pages:
+        assert f"../stages/{name}" in text
+    assert "sub-02: NaN values" in text and "failed: too short" in text

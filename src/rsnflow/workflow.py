@@ -9,7 +9,6 @@ into ``WORK/mlflow/mlflow.db``. :func:`run_report` writes the run's front page.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
@@ -123,9 +122,7 @@ def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | 
     run_dir = page.parents[1]
     (work / "report.html").unlink(missing_ok=True)
     (work / "report.html").symlink_to(page)
-    ingest = pd.read_csv(
-        next(run_dir.glob("ingest/cohort/derivatives/ingest/subjects.tsv")), sep="\t", dtype=str
-    )
+    ingest = pd.read_csv(run_dir / "ingest" / "table" / "subjects.tsv", sep="\t", dtype=str)
     skipped = set(ingest.loc[ingest["status"] != "ok", "participant_id"])
     for summary in run_dir.rglob("preprocess_summary.tsv"):
         rows = pd.read_csv(summary, sep="\t", dtype=str)
@@ -148,6 +145,7 @@ def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | 
 def run_report(
     path: str | Path,
     ingest_summary: str | Path,
+    ingest_table: str | Path,
     qc_pages: list[str],
     ica_report: str | Path,
     review: str | Path,
@@ -170,10 +168,17 @@ def run_report(
     failed = [s for s in statuses if s != "ok"]
     report.heading("Stages")
     report.link(rel(ingest_summary), "ingest: validated subjects")
+    ingest = pd.read_csv(ingest_table, sep="\t", dtype=str)
+    bad = ingest[ingest["status"] != "ok"]
+    if len(bad):
+        report.text(
+            f"{len(bad)} subjects were skipped at ingest: "
+            + "; ".join(f"{p}: {r}" for p, r in zip(bad["participant_id"], bad["reason"], strict=True)),
+            css="warn",
+        )
     if failed:
         report.text(
-            f"{len(failed)} subjects failed preprocessing and were skipped: "
-            f"{'; '.join(html.escape(s) for s in failed)}",
+            f"{len(failed)} subjects failed preprocessing and were skipped: {'; '.join(failed)}",
             css="warn",
         )
     for i, q in enumerate(qc_pages):

@@ -32,19 +32,19 @@ def test_dag(compiled: list[dict]) -> None:
         "train-2",
         "train-3",
         "evaluate",
-        "condition-3",
+        "register-champion",
         "report",
     }
     comps = spec["components"]
     assert set(comps["comp-for-loop-1"]["dag"]["tasks"]) == {"preprocess"}
     assert set(comps["comp-for-loop-2"]["dag"]["tasks"]) == {"dual-regression"}
-    assert set(comps["comp-condition-3"]["dag"]["tasks"]) == {"register-champion"}
     assert tasks["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("ingest-Output")
     assert tasks["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 8
     # Fan-in: group ICA waits for every subject; the threshold gates registration.
     assert "for-loop-1" in tasks["group-ica"]["dependentTasks"]
-    cond = tasks["condition-3"]["triggerPolicy"]["condition"]
-    assert "champion_test_accuracy" in cond and "accuracy_threshold" in cond
+    gate = tasks["register-champion"]["inputs"]["parameters"]
+    assert gate["champion_test_accuracy"]["taskOutputParameter"]["producerTask"] == "evaluate"
+    assert gate["accuracy_threshold"]["componentInputParameter"] == "accuracy_threshold"
     for t in ("train", "train-2", "train-3"):
         assert "dataset" in tasks[t]["dependentTasks"]
     assert {"train", "train-2", "train-3"} <= set(tasks["evaluate"]["dependentTasks"])
@@ -85,7 +85,7 @@ def test_resources_accelerators_caching_and_retries(compiled: list[dict]) -> Non
         assert cfg["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
     tasks = spec["root"]["dag"]["tasks"]
     assert all(t["cachingOptions"]["enableCache"] for t in tasks.values() if "cachingOptions" in t)
-    for t in ("ingest", "train", "train-2", "train-3"):
+    for t in ("ingest", "train", "train-2", "train-3", "register-champion"):
         assert tasks[t]["retryPolicy"]["maxRetryCount"] == 3
     images = {e["container"]["image"] for e in execs.values()}
     assert any("rsnflow-train" in i for i in images) and any("rsnflow-pipeline" in i for i in images)

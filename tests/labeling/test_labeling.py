@@ -123,10 +123,10 @@ def test_fix_label_file(tmp_path: Path) -> None:
     f = tmp_path / "hand_labels_noise.txt"
     f.write_text(
         "filtered_func_data.ica\n1, Signal, False\n2, Unclassified Noise, True\n"
-        "3, DMN-PCC-MID, False\n4, Movement, True\n[2, 4]\n"
+        "3, Unknown, False\n4, Movement, True\n[2, 4]\n"
     )
     table = read_expert_labels(f, 4, TAX)
-    assert list(table["label"]) == [UNKNOWN, NOISE, "DMN-PCC-MID", NOISE]
+    assert list(table["label"]) == [UNKNOWN, NOISE, UNKNOWN, NOISE]
     assert table.loc[3, "notes"] == "FIX: Movement"
 
 
