@@ -4,8 +4,9 @@ champion (if it passes the accuracy threshold) -> report.
 
 Defaults are the paper's settings; ``rsnflow run`` passes the demo's budget
 (fewer CNN epochs, a subset for the CNNs). GPU use is a parameter: with
-``gpu_limit`` 0 the training tasks ask for no accelerator and the pipeline runs
-on a CPU-only cluster.
+``gpu_limit`` 0, ``gpu_node_selector`` ``{}`` and ``gpu_tolerations`` ``[]`` the
+training tasks ask for no accelerator and no GPU node, and the pipeline runs on
+a CPU-only cluster.
 """
 
 import os
