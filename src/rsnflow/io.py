@@ -36,6 +36,7 @@ __all__ = [
     "load_nifti",
     "read_tr",
     "save_nifti",
+    "sha256_file",
     "write_dataset_description",
     "write_json",
     "write_text",
@@ -368,3 +369,14 @@ def link_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
             except OSError:
                 shutil.copy2(path, target)
     return d
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, read in 16 MiB chunks (datasets of several GB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -15,7 +15,6 @@ Kubernetes Secret reaches a pod (``envFrom``): ``RSNFLOW_S3_ENDPOINT`` (or
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from rsnflow.io import sha256_file
 from rsnflow.log import get_logger
 
 __all__ = ["MARKER", "ObjectStore", "StorageError", "parse_uri"]
@@ -49,14 +49,6 @@ def parse_uri(uri: str) -> tuple[str, str]:
     if parsed.scheme != "s3" or not parsed.netloc:
         raise StorageError(f"{uri}: not an s3://bucket/prefix URI")
     return parsed.netloc, parsed.path.strip("/")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -168,7 +160,7 @@ class ObjectStore:
         hashes = {}
         for rel, path in files.items():
             key = f"{prefix}/{rel}" if prefix else rel
-            digest = _sha256(path)
+            digest = sha256_file(path)
             self._call(
                 f"s3://{bucket}/{key}",
                 lambda k=key, p=path, d=digest: self.client.fput_object(
@@ -210,7 +202,7 @@ class ObjectStore:
             self._call(
                 f"s3://{bucket}/{key}", lambda k=key, t=tmp: self.client.fget_object(bucket, k, str(t))
             )
-            if _sha256(tmp) != digest:
+            if sha256_file(tmp) != digest:
                 tmp.unlink()
                 raise StorageError(f"s3://{bucket}/{key}: checksum mismatch after download")
             tmp.replace(target)

@@ -29,7 +29,7 @@ from rsnflow.config import DatasetConfig
 from rsnflow.dataset.split import SPLITS, subject_split
 from rsnflow.ica.dr_cohort import dr_outputs
 from rsnflow.ica.group import group_paths, preprocessed_subjects
-from rsnflow.io import InvalidInputError, load_nifti, write_json, write_text
+from rsnflow.io import InvalidInputError, load_nifti, sha256_file, write_json, write_text
 from rsnflow.labeling.stage import labels_path
 from rsnflow.log import get_logger, progress
 from rsnflow.provenance import provenance
@@ -60,14 +60,6 @@ def class_weights(class_index: NDArray[np.integer], n_classes: int) -> NDArray[n
     weights = np.zeros(n_classes)
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return weights
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_dataset(
@@ -174,10 +166,10 @@ def build_dataset(
             },
             "class_weights": [round(float(w), 6) for w in weights],
             "sha256": {
-                "maps.npy": _sha256(tmp / "maps.npy"),
-                "index.tsv": _sha256(tmp / "index.tsv"),
-                "mask.npy": _sha256(tmp / "mask.npy"),
-                "labels.tsv": _sha256(lpath),
+                "maps.npy": sha256_file(tmp / "maps.npy"),
+                "index.tsv": sha256_file(tmp / "index.tsv"),
+                "mask.npy": sha256_file(tmp / "mask.npy"),
+                "labels.tsv": sha256_file(lpath),
             },
             "source": str(deriv.resolve()),
         }

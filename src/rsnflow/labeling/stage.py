@@ -25,7 +25,7 @@ from rsnflow.ica.dr_cohort import dr_outputs
 from rsnflow.ica.group import group_paths, preprocessed_subjects
 from rsnflow.io import InvalidInputError, load_nifti, write_text
 from rsnflow.labeling.auto import auto_labels, reference_scores
-from rsnflow.labeling.expert import read_expert_labels
+from rsnflow.labeling.expert import WRITTEN_COLUMNS, read_expert_labels
 from rsnflow.labeling.features import MOTION_COLUMNS, spatial_features, temporal_features
 from rsnflow.log import get_logger
 from rsnflow.preprocess.participant import subject_outputs
@@ -110,17 +110,7 @@ def label_components(
         table["source"] = "expert"
     table.insert(0, "component", np.arange(len(zmaps)))
     table["network"] = [taxonomy.parent(lab) for lab in table["label"]]
-    cols = [
-        "component",
-        "label",
-        "network",
-        "source",
-        "score",
-        "runner_up",
-        "runner_up_score",
-        "reason",
-        "notes",
-    ]
+    cols = ["component", "label", *WRITTEN_COLUMNS[:6], "notes"]
     table = pd.concat([table[cols], features.round(4)], axis=1)
     write_text(table.to_csv(sep="\t", index=False, float_format="%.4g"), labels_path(deriv))
     counts = table["label"].isin([NOISE, UNKNOWN])
