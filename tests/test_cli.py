@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from rsnflow import __version__
-from rsnflow.cli import EXIT_ERROR, EXIT_USAGE, build_parser, main
+from rsnflow.cli import EXIT_ERROR, build_parser, main
 
 DESIGN_FORMS = [
     "simulate",
@@ -67,17 +67,6 @@ def test_common_options_before_or_after_subcommand(capsys: pytest.CaptureFixture
     assert main(["config", "show", "--seed", "11", "--device", "cpu"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert (shown["seed"], shown["device"]) == (11, "cpu")
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["serve", "m"],
-    ],
-)
-def test_pending_stages_say_so(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == EXIT_USAGE
-    assert "not available yet" in capsys.readouterr().err
 
 
 def test_bad_config_file_exits_nonzero(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gzip
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +16,7 @@ from rsnflow.io import (
     find_sidecar,
     load_bold,
     load_nifti,
+    nifti_from_bytes,
     read_tr,
     save_nifti,
     write_dataset_description,
@@ -172,3 +175,40 @@ def test_derivative_paths_and_description(tmp_path: Path) -> None:
     d = json.loads(write_dataset_description(tmp_path).read_text())
     assert d["DatasetType"] == "derivative"
     assert d["GeneratedBy"][0]["Name"] == "rsnflow"
+
+
+def test_nifti_from_bytes_reads_both_versions_gzipped_or_not() -> None:
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5) + 1
+    for cls in (nib.Nifti1Image, nib.Nifti2Image):
+        raw = cls(data, np.diag([2.0, 2.0, 2.0, 1.0])).to_bytes()
+        for payload in (raw, gzip.compress(raw)):
+            img = nifti_from_bytes(payload, "req[0]", ndim=3)
+            np.testing.assert_array_equal(np.asarray(img.dataobj), data)
+            assert img.affine[0, 0] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b"", "payload is empty"),
+        (b"{}" * 200, "no NIfTI-1 or NIfTI-2 header"),
+        ("truncated", "gzip stream is truncated"),
+        ("short", "truncated or corrupt"),
+        ("bomb", "larger than 100000 bytes uncompressed"),
+        ("nan", "NaN values"),
+        ("4d", "expected a 3D image"),
+    ],
+)
+def test_nifti_from_bytes_names_the_source_and_the_problem(payload: object, problem: str) -> None:
+    vol = np.ones((3, 4, 5), np.float32)
+    raw = nib.Nifti1Image(vol, np.eye(4)).to_bytes()
+    made = {
+        "truncated": gzip.compress(raw)[:60],
+        "short": raw[:360],
+        "bomb": gzip.compress(b"\0" * 1_000_000),
+        "nan": nib.Nifti1Image(np.where(vol > 0, np.nan, vol).astype(np.float32), np.eye(4)).to_bytes(),
+        "4d": nib.Nifti1Image(np.ones((3, 4, 5, 2), np.float32), np.eye(4)).to_bytes(),
+    }
+    with pytest.raises(InvalidInputError, match=re.escape(problem)) as err:
+        nifti_from_bytes(made.get(payload, payload), "request input 'nifti'[2]", ndim=3, max_bytes=100_000)
+    assert str(err.value).startswith("request input 'nifti'[2]: ")

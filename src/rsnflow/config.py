@@ -121,9 +121,12 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
+    name: str
     host: str
     port: int
     max_request_mb: float
+    max_batch: int
+    abstain_below: float
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,17 @@ class Config:
             ("train.batch_size", self.train.batch_size),
             ("train.epochs", self.train.epochs),
             ("preprocess.n_jobs", self.preprocess.n_jobs),
+            ("serve.max_batch", self.serve.max_batch),
+            ("serve.port", self.serve.port),
         ):
             if count < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {count}")
         if isinstance(self.ica.order, int) and self.ica.order < 2:
             raise ConfigError(f"ica.order: must be at least 2 or 'auto', got {self.ica.order}")
+        if self.serve.max_request_mb <= 0:
+            raise ConfigError(f"serve.max_request_mb: must be positive, got {self.serve.max_request_mb}")
+        if not 0.0 <= self.serve.abstain_below <= 1.0:
+            raise ConfigError(f"serve.abstain_below: must be in [0, 1], got {self.serve.abstain_below}")
         if not 0.0 <= self.train.mlp_dropout < 1.0:
             raise ConfigError(f"train.mlp_dropout: must be in [0, 1), got {self.train.mlp_dropout}")
 

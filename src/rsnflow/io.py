@@ -29,11 +29,14 @@ __all__ = [
     "BoldRun",
     "InvalidInputError",
     "atomic_path",
+    "check_image",
     "derivative_path",
     "find_sidecar",
     "link_tree",
     "load_bold",
     "load_nifti",
+    "nifti_class",
+    "nifti_from_bytes",
     "read_tr",
     "save_nifti",
     "sha256_file",
@@ -156,26 +159,79 @@ def load_nifti(
         raise InvalidInputError(p, f"not a NIfTI image ({exc})") from exc
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         raise InvalidInputError(p, f"cannot read NIfTI header: file is corrupt or truncated ({exc})") from exc
+    return check_image(img, p, ndim, min_volumes)
+
+
+def nifti_class(raw: bytes) -> type[nib.Nifti1Image] | None:
+    """The nibabel class for uncompressed bytes that start with a NIfTI-1 or NIfTI-2 header, else None."""
+    for order in ("little", "big"):
+        size = int.from_bytes(raw[:4], order) if len(raw) >= 4 else 0
+        if size in (348, 540):
+            return nib.Nifti1Image if size == 348 else nib.Nifti2Image
+    return None
+
+
+def nifti_from_bytes(
+    data: bytes, where: str | os.PathLike[str], ndim: int | None = None, max_bytes: int = 1 << 30
+) -> nib.Nifti1Image:
+    """Parse a single-file NIfTI-1/2 image (gzipped or not) held in memory and validate it.
+
+    ``where`` names the source in error messages (a request input, say);
+    ``max_bytes`` bounds the decompressed size so a gzip bomb is refused.
+    The checks are those of :func:`load_nifti`.
+    """
+    if len(data) == 0:
+        raise InvalidInputError(where, "NIfTI payload is empty (0 bytes)")
+    raw = data
+    if data[:2] == b"\x1f\x8b":
+        inflate = zlib.decompressobj(wbits=31)
+        try:
+            raw = inflate.decompress(data, max_bytes)
+        except zlib.error as exc:
+            raise InvalidInputError(where, f"corrupt gzip stream ({exc})") from exc
+        if inflate.unconsumed_tail:
+            raise InvalidInputError(where, f"NIfTI image is larger than {max_bytes} bytes uncompressed")
+        if not inflate.eof:
+            raise InvalidInputError(where, "gzip stream is truncated")
+    image_class = nifti_class(raw)
+    if image_class is None:
+        raise InvalidInputError(where, "not a NIfTI image (no NIfTI-1 or NIfTI-2 header)")
+    try:
+        img = image_class.from_bytes(raw)
+    except Exception as exc:  # nibabel raises a range of types on a bad header
+        raise InvalidInputError(where, f"cannot read NIfTI image: corrupt or truncated ({exc})") from exc
+    return check_image(img, where, ndim)
+
+
+def check_image(
+    img: nib.spatialimages.SpatialImage,
+    where: str | os.PathLike[str],
+    ndim: int | None = None,
+    min_volumes: int = 1,
+) -> nib.Nifti1Image:
+    """Validate a NIfTI image and return it with its data read; errors name ``where``."""
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise InvalidInputError(p, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+        raise InvalidInputError(where, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
     shape = img.shape
     # A 4D image with a single volume is still acceptable as 3D.
     single_volume_as_3d = ndim == 3 and len(shape) == 4 and shape[3] == 1
     if ndim is not None and len(shape) != ndim and not single_volume_as_3d:
-        raise InvalidInputError(p, f"expected a {ndim}D image, got {len(shape)}D with shape {shape}")
+        raise InvalidInputError(where, f"expected a {ndim}D image, got {len(shape)}D with shape {shape}")
     if len(shape) not in (3, 4):
-        raise InvalidInputError(p, f"expected a 3D or 4D image, got shape {shape}")
+        raise InvalidInputError(where, f"expected a 3D or 4D image, got shape {shape}")
     if any(s == 0 for s in shape[:3]):
-        raise InvalidInputError(p, f"image has no voxels (shape {shape})")
+        raise InvalidInputError(where, f"image has no voxels (shape {shape})")
     if len(shape) == 4:
         if shape[3] == 0:
-            raise InvalidInputError(p, "image has zero volumes")
+            raise InvalidInputError(where, "image has zero volumes")
         if shape[3] < min_volumes:
-            raise InvalidInputError(p, f"image has {shape[3]} volumes, at least {min_volumes} needed")
+            raise InvalidInputError(where, f"image has {shape[3]} volumes, at least {min_volumes} needed")
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, ValueError) as exc:
-        raise InvalidInputError(p, f"cannot read image data: file is truncated or corrupt ({exc})") from exc
+        raise InvalidInputError(
+            where, f"cannot read image data: file is truncated or corrupt ({exc})"
+        ) from exc
     if data.dtype.kind == "f":
         bad = ~np.isfinite(data)
         n_bad = int(bad.sum())
@@ -185,12 +241,12 @@ def load_nifti(
                 kinds.append("NaN")
             if np.isinf(data).any():
                 kinds.append("infinite")
-            raise InvalidInputError(p, f"{n_bad} voxels hold {' and '.join(kinds)} values")
+            raise InvalidInputError(where, f"{n_bad} voxels hold {' and '.join(kinds)} values")
     if not np.any(data):
-        raise InvalidInputError(p, "image is all zeros")
+        raise InvalidInputError(where, "image is all zeros")
     affine = img.affine
     if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise InvalidInputError(p, "image affine is missing or not invertible")
+        raise InvalidInputError(where, "image affine is missing or not invertible")
     if ndim == 3 and len(shape) == 4:
         return nib.Nifti1Image(np.asarray(data)[..., 0], affine, img.header)
     # Keep the data that was just read so later access does not re-read the file.

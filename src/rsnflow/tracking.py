@@ -88,7 +88,12 @@ class Tracker:
             mlflow.log_artifact(str(p), artifact_path=folder)
 
     def log_model(self, model: Any, example: Any) -> str:
-        """Log a torch model with signature and input example; register it; return the version."""
+        """Log a torch model with signature and input example; register it; return the version.
+
+        The model is exported (pt2), which keeps no Python attributes: its
+        ``header()`` (architecture, class labels, input shape) goes into the
+        MLflow model's metadata, where the predictor reads the labels.
+        """
         import mlflow
         import numpy as np
         import torch
@@ -104,6 +109,7 @@ class Tracker:
             signature=signature,
             input_example=np.asarray(example),
             registered_model_name=self.registered_model,
+            metadata=model.header() if hasattr(model, "header") else None,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "rsnflow"],
         )
         version = str(info.registered_model_version)

@@ -1,0 +1,38 @@
+# rsnflow pipeline image (CPU): every KFP step but training, and the MLflow tracking server of the chart.
+# Build from the repository root:  docker build -f images/pipeline.Dockerfile -t rsnflow-pipeline:0.1.0 .
+# The base is pinned to an exact Python patch release and Debian release.
+FROM python:3.11.11-slim-bookworm
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    RSNFLOW_CACHE_DIR=/opt/rsnflow/cache \
+    MPLCONFIGDIR=/tmp/matplotlib
+
+WORKDIR /opt/rsnflow
+COPY requirements.lock images/mlflow-server.txt ./
+# The lock pins the CUDA build of torch; this image takes the same versions from the CPU index
+# and leaves the CUDA runtime wheels out.
+RUN grep -Ev '^(torch|torchvision|triton|nvidia-[a-z0-9-]+)==' requirements.lock > requirements-cpu.txt \
+    && pip install --no-deps -r requirements-cpu.txt \
+    && pip install --no-deps --index-url "${TORCH_INDEX}" \
+       "torch==$(grep -E '^torch==' requirements.lock | cut -d= -f3)" \
+       "torchvision==$(grep -E '^torchvision==' requirements.lock | cut -d= -f3)" \
+    && pip install --no-deps -r mlflow-server.txt
+
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY kfp_pipelines ./kfp_pipelines
+RUN pip install --no-deps . \
+    && useradd --uid 10001 --create-home --shell /usr/sbin/nologin rsnflow \
+    && mkdir -p "${RSNFLOW_CACHE_DIR}" \
+    # The resampled template and masks are built once here, so no step builds them at run time.
+    && python -c "from rsnflow.space import load_brain_mask, load_template, load_tissue_probabilities as t; load_template(); load_brain_mask(); t()" \
+    && chown -R 10001:10001 "${RSNFLOW_CACHE_DIR}"
+
+USER 10001:10001
+# checkov:skip=CKV_DOCKER_2: a batch image (KFP steps, mlflow server); health is probed by Kubernetes, not Docker
+ENTRYPOINT ["rsnflow"]
+CMD ["--help"]

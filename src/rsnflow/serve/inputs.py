@@ -1,0 +1,160 @@
+"""Request payloads to a batch of component maps on the grid, with every check a client needs.
+
+Two encodings are accepted in both protocols:
+
+* maps already on the 45x54x45 grid as FP32 numbers (V1: an instance is a
+  nested list ``[45][54][45]``; V2: an ``FP32`` input of shape
+  ``[N, 45, 54, 45]``, flat or nested ``data``, or the binary extension);
+* a NIfTI file of one 3D map in any space with a valid affine (``.nii`` or
+  ``.nii.gz`` bytes), resampled into the grid (V1: ``{"b64": "..."}``, the
+  KServe convention for binary instances, or the file itself as the
+  request body; V2: a ``BYTES`` input of shape
+  ``[N]`` whose elements are base64 strings in JSON or raw bytes with the
+  binary extension).
+
+Every problem is raised as :class:`kserve.errors.InvalidInput` (HTTP 400)
+whose message names the input and the problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+from kserve.errors import InvalidInput
+from numpy.typing import NDArray
+
+from rsnflow.io import InvalidInputError, nifti_class, nifti_from_bytes
+from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, resample_to_grid
+
+__all__ = ["decode_v1", "decode_v2", "looks_like_nifti", "map_from_nifti", "maps_from_numbers"]
+
+_GRID = "x".join(str(s) for s in MNI4_SHAPE)
+
+
+def maps_from_numbers(values: Any, where: str, shape: list[int] | None = None) -> NDArray[np.float32]:
+    """Numbers (nested lists or an array) to finite float32 maps ``(N, 45, 54, 45)``.
+
+    ``shape`` is the declared shape of a V2 tensor (its data may be flat);
+    without it the numbers must nest as ``[45][54][45]`` (one map) or
+    ``[N][45][54][45]``.
+    """
+    try:
+        arr = np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{where}: expected numbers nested as [N][45][54][45] ({exc})") from exc
+    if shape is not None:
+        if len(shape) != 4 or tuple(shape[1:]) != MNI4_SHAPE or shape[0] < 1:
+            raise InvalidInput(f"{where}: shape {shape} is not [N, {', '.join(map(str, MNI4_SHAPE))}]")
+        if arr.size != int(np.prod(shape)):
+            raise InvalidInput(f"{where}: {arr.size} values do not fill the declared shape {shape}")
+        arr = arr.reshape(shape)
+    elif arr.shape == MNI4_SHAPE:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[1:] != MNI4_SHAPE:
+        raise InvalidInput(f"{where}: shape {list(arr.shape)} is not a {_GRID} map on the MNI 4 mm grid")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise InvalidInput(f"{where}: {int(bad.sum())} values are NaN or infinite")
+    return arr
+
+
+def map_from_nifti(data: bytes, where: str, max_bytes: int) -> NDArray[np.float32]:
+    """A NIfTI file's bytes to one map on the grid (resampled when its grid differs)."""
+    try:
+        img = nifti_from_bytes(data, where, ndim=3, max_bytes=max_bytes)
+    except InvalidInputError as exc:
+        raise InvalidInput(str(exc)) from exc
+    if img.shape == MNI4_SHAPE and np.allclose(img.affine, MNI4_AFFINE, atol=1e-3):
+        return np.asarray(img.dataobj, dtype=np.float32)
+    return np.asarray(resample_to_grid(img).dataobj, dtype=np.float32)
+
+
+def looks_like_nifti(data: bytes) -> bool:
+    """A gzip stream or a NIfTI-1/2 header: a file sent as the body, not JSON."""
+    return data[:2] == b"\x1f\x8b" or nifti_class(data) is not None
+
+
+def _b64(text: Any, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidInput(f"{where}: expected a base64 string, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"{where}: not valid base64 ({exc})") from exc
+
+
+def _check_batch(n: int, max_batch: int) -> None:
+    if n == 0:
+        raise InvalidInput("the request holds no maps")
+    if n > max_batch:
+        raise InvalidInput(f"the request holds {n} maps; at most {max_batch} per request (serve.max_batch)")
+
+
+def decode_v1(payload: Any, max_batch: int, max_bytes: int) -> NDArray[np.float32]:
+    """``{"instances": [map | {"b64": nifti}, ...]}``, or a raw NIfTI body, to maps ``(N, 45, 54, 45)``.
+
+    A NIfTI file sent as the body (any content type) reaches here as bytes
+    and is read as one map.
+    """
+    if isinstance(payload, bytes | bytearray):
+        return map_from_nifti(bytes(payload), "request body", max_bytes)[None]
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise InvalidInput('expected a JSON object with an "instances" list')
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise InvalidInput('"instances" must be a list')
+    _check_batch(len(instances), max_batch)
+    maps = []
+    for i, inst in enumerate(instances):
+        where = f"instances[{i}]"
+        if isinstance(inst, dict):
+            if set(inst) != {"b64"}:
+                raise InvalidInput(f'{where}: an object instance must be {{"b64": NIfTI bytes in base64}}')
+            maps.append(map_from_nifti(_b64(inst["b64"], where), where, max_bytes))
+        else:
+            arr = maps_from_numbers(inst, where)
+            if arr.shape[0] != 1:
+                raise InvalidInput(f"{where}: an instance is one map [45][54][45], got {arr.shape[0]}")
+            maps.append(arr[0])
+    return np.stack(maps)
+
+
+def decode_v2(request: Any, max_batch: int, max_bytes: int) -> NDArray[np.float32]:
+    """An Open Inference Protocol request (one FP32 or BYTES input) to maps ``(N, 45, 54, 45)``."""
+    inputs = list(request.inputs)
+    if len(inputs) != 1:
+        raise InvalidInput(f"expected exactly one input tensor, got {len(inputs)}")
+    inp = inputs[0]
+    where = f"input {inp.name!r}"
+    shape = [int(s) for s in inp.shape]
+    if inp.datatype == "FP32":
+        if len(shape) == 4:
+            _check_batch(shape[0], max_batch)
+        return maps_from_numbers(_tensor_data(inp), where, shape)
+    if inp.datatype == "BYTES":
+        if len(shape) != 1:
+            raise InvalidInput(f"{where}: BYTES input must have shape [N] (one NIfTI file each), got {shape}")
+        _check_batch(shape[0], max_batch)
+        items = _tensor_data(inp)
+        items = list(np.asarray(items, dtype=object).ravel()) if not isinstance(items, list) else items
+        if len(items) != shape[0]:
+            raise InvalidInput(f"{where}: {len(items)} elements for the declared shape {shape}")
+        out = []
+        for i, item in enumerate(items):
+            raw = item if isinstance(item, bytes) else _b64(item, f"{where}[{i}]")
+            out.append(map_from_nifti(raw, f"{where}[{i}]", max_bytes))
+        return np.stack(out)
+    raise InvalidInput(
+        f"{where}: datatype {inp.datatype} is not accepted; send FP32 maps [N, 45, 54, 45] "
+        "or BYTES NIfTI files [N]"
+    )
+
+
+def _tensor_data(inp: Any) -> Any:
+    data = inp.data
+    if data is None:
+        raise InvalidInput(f"input {inp.name!r}: no data")
+    return data

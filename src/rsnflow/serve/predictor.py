@@ -1,0 +1,212 @@
+"""The KServe predictor: component maps in, a resting-state network label per map out.
+
+One :class:`RSNPredictor` answers both protocols through ``kserve.Model``:
+V1 (``{"instances": [...]}`` -> ``{"predictions": [...]}``) and V2 / Open
+Inference Protocol (``InferRequest`` -> ``InferResponse``). Each map gets its
+label, the label's parent network, the probability, and the top 5 labels with
+their probabilities; with ``abstain_below`` set, a map whose best probability
+is under it is labelled ``Unknown`` (and says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from numpy.typing import NDArray
+
+from rsnflow.atlas import UNKNOWN, load_taxonomy
+from rsnflow.io import InvalidInputError
+from rsnflow.log import get_logger
+from rsnflow.models import RSNClassifier, load_classifier
+from rsnflow.resample import pick_device
+from rsnflow.serve.inputs import decode_v1, decode_v2
+from rsnflow.space import MNI4_SHAPE
+
+__all__ = ["TOP_K", "RSNPredictor", "load_served_classifier"]
+
+log = get_logger(__name__)
+
+#: How many ranked labels each prediction carries.
+TOP_K = 5
+#: Model URIs that are read through MLflow rather than from a directory.
+_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
+
+
+def load_served_classifier(ref: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a classifier and its header (``arch``, ``classes``) from a directory or an MLflow URI.
+
+    MLflow URIs (``models:/NAME@champion``) are resolved against
+    ``MLFLOW_TRACKING_URI``; the registered model is the exported (pt2)
+    :class:`RSNClassifier`, whose header is the MLflow model's metadata.
+    """
+    if ref.startswith(_MLFLOW_SCHEMES):
+        import mlflow
+
+        try:
+            model = mlflow.pytorch.load_model(ref, map_location="cpu")
+            header = dict(mlflow.models.get_model_info(ref).metadata or {})
+        except Exception as exc:  # MLflow raises its own and the store's exceptions
+            raise InvalidInputError(ref, f"cannot load the model through MLflow ({exc})") from exc
+        if isinstance(model, RSNClassifier):
+            header = model.header()
+        if not header.get("classes"):
+            raise InvalidInputError(
+                ref, "the MLflow model has no class labels in its metadata (not from rsnflow train)"
+            )
+        return model.to(device), header
+    path = Path(ref)
+    if not path.is_dir():
+        raise InvalidInputError(path, "no such model directory (nor a models:/ or runs:/ URI)")
+    return load_classifier(path, device)
+
+
+class RSNPredictor(Model):
+    """KServe custom predictor for an rsnflow classifier.
+
+    Parameters
+    ----------
+    name
+        Model name in the URLs (``/v1/models/NAME:predict``, ``/v2/models/NAME/infer``).
+    model_ref
+        Model directory or MLflow model URI.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    max_batch
+        Most maps in one request (larger requests get HTTP 400).
+    max_nifti_bytes
+        Largest uncompressed NIfTI file accepted.
+    abstain_below
+        Label a map ``Unknown`` when its best probability is below this (0 = never).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model_ref: str,
+        device: str = "auto",
+        max_batch: int = 128,
+        max_nifti_bytes: int = 64 << 20,
+        abstain_below: float = 0.0,
+    ) -> None:
+        super().__init__(name)
+        self.model_ref = model_ref
+        self.device = pick_device(device)
+        self.max_batch = max_batch
+        self.max_nifti_bytes = max_nifti_bytes
+        self.abstain_below = abstain_below
+        self.ready = False
+
+    def load(self) -> bool:
+        self.classifier_, self.header_ = load_served_classifier(self.model_ref, self.device)
+        self.classes_ = list(self.header_["classes"])
+        taxonomy = load_taxonomy()
+        known = set(taxonomy.labels)
+        self.parents_ = [taxonomy.parent(c) if c in known else c for c in self.classes_]
+        self.version_ = str(self.header_.get("arch", ""))
+        with torch.inference_mode():  # first call pays for lazy initialisation, not a client
+            self.classifier_(torch.zeros((1, *MNI4_SHAPE), device=self.device))
+        log.info(
+            "serving %s (%s, %d classes) on %s",
+            self.model_ref,
+            self.version_,
+            len(self.classes_),
+            self.device,
+        )
+        self.ready = True
+        return self.ready
+
+    # ------------------------------------------------------------------ inference
+
+    def probabilities(self, maps: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Class probabilities ``(N, C)`` for raw maps ``(N, 45, 54, 45)``."""
+        with torch.inference_mode():
+            logits = self.classifier_(torch.from_numpy(np.ascontiguousarray(maps)).to(self.device))
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def rank(self, probs: NDArray[np.float32]) -> dict[str, NDArray[Any]]:
+        """Label, network, probability and top-k per map, with abstention applied."""
+        k = min(TOP_K, probs.shape[1])
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        best = top[:, 0]
+        best_p = probs[np.arange(len(probs)), best]
+        labels = np.array([self.classes_[i] for i in best], dtype=object)
+        networks = np.array([self.parents_[i] for i in best], dtype=object)
+        abstained = best_p < self.abstain_below
+        labels[abstained] = UNKNOWN
+        networks[abstained] = UNKNOWN
+        return {
+            "label": labels,
+            "network": networks,
+            "probability": best_p.astype(np.float32),
+            "abstained": abstained,
+            "top_labels": np.array([[self.classes_[i] for i in row] for row in top], dtype=object),
+            "top_probabilities": np.take_along_axis(probs, top, axis=1).astype(np.float32),
+        }
+
+    def _v1(self, payload: Any) -> dict[str, Any]:
+        r = self.rank(self.probabilities(decode_v1(payload, self.max_batch, self.max_nifti_bytes)))
+        return {
+            "predictions": [
+                {
+                    "label": r["label"][i],
+                    "network": r["network"][i],
+                    "probability": float(r["probability"][i]),
+                    "abstained": bool(r["abstained"][i]),
+                    "top5": [
+                        {"label": lab, "probability": float(p)}
+                        for lab, p in zip(r["top_labels"][i], r["top_probabilities"][i], strict=True)
+                    ],
+                }
+                for i in range(len(r["label"]))
+            ]
+        }
+
+    def _v2(self, request: InferRequest) -> InferResponse:
+        r = self.rank(self.probabilities(decode_v2(request, self.max_batch, self.max_nifti_bytes)))
+        types = {"label": "BYTES", "network": "BYTES", "probability": "FP32", "abstained": "BOOL"}
+        types |= {"top_labels": "BYTES", "top_probabilities": "FP32"}
+        outputs = [
+            InferOutput(name, list(r[name].shape), dtype, data=r[name]) for name, dtype in types.items()
+        ]
+        return InferResponse(
+            response_id=request.id or "",
+            model_name=self.name,
+            infer_outputs=outputs,
+            use_binary_outputs=request.use_binary_outputs,
+            requested_outputs=request.request_outputs,
+        )
+
+    async def predict(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        # Decoding and the forward pass are CPU-bound: off the event loop so
+        # health checks and other requests are answered meanwhile.
+        work = self._v2 if isinstance(payload, InferRequest) else self._v1
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(work, payload))
+
+    # ------------------------------------------------------------------ metadata
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "maps", "datatype": "FP32", "shape": [-1, *MNI4_SHAPE]},
+            {"name": "nifti", "datatype": "BYTES", "shape": [-1]},
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "network", "datatype": "BYTES", "shape": [-1]},
+            {"name": "probability", "datatype": "FP32", "shape": [-1]},
+            {"name": "abstained", "datatype": "BOOL", "shape": [-1]},
+            {"name": "top_labels", "datatype": "BYTES", "shape": [-1, TOP_K]},
+            {"name": "top_probabilities", "datatype": "FP32", "shape": [-1, TOP_K]},
+        ]

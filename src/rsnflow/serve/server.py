@@ -1,0 +1,166 @@
+"""The model server around :class:`RSNPredictor`: bind address, request size limit, 4xx for bad bodies.
+
+``kserve.ModelServer`` always binds 0.0.0.0 and answers an undecodable V2
+binary body with HTTP 500. :class:`RSNModelServer` binds the host it is given
+(127.0.0.1 by default, 0.0.0.0 in a pod), turns decoding errors into HTTP
+400, and refuses bodies over ``max_request_bytes`` with HTTP 413 before they
+reach the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from kserve import ModelServer
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, PredictorProtocol
+from kserve.errors import InvalidInput
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.rest.server import RESTServer
+
+from rsnflow.log import get_logger
+from rsnflow.serve.inputs import looks_like_nifti
+from rsnflow.serve.predictor import RSNPredictor
+
+__all__ = ["BodyLimit", "RSNModelServer", "serve"]
+
+log = get_logger(__name__)
+
+Scope = dict[str, Any]
+
+
+class BodyLimit:
+    """ASGI middleware: HTTP 413 for request bodies larger than ``max_bytes``.
+
+    The declared ``Content-Length`` is checked first; a chunked body is
+    counted as it arrives and held (at most ``max_bytes``) so that the
+    application only ever sees a complete body within the limit.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send: Any, size: str) -> None:
+        problem = f"request body {size} exceeds the limit of {self.max_bytes} bytes (serve.max_request_mb)"
+        body = json.dumps({"error": problem}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send, f"of {int(declared)} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._refuse(send, f"of more than {size} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class _CheckedDataPlane(DataPlane):
+    """A body that cannot be decoded is the client's error (400), whatever exception the decoder raised."""
+
+    def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
+        # kserve reads application/octet-stream as JSON; a NIfTI file as a V1 body goes to the model as is.
+        protocol = kwargs.get("protocol_version", args[0] if args else PredictorProtocol.REST_V1.value)
+        if protocol == PredictorProtocol.REST_V1.value and isinstance(body, bytes) and looks_like_nifti(body):
+            return body, {}
+        try:
+            return super().decode(body, headers, *args, **kwargs)
+        except InvalidInput:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise InvalidInput(f"cannot decode the request body: {type(exc).__name__}: {exc}") from exc
+
+
+class _RESTServer(RESTServer):
+    def __init__(self, *args: Any, host: str, max_request_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.host = host
+        self.max_request_bytes = max_request_bytes
+
+    def _add_middlewares(self, app: Any) -> None:
+        super()._add_middlewares(app)
+        app.add_middleware(BodyLimit, max_bytes=self.max_request_bytes)
+
+
+class RSNModelServer(ModelServer):
+    """A single-process REST model server bound to ``host`` (no gRPC)."""
+
+    def __init__(self, host: str, http_port: int, max_request_bytes: int) -> None:
+        super().__init__(http_port=http_port, workers=1, enable_grpc=False, enable_docs_url=False)
+        self.host = host
+        self.max_request_bytes = max_request_bytes
+        self.dataplane = _CheckedDataPlane(model_registry=self.registered_models)
+
+    def start(self, models: list[Any]) -> None:
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = _RESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            host=self.host,
+            max_request_bytes=self.max_request_bytes,
+            access_log_format=self.access_log_format,
+            workers=1,
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+        )
+        self.servers.append(self._rest_server.start())
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
+
+
+def serve(
+    model_ref: str,
+    name: str = "rsn-classifier",
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    max_request_mb: float = 64.0,
+    max_batch: int = 128,
+    abstain_below: float = 0.0,
+    device: str = "auto",
+) -> None:
+    """Load the model and answer V1 and V2 requests on ``host:port`` until stopped."""
+    max_bytes = int(max_request_mb * (1 << 20))
+    predictor = RSNPredictor(
+        name,
+        model_ref,
+        device=device,
+        max_batch=max_batch,
+        max_nifti_bytes=max_bytes,
+        abstain_below=abstain_below,
+    )
+    predictor.load()
+    log.info(
+        "listening on http://%s:%d (V1 /v1/models/%s:predict, V2 /v2/models/%s/infer)", host, port, name, name
+    )
+    RSNModelServer(host, port, max_bytes).start([predictor])
