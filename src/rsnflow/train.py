@@ -136,7 +136,7 @@ def train_classifier(
     train_loader = make_loader(train_ds, config.batch_size, True, config.num_workers, seed)
     val_loader = make_loader(val_ds, config.batch_size, False, config.num_workers, seed)
 
-    net = build_network(arch, len(classes), tuple(config.mlp_hidden), config.mlp_dropout)
+    net = build_network(arch, len(classes), tuple(config.mlp_hidden), config.mlp_dropout, mask)
     left = load_pretrained(net, weights) if weights is not None else None
     if left is not None:
         log.info("pretrained weights from %s; %d tensors left at random init", weights, len(left))

@@ -37,6 +37,32 @@ def test_mlp_is_the_papers() -> None:
     assert net(torch.zeros(3, 1, *MNI4_SHAPE)).shape == (3, 58)
 
 
+def test_masked_mlp_computes_what_the_full_grid_mlp_computes() -> None:
+    mask = np.asarray(load_brain_mask().dataobj) > 0
+    torch.manual_seed(0)
+    full, masked = MLP(58).eval(), MLP(58, mask=mask).eval()
+    assert masked.layers[0].in_features == int(mask.sum()) < 109350 // 3
+    state = full.state_dict()
+    state["layers.0.weight"] = state["layers.0.weight"][:, torch.from_numpy(mask.ravel())]
+    masked.load_state_dict({**state, "inputs": masked.inputs})
+    maps = torch.randn(4, 1, *MNI4_SHAPE) * torch.from_numpy(
+        mask
+    )  # zero outside the mask, as RSNClassifier makes them
+    with torch.no_grad():
+        torch.testing.assert_close(masked(maps), full(maps), atol=1e-5, rtol=1e-5)
+
+
+def test_masked_mlp_saves_and_reloads(tmp_path: Path) -> None:
+    mask = np.asarray(load_brain_mask().dataobj) > 0
+    model = RSNClassifier("mlp", [f"c{i}" for i in range(58)], mask).eval()
+    save_classifier(model, tmp_path / "m")
+    again, meta = load_classifier(tmp_path / "m")
+    assert meta["mlp_input"] == "mask"
+    maps = torch.randn(2, *MNI4_SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(again(maps), model(maps))
+
+
 @pytest.mark.parametrize(("arch", "shape"), [("resnet2p5d", (2, 3, 64, 64)), ("r3d18", (1, 1, *MNI4_SHAPE))])
 def test_cnn_shapes(arch: str, shape: tuple[int, ...]) -> None:
     net = build_network(arch, 58).eval()

@@ -97,6 +97,23 @@ def test_v2_json_binary_and_nifti_agree(served_mlp: str, maps: np.ndarray, expec
     probs = next(o for o in r.json()["outputs"] if o["name"] == "probability")["data"]
     np.testing.assert_allclose(probs, expected.max(1), atol=1e-5)
 
+    # BYTES with the binary extension: the NIfTI files themselves, length-prefixed
+    nifti = InferInput("nifti", [2], "BYTES")
+    nifti.set_data_from_numpy(np.array([_nifti(m) for m in maps[:2]], dtype=object), binary_data=True)
+    payload, json_length = InferRequest(model_name=NAME, infer_inputs=[nifti], request_id="b2").to_rest()
+    r = httpx.post(
+        f"{served_mlp}/v2/models/{NAME}/infer",
+        content=payload,
+        headers={
+            "inference-header-content-length": str(json_length),
+            "content-type": "application/octet-stream",
+        },
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    probs = next(o for o in r.json()["outputs"] if o["name"] == "probability")["data"]
+    np.testing.assert_allclose(probs, expected[:2].max(1), atol=1e-5)
+
     # BYTES: one gzipped NIfTI per map, base64 in JSON
     files = [base64.b64encode(_nifti(m)).decode() for m in maps[:3]]
     r = _v2(served_mlp, {"inputs": [{"name": "nifti", "datatype": "BYTES", "shape": [3], "data": files}]})
@@ -202,7 +219,7 @@ MESSAGES = {
     "two_inputs_v2": "exactly one input",
     "not_json": "JSON decode error",  # FastAPI's request validation: 422
     "binary_without_header": "inference-header-content-length",
-    "binary_size_mismatch": "cannot decode the request body",
+    "binary_size_mismatch": "do not fill the declared shape",
 }
 
 

@@ -42,11 +42,15 @@ VIEWS = {"mlp": "volume", "resnet2p5d": "projection", "r3d18": "volume"}
 
 
 def build_network(
-    arch: str, n_classes: int, hidden: tuple[int, ...] = (200, 200, 200), dropout: float = 0.66
+    arch: str,
+    n_classes: int,
+    hidden: tuple[int, ...] = (200, 200, 200),
+    dropout: float = 0.66,
+    mask: NDArray[np.bool_] | None = None,
 ) -> nn.Module:
-    """A randomly initialised network of architecture ``arch``."""
+    """A randomly initialised network of architecture ``arch`` (``mask``: the MLP's input voxels)."""
     if arch == "mlp":
-        return MLP(n_classes, hidden, dropout)
+        return MLP(n_classes, hidden, dropout, mask)
     if arch == "resnet2p5d":
         return ResNet2p5D(n_classes)
     if arch == "r3d18":
@@ -111,7 +115,7 @@ class RSNClassifier(nn.Module):
         self.arch = arch
         self.classes = list(classes)
         self.projection_size = projection_size
-        self.net = network if network is not None else build_network(arch, len(classes))
+        self.net = network if network is not None else build_network(arch, len(classes), mask=mask)
         self.register_buffer("mask", torch.as_tensor(np.asarray(mask, dtype=bool)))
 
     def prepare(self, maps: torch.Tensor) -> torch.Tensor:
@@ -151,6 +155,8 @@ def save_classifier(model: RSNClassifier, model_dir: str | Path, extra: dict[str
         **model.header(),
         "mlp_hidden": hidden,
         "mlp_dropout": dropout[0] if dropout else 0.0,
+        # older models read the whole grid
+        "mlp_input": "mask" if getattr(model.net, "inputs", None) is not None else "grid",
         **(extra or {}),
     }
     write_json(meta, d / "model.json")
@@ -175,6 +181,7 @@ def load_classifier(
         len(meta["classes"]),
         tuple(meta.get("mlp_hidden") or (200, 200, 200)),
         float(meta.get("mlp_dropout", 0.66)),
+        state["mask"].numpy() if meta.get("mlp_input") == "mask" else None,
     )
     model = RSNClassifier(
         meta["arch"], meta["classes"], state["mask"].numpy(), meta["projection_size"], network

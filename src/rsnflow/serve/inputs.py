@@ -55,6 +55,8 @@ def maps_from_numbers(values: Any, where: str, shape: list[int] | None = None) -
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[1:] != MNI4_SHAPE:
         raise InvalidInput(f"{where}: shape {list(arr.shape)} is not a {_GRID} map on the MNI 4 mm grid")
+    if not arr.flags.writeable:  # a view of the request body
+        arr = arr.copy()
     bad = ~np.isfinite(arr)
     if bad.any():
         raise InvalidInput(f"{where}: {int(bad.sum())} values are NaN or infinite")
@@ -130,16 +132,20 @@ def decode_v2(request: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
     inp = inputs[0]
     where = f"input {inp.name!r}"
     shape = [int(s) for s in inp.shape]
+    raw = getattr(inp, "_raw_data", None)  # binary extension: bytes as they came
     if inp.datatype == "FP32":
         if len(shape) == 4:
             _check_batch(shape[0], max_batch)
-        return maps_from_numbers(_tensor_data(inp), where, shape)
+        values = np.frombuffer(raw, dtype="<f4") if raw is not None and len(raw) % 4 == 0 else raw
+        return maps_from_numbers(_tensor_data(inp) if raw is None else values, where, shape)
     if inp.datatype == "BYTES":
         if len(shape) != 1:
             raise InvalidInput(f"{where}: BYTES input must have shape [N] (one NIfTI file each), got {shape}")
         _check_batch(shape[0], max_batch)
-        items = _tensor_data(inp)
-        items = list(np.asarray(items, dtype=object).ravel()) if not isinstance(items, list) else items
+        try:
+            items = list(inp.as_numpy().ravel()) if raw is not None else _tensor_data(inp)
+        except (ValueError, IndexError) as exc:
+            raise InvalidInput(f"{where}: BYTES data does not match the shape {shape} ({exc})") from exc
         if len(items) != shape[0]:
             raise InvalidInput(f"{where}: {len(items)} elements for the declared shape {shape}")
         out = []

@@ -1,10 +1,11 @@
 """The model server around :class:`RSNPredictor`: bind address, request size limit, 4xx for bad bodies.
 
-``kserve.ModelServer`` always binds 0.0.0.0 and answers an undecodable V2
-binary body with HTTP 500. :class:`RSNModelServer` binds the host it is given
-(127.0.0.1 by default, 0.0.0.0 in a pod), turns decoding errors into HTTP
-400, and refuses bodies over ``max_request_bytes`` with HTTP 413 before they
-reach the model.
+``kserve.ModelServer`` always binds 0.0.0.0, answers an undecodable V2
+binary body with HTTP 500, and turns binary tensors into Python lists.
+:class:`RSNModelServer` binds the host it is given (127.0.0.1 by default,
+0.0.0.0 in a pod), keeps binary tensors as bytes, turns decoding errors into
+HTTP 400, and refuses bodies over ``max_request_bytes`` with HTTP 413 before
+they reach the model.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ import asyncio
 import json
 from typing import Any
 
-from kserve import ModelServer
-from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, PredictorProtocol
+import orjson
+from kserve import InferInput, InferRequest, ModelServer
+from kserve.constants.constants import (
+    FASTAPI_APP_IMPORT_STRING,
+    INFERENCE_CONTENT_LENGTH_HEADER,
+    PredictorProtocol,
+)
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.infer_type import RequestedOutput
 from kserve.protocol.rest.server import RESTServer
 
 from rsnflow.log import get_logger
 from rsnflow.serve.inputs import looks_like_nifti
 from rsnflow.serve.predictor import RSNPredictor
 
-__all__ = ["BodyLimit", "RSNModelServer", "serve"]
+__all__ = ["BodyLimit", "RSNModelServer", "binary_request", "serve"]
 
 log = get_logger(__name__)
 
@@ -82,8 +89,50 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def binary_request(body: bytes, json_length: int, model_name: str) -> InferRequest:
+    """A V2 request with the binary tensor extension, its tensors left as bytes.
+
+    kserve's own parser turns every binary tensor into a Python list of
+    floats (seconds for a batch of maps); here the bytes stay as they came
+    and become an array without a copy.
+    """
+    try:
+        head = orjson.loads(body[:json_length])
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Unrecognized request format: {exc}") from exc
+    inputs = []
+    offset = json_length
+    for spec in head["inputs"]:
+        inp = InferInput(spec["name"], spec["shape"], spec["datatype"], parameters=spec.get("parameters"))
+        if spec.get("data") is not None:
+            inp.data = spec["data"]
+        else:
+            size = int((spec.get("parameters") or {}).get("binary_data_size", -1))
+            if size < 0 or offset + size > len(body):
+                raise InvalidInput(
+                    f"input {spec['name']!r}: binary_data_size missing or beyond the end of the body"
+                )
+            inp._raw_data = body[offset : offset + size]  # kserve's own slot for binary data
+            offset += size
+        inputs.append(inp)
+    outputs = [RequestedOutput(o["name"], o.get("parameters")) for o in head.get("outputs") or []]
+    return InferRequest(
+        model_name=model_name,
+        infer_inputs=inputs,
+        request_id=head.get("id"),
+        parameters=head.get("parameters"),
+        request_outputs=outputs or None,
+    )
+
+
 class _CheckedDataPlane(DataPlane):
     """A body that cannot be decoded is the client's error (400), whatever exception the decoder raised."""
+
+    def decode_inference_request(self, body: Any, headers: dict[str, str], model_name: str) -> InferRequest:
+        json_length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
+        if isinstance(body, bytes) and json_length is not None:
+            return binary_request(body, int(json_length), model_name)
+        return super().decode_inference_request(body, headers, model_name)
 
     def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
         # kserve reads application/octet-stream as JSON; a NIfTI file as a V1 body goes to the model as is.
