@@ -403,9 +403,12 @@ def _cmd_pipeline_compile(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
-def _pipeline_arguments(pairs: list[str]) -> dict[str, Any]:
+def _pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--arg NAME=VALUE`` pairs of submit/schedule, once the compiled package is known to exist."""
+    if not Path(args.package).exists():
+        raise FileNotFoundError(f"{args.package}: compile the pipeline first (`rsnflow pipeline compile`)")
     out = {}
-    for pair in pairs:
+    for pair in args.arg:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             from rsnflow.config import ConfigError
@@ -418,11 +421,7 @@ def _pipeline_arguments(pairs: list[str]) -> dict[str, Any]:
 def _cmd_pipeline_submit(args: argparse.Namespace, config: Any) -> int:
     from kfp_pipelines.submit import submit
 
-    if not Path(args.package).exists():
-        raise FileNotFoundError(f"{args.package}: compile the pipeline first (`rsnflow pipeline compile`)")
-    run_id = submit(
-        args.host, args.package, _pipeline_arguments(args.arg), args.experiment, None, args.namespace
-    )
+    run_id = submit(args.host, args.package, _pipeline_arguments(args), args.experiment, None, args.namespace)
     print(f"run {run_id} started on {args.host}")
     return EXIT_OK
 
@@ -430,14 +429,12 @@ def _cmd_pipeline_submit(args: argparse.Namespace, config: Any) -> int:
 def _cmd_pipeline_schedule(args: argparse.Namespace, config: Any) -> int:
     from kfp_pipelines.submit import schedule
 
-    if not Path(args.package).exists():
-        raise FileNotFoundError(f"{args.package}: compile the pipeline first (`rsnflow pipeline compile`)")
     job = schedule(
         args.host,
         args.package,
         args.watch,
         args.cron,
-        _pipeline_arguments(args.arg),
+        _pipeline_arguments(args),
         args.experiment,
         args.namespace,
     )

@@ -130,3 +130,15 @@ def test_submit_needs_a_compiled_package(tmp_path: Path, capfd: pytest.CaptureFi
     assert main(argv) == 1
     assert "compile the pipeline first" in capfd.readouterr().err
     assert main(["pipeline", "submit", "--host", "h", "--package", str(tmp_path), "--arg", "novalue"]) == 1
+    argv = [
+        "pipeline",
+        "schedule",
+        "--host",
+        "h",
+        "--package",
+        str(tmp_path / "none.yaml"),
+        "--watch",
+        "s3://b/p",
+    ]
+    assert main(argv) == 1
+    assert "compile the pipeline first" in capfd.readouterr().err

@@ -32,6 +32,19 @@ def _v2(url: str, body: object) -> httpx.Response:
     return httpx.post(f"{url}/v2/models/{NAME}/infer", json=body, timeout=60)
 
 
+def _post_binary(url: str, inp: InferInput, request_id: str) -> list[float]:
+    """Send one input with the V2 binary extension; return the ``probability`` output."""
+    payload, json_length = InferRequest(model_name=NAME, infer_inputs=[inp], request_id=request_id).to_rest()
+    headers = {
+        "inference-header-content-length": str(json_length),
+        "content-type": "application/octet-stream",
+    }
+    r = httpx.post(f"{url}/v2/models/{NAME}/infer", content=payload, headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == request_id
+    return next(o for o in r.json()["outputs"] if o["name"] == "probability")["data"]
+
+
 def _classes(tiny_mlp: Path) -> list[str]:
     return load_classifier(tiny_mlp)[1]["classes"]
 
@@ -82,37 +95,12 @@ def test_v2_json_binary_and_nifti_agree(served_mlp: str, maps: np.ndarray, expec
     # binary tensor extension, built with kserve's own client types
     inp = InferInput("maps", list(maps.shape), "FP32")
     inp.set_data_from_numpy(maps, binary_data=True)
-    payload, json_length = InferRequest(model_name=NAME, infer_inputs=[inp], request_id="b1").to_rest()
-    r = httpx.post(
-        f"{served_mlp}/v2/models/{NAME}/infer",
-        content=payload,
-        headers={
-            "inference-header-content-length": str(json_length),
-            "content-type": "application/octet-stream",
-        },
-        timeout=60,
-    )
-    assert r.status_code == 200, r.text
-    assert r.json()["id"] == "b1"
-    probs = next(o for o in r.json()["outputs"] if o["name"] == "probability")["data"]
-    np.testing.assert_allclose(probs, expected.max(1), atol=1e-5)
+    np.testing.assert_allclose(_post_binary(served_mlp, inp, "b1"), expected.max(1), atol=1e-5)
 
     # BYTES with the binary extension: the NIfTI files themselves, length-prefixed
     nifti = InferInput("nifti", [2], "BYTES")
     nifti.set_data_from_numpy(np.array([_nifti(m) for m in maps[:2]], dtype=object), binary_data=True)
-    payload, json_length = InferRequest(model_name=NAME, infer_inputs=[nifti], request_id="b2").to_rest()
-    r = httpx.post(
-        f"{served_mlp}/v2/models/{NAME}/infer",
-        content=payload,
-        headers={
-            "inference-header-content-length": str(json_length),
-            "content-type": "application/octet-stream",
-        },
-        timeout=60,
-    )
-    assert r.status_code == 200, r.text
-    probs = next(o for o in r.json()["outputs"] if o["name"] == "probability")["data"]
-    np.testing.assert_allclose(probs, expected[:2].max(1), atol=1e-5)
+    np.testing.assert_allclose(_post_binary(served_mlp, nifti, "b2"), expected[:2].max(1), atol=1e-5)
 
     # BYTES: one gzipped NIfTI per map, base64 in JSON
     files = [base64.b64encode(_nifti(m)).decode() for m in maps[:3]]

@@ -34,13 +34,7 @@ class MLP(nn.Module):
         mask: NDArray[np.bool_] | None = None,
     ) -> None:
         super().__init__()
-        if mask is None:
-            n_in = MNI4_SHAPE[0] * MNI4_SHAPE[1] * MNI4_SHAPE[2]
-            self.register_buffer("inputs", None)
-        else:
-            flat = np.flatnonzero(np.asarray(mask, dtype=bool).ravel())
-            n_in = len(flat)
-            self.register_buffer("inputs", torch.as_tensor(flat, dtype=torch.long))
+        n_in = MNI4_SHAPE[0] * MNI4_SHAPE[1] * MNI4_SHAPE[2]
         layers: list[nn.Module] = []
         for i, width in enumerate(hidden):
             layers += [nn.Linear(n_in, width), nn.ReLU(inplace=True)]
@@ -48,6 +42,19 @@ class MLP(nn.Module):
                 layers.append(nn.Dropout(dropout))
             n_in = width
         layers.append(nn.Linear(n_in, n_classes))
+        if mask is None:
+            self.register_buffer("inputs", None)
+        else:
+            # Initialised as the whole-grid layer, then its mask columns kept: the same
+            # seed gives the same network as the paper's MLP, weights and training alike.
+            flat = torch.as_tensor(np.flatnonzero(np.asarray(mask, dtype=bool).ravel()), dtype=torch.long)
+            full = layers[0]
+            first = nn.Linear(len(flat), full.out_features)
+            with torch.no_grad():
+                first.weight.copy_(full.weight[:, flat])
+                first.bias.copy_(full.bias)
+            layers[0] = first
+            self.register_buffer("inputs", flat)
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
