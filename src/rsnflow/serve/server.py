@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 import orjson
+from fastapi.responses import JSONResponse
 from kserve import InferInput, InferRequest, ModelServer
 from kserve.constants.constants import (
     FASTAPI_APP_IMPORT_STRING,
@@ -156,6 +157,16 @@ class _RESTServer(RESTServer):
     def _add_middlewares(self, app: Any) -> None:
         super()._add_middlewares(app)
         app.add_middleware(BodyLimit, max_bytes=self.max_request_bytes)
+
+    def _add_exception_handlers(self, app: Any) -> None:
+        super()._add_exception_handlers(app)
+        # A client's bad request is a warning line, not an ERROR with a traceback (kserve's handler).
+        app.add_exception_handler(InvalidInput, _client_error)
+
+
+async def _client_error(request: Any, exc: Exception) -> JSONResponse:
+    log.warning("400 %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(status_code=400, content={"error": str(exc)})
 
 
 class RSNModelServer(ModelServer):
