@@ -184,6 +184,10 @@ def _bad_requests(maps: np.ndarray) -> dict[str, tuple[str, dict[str, object]]]:
             {"content": b"\0" * 64, "headers": {"content-type": "application/octet-stream"}},
         ),
         "binary_size_mismatch": ("v2", v2_binary_request(np.zeros(2, np.float32), declared=[1, *MNI4_SHAPE])),
+        "binary_shape_not_ints": (
+            "v2",
+            v2_binary_request(np.zeros(2, np.float32), declared=["a", 45, 54, 45]),
+        ),
     }
 
 
@@ -208,6 +212,7 @@ MESSAGES = {
     "not_json": "JSON decode error",  # FastAPI's request validation: 422
     "binary_without_header": "inference-header-content-length",
     "binary_size_mismatch": "do not fill the declared shape",
+    "binary_shape_not_ints": "is not a list of integers",
 }
 
 

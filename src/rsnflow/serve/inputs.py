@@ -131,13 +131,21 @@ def decode_v2(request: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
         raise InvalidInput(f"expected exactly one input tensor, got {len(inputs)}")
     inp = inputs[0]
     where = f"input {inp.name!r}"
-    shape = [int(s) for s in inp.shape]
+    try:
+        shape = [int(s) for s in inp.shape]
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{where}: shape {inp.shape!r} is not a list of integers") from exc
     raw = getattr(inp, "_raw_data", None)  # binary extension: bytes as they came
     if inp.datatype == "FP32":
         if len(shape) == 4:
             _check_batch(shape[0], max_batch)
-        values = np.frombuffer(raw, dtype="<f4") if raw is not None and len(raw) % 4 == 0 else raw
-        return maps_from_numbers(_tensor_data(inp) if raw is None else values, where, shape)
+        if raw is None:
+            values = _tensor_data(inp)
+        elif len(raw) % 4:
+            raise InvalidInput(f"{where}: {len(raw)} bytes are not a whole number of FP32 values")
+        else:
+            values = np.frombuffer(raw, dtype="<f4")
+        return maps_from_numbers(values, where, shape)
     if inp.datatype == "BYTES":
         if len(shape) != 1:
             raise InvalidInput(f"{where}: BYTES input must have shape [N] (one NIfTI file each), got {shape}")
@@ -150,8 +158,8 @@ def decode_v2(request: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
             raise InvalidInput(f"{where}: {len(items)} elements for the declared shape {shape}")
         out = []
         for i, item in enumerate(items):
-            raw = item if isinstance(item, bytes) else _b64(item, f"{where}[{i}]")
-            out.append(map_from_nifti(raw, f"{where}[{i}]", max_bytes))
+            data = item if isinstance(item, bytes) else _b64(item, f"{where}[{i}]")
+            out.append(map_from_nifti(data, f"{where}[{i}]", max_bytes))
         return np.stack(out)
     raise InvalidInput(
         f"{where}: datatype {inp.datatype} is not accepted; send FP32 maps [N, 45, 54, 45] "
