@@ -28,12 +28,21 @@ from rsnflow.resample import pick_device
 from rsnflow.serve.inputs import decode_v1, decode_v2
 from rsnflow.space import MNI4_SHAPE
 
-__all__ = ["TOP_K", "RSNPredictor", "load_served_classifier"]
+__all__ = ["OUTPUTS", "TOP_K", "RSNPredictor", "load_served_classifier"]
 
 log = get_logger(__name__)
 
 #: How many ranked labels each prediction carries.
 TOP_K = 5
+#: V2 outputs and their datatypes, in answer order; ``top_*`` have TOP_K columns.
+OUTPUTS = {
+    "label": "BYTES",
+    "network": "BYTES",
+    "probability": "FP32",
+    "abstained": "BOOL",
+    "top_labels": "BYTES",
+    "top_probabilities": "FP32",
+}
 #: Model URIs that are read through MLflow rather than from a directory.
 _MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
 
@@ -108,13 +117,12 @@ class RSNPredictor(Model):
         taxonomy = load_taxonomy()
         known = set(taxonomy.labels)
         self.parents_ = [taxonomy.parent(c) if c in known else c for c in self.classes_]
-        self.version_ = str(self.header_.get("arch", ""))
         with torch.inference_mode():  # first call pays for lazy initialisation, not a client
             self.classifier_(torch.zeros((1, *MNI4_SHAPE), device=self.device))
         log.info(
             "serving %s (%s, %d classes) on %s",
             self.model_ref,
-            self.version_,
+            self.header_.get("arch", "?"),
             len(self.classes_),
             self.device,
         )
@@ -169,10 +177,8 @@ class RSNPredictor(Model):
 
     def _v2(self, request: InferRequest) -> InferResponse:
         r = self.rank(self.probabilities(decode_v2(request, self.max_batch, self.max_nifti_bytes)))
-        types = {"label": "BYTES", "network": "BYTES", "probability": "FP32", "abstained": "BOOL"}
-        types |= {"top_labels": "BYTES", "top_probabilities": "FP32"}
         outputs = [
-            InferOutput(name, list(r[name].shape), dtype, data=r[name]) for name, dtype in types.items()
+            InferOutput(name, list(r[name].shape), dtype, data=r[name]) for name, dtype in OUTPUTS.items()
         ]
         return InferResponse(
             response_id=request.id or "",
@@ -203,10 +209,6 @@ class RSNPredictor(Model):
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return [
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            {"name": "network", "datatype": "BYTES", "shape": [-1]},
-            {"name": "probability", "datatype": "FP32", "shape": [-1]},
-            {"name": "abstained", "datatype": "BOOL", "shape": [-1]},
-            {"name": "top_labels", "datatype": "BYTES", "shape": [-1, TOP_K]},
-            {"name": "top_probabilities", "datatype": "FP32", "shape": [-1, TOP_K]},
+            {"name": name, "datatype": dtype, "shape": [-1, TOP_K] if name.startswith("top_") else [-1]}
+            for name, dtype in OUTPUTS.items()
         ]
