@@ -13,30 +13,21 @@ import sys
 
 import numpy as np
 
-from rsnflow.ica import spatial_correlation
 from rsnflow.labeling import load_group_maps
-from rsnflow.preprocess.smoothing import smooth_in_mask
-from rsnflow.simulate.truth import mean_true_maps
-from rsnflow.space import MNI4_SHAPE, unmask
+from rsnflow.simulate.truth import network_recovery
 
 
 def main(deriv: str, bids: str) -> None:
     zmaps, mask = load_group_maps(deriv)
-    truth, sources = mean_true_maps(bids, mask)
-    networks = np.flatnonzero(sources["kind"].to_numpy() == "network")
-    vols = unmask(truth[networks].astype(np.float32), mask)
-    ones = np.ones(MNI4_SHAPE, bool)
-    smoothed = np.stack(
-        [smooth_in_mask(vols[..., k], ones, (4, 4, 4), 7.0)[mask] for k in range(len(networks))]
-    )
-    best = np.abs(spatial_correlation(smoothed, zmaps)).max(1)
-    print(f"{len(networks)} true networks, {zmaps.shape[0]} components, {int(mask.sum())} voxels")
+    rec = network_recovery(bids, zmaps, mask)
+    best = rec["r"].to_numpy()
+    print(f"{len(rec)} true networks, {zmaps.shape[0]} components, {int(mask.sum())} voxels")
     print(
         "best |r| quartiles (min, 25%, median, 75%, max):", np.percentile(best, [0, 25, 50, 75, 100]).round(3)
     )
-    print(f"recovered at |r| >= 0.8: {(best >= 0.8).sum()}/{len(networks)}")
-    worst = np.argsort(best)[:5]
-    print("worst:", ", ".join(f"{sources['label'].iloc[networks[i]]} {best[i]:.3f}" for i in worst))
+    print(f"recovered at |r| >= 0.8: {(best >= 0.8).sum()}/{len(rec)}")
+    worst = rec.sort_values("r").head(5)
+    print("worst:", ", ".join(f"{row.label} {row.r:.3f}" for row in worst.itertuples()))
 
 
 if __name__ == "__main__":

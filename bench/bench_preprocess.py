@@ -126,7 +126,9 @@ def _peer_motion(img: nib.Nifti1Image, ref: int, truth: np.ndarray, pts: np.ndar
             image = ants.image_read(f"{tmp}/bold.nii.gz")
             fixed = ants.slice_image(image, axis=3, idx=ref)
             t0 = time.perf_counter()
-            res = ants.motion_correction(image, fixed=fixed, type_of_transform="BOLDRigid")
+            res = ants.motion_correction(
+                image, fixed=fixed, type_of_transform="BOLDRigid", outprefix=f"{tmp}/mc_"
+            )
             secs = time.perf_counter() - t0
             mats = np.stack([_ants_matrix(p[0]) for p in res["motion_parameters"]])
         out["ants_motion_correction"] = {
@@ -147,7 +149,10 @@ def _peer_registration(mean_epi: nib.Nifti1Image, truth: np.ndarray, mni_pts: np
             moving = ants.image_read(f"{tmp}/mean.nii.gz")
             fixed = ants.image_read(f"{tmp}/template.nii.gz")
             t0 = time.perf_counter()
-            reg = ants.registration(fixed=fixed, moving=moving, type_of_transform="Affine")
+            # outprefix: ANTs otherwise leaves its transform files in /tmp.
+            reg = ants.registration(
+                fixed=fixed, moving=moving, type_of_transform="Affine", outprefix=f"{tmp}/reg_"
+            )
             secs = time.perf_counter() - t0
             m = _ants_matrix(reg["fwdtransforms"][0])
         err = min(

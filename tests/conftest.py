@@ -31,15 +31,15 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_group(tmp_path_factory: pytest.TempPathFactory):
-    """Eight tiny subjects of 100 volumes, preprocessed, group ICA (order 70) and dual regression."""
+    """Eight tiny subjects of 150 volumes, preprocessed, group ICA (order 100), dual regression."""
     from rsnflow.config import load_config
     from rsnflow.ica import dual_regression_cohort, group_ica
     from rsnflow.preprocess import preprocess_cohort
     from rsnflow.simulate import simulate_cohort
 
     root = tmp_path_factory.mktemp("group")
-    cohort = simulate_cohort(root / "bids", profile="tiny", seed=21, n_subjects=8, n_volumes=100)
-    config = load_config(overrides={"preprocess": {"n_jobs": 2}, "ica": {"order": 70}})
+    cohort = simulate_cohort(root / "bids", profile="tiny", seed=21, n_subjects=8, n_volumes=150)
+    config = load_config(overrides={"preprocess": {"n_jobs": 2}, "ica": {"order": 100}})
     deriv = root / "derivatives" / "rsnflow"
     preprocess_cohort(cohort.bids_dir, deriv, config.preprocess, device="cpu")
     ica = group_ica(deriv, config.ica, seed=0, device="cpu", report=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from rsnflow.ica import bic_order, fastica, match_components, migp, normalise_subject
+from rsnflow.ica.decomposition import RowPCA, regress_maps
 
 
 def _sources(rng: np.random.Generator, k: int, v: int) -> np.ndarray:
@@ -53,3 +54,30 @@ def test_normalise_subject() -> None:
     np.testing.assert_allclose(n.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(np.delete(n.std(0), 3), 1, atol=1e-4)
     assert not n[:, 3].any()
+
+
+def test_row_pca_equals_the_svd() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 120)).T @ (3 * rng.standard_normal((6, 4000)))
+    x += rng.standard_normal((120, 4000))
+    x -= x.mean(1, keepdims=True)
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    pca = RowPCA(x)
+    np.testing.assert_allclose(pca.eigenvalues, s**2, rtol=1e-9, atol=1e-6 * s[0] ** 2)
+    w = pca.whitened(10)
+    np.testing.assert_allclose(w.var(1), 1.0, rtol=1e-6)
+    # Same eigenmaps up to sign.
+    np.testing.assert_allclose(np.abs((w * vt[:10]).sum(1)) / np.sqrt(4000), 1.0, atol=1e-9)
+
+
+def test_regress_maps_equals_lstsq() -> None:
+    rng = np.random.default_rng(5)
+    sources = rng.laplace(size=(7, 3000))
+    x = rng.standard_normal((90, 7)) @ sources + 0.5 * rng.standard_normal((90, 3000))
+    mixing, maps, noise = regress_maps(x, sources, order=7)
+    m_ref = x @ np.linalg.pinv(sources)
+    maps_ref = np.linalg.lstsq(m_ref, x, rcond=None)[0]
+    resid = x - m_ref @ maps_ref
+    np.testing.assert_allclose(mixing, m_ref, atol=1e-10)
+    np.testing.assert_allclose(maps, maps_ref, atol=1e-10)
+    np.testing.assert_allclose(noise, np.sqrt((resid**2).sum(0) / (90 - 7)), rtol=1e-8)

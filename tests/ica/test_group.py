@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -9,58 +10,81 @@ import pandas as pd
 from rsnflow.cli import EXIT_PARTIAL, main
 from rsnflow.ica import dr_cohort, dr_outputs, group_ica, group_paths, match_components, spatial_correlation
 from rsnflow.io import InvalidInputError
-from rsnflow.preprocess.smoothing import smooth_in_mask
-
-
-def _mean_truth(cohort, mask: np.ndarray) -> np.ndarray:
-    """The group's true network maps: mean of the subjects' truths, smoothed like the data."""
-    acc = None
-    for label in cohort.subjects:
-        f = (
-            cohort.groundtruth_dir
-            / f"sub-{label}"
-            / (f"sub-{label}_space-MNI152NLin2009aSym_res-4mm_desc-sources_components.nii.gz")
-        )
-        d = np.asarray(nib.load(f).dataobj, dtype=np.float32)[..., :56]
-        acc = d if acc is None else acc + d
-    acc /= len(cohort.subjects)
-    ones = np.ones(mask.shape, bool)
-    return np.stack([smooth_in_mask(acc[..., k], ones, (4, 4, 4), 7.0)[mask] for k in range(56)])
+from rsnflow.simulate.truth import network_recovery, true_network_maps
 
 
 def test_group_ica_recovers_the_true_networks(tiny_group) -> None:
     ica = tiny_group["ica"]
-    truth = _mean_truth(tiny_group["cohort"], ica.mask)
-    best = np.abs(spatial_correlation(truth, ica.zmaps)).max(1)
+    rec = network_recovery(tiny_group["cohort"].bids_dir, ica.zmaps, ica.mask)
+    best = rec["r"].to_numpy()
     print("best |r| per true network, quartiles:", np.percentile(best, [0, 25, 50, 75, 100]).round(3))
-    # Recorded on this cohort (8 x 100 volumes, order 70): 38/56 networks at |r| >= 0.8;
-    # the misses are the smallest one- and two-node networks (issue #5 stays open on it).
-    assert np.median(best) >= 0.8
-    assert (best >= 0.8).mean() >= 0.6
+    # Recorded on this cohort (8 x 150 volumes, order 100): 53/56 networks at |r| >= 0.8, median
+    # 0.927; the misses are the smallest networks (one node: ATTENTION-VENTRAL-IFG-RIGHT at 0.29),
+    # whose signal lies mostly outside the 100 strongest PCA dimensions (docs/benchmarks.md).
+    assert np.median(best) >= 0.9
+    assert (best >= 0.8).sum() >= 52
     assert ica.converged
-    assert ica.zmaps.shape == (70, int(ica.mask.sum()))
+    assert ica.zmaps.shape == (100, int(ica.mask.sum()))
     assert np.all(np.diff(ica.explained_variance) <= 0)
+
+
+def test_subject_maps_carry_the_subjects_own_networks(tiny_group) -> None:
+    """Dual regression's point: a subject's stage-2 map follows that subject's own network.
+
+    Scored on each network the group ICA recovered (|r| >= 0.8), for every
+    subject: its stage-2 map is closer to its own true map than to the other
+    subjects' true maps, and it correlates with the subject's deviation from
+    the group truth where the group map cannot. (The raw correlation with the
+    subject's truth is higher for the group map: the simulator's subjects
+    differ by 2.5 mm node jitter and 15% extent, less than the noise of a
+    single subject's 150 volumes; recorded in docs/benchmarks.md.)
+    """
+    ica, bids = tiny_group["ica"], tiny_group["cohort"].bids_dir
+    rec = network_recovery(bids, ica.zmaps, ica.mask)
+    found = rec[rec["r"] >= 0.8]
+    truths = {s: true_network_maps(bids, ica.mask, subject=s)[0] for s in ica.subjects}
+    mean_truth = np.mean(list(truths.values()), axis=0)
+    own_wins, dev_subject, dev_group = [], [], []
+    for s in ica.subjects:
+        stage2 = np.asarray(nib.load(dr_outputs(tiny_group["deriv"], s)["maps"]).dataobj)[ica.mask].T
+        for net, comp in zip(found.index, found["component"], strict=True):
+            r = np.abs(
+                spatial_correlation(stage2[comp : comp + 1], np.stack([t[net] for t in truths.values()]))
+            )
+            own = ica.subjects.index(s)
+            own_wins.append(r[0, own] > np.delete(r[0], own).mean())
+            deviation = (truths[s][net] - mean_truth[net])[None]
+            dev_subject.append(spatial_correlation(stage2[comp : comp + 1], deviation)[0, 0])
+            dev_group.append(spatial_correlation(ica.zmaps[comp : comp + 1], deviation)[0, 0])
+    print(
+        f"own truth closest in {np.mean(own_wins):.0%} of {len(own_wins)} (subject, network) pairs; "
+        f"r with the subject's deviation: stage 2 {np.median(dev_subject):.3f}, "
+        f"group {np.median(dev_group):.3f}"
+    )
+    assert np.mean(own_wins) >= 0.9
+    assert np.median(dev_subject) > np.median(dev_group) + 0.05
 
 
 def test_group_outputs(tiny_group) -> None:
     paths = group_paths(tiny_group["deriv"])
     maps = nib.load(paths["maps"])
-    assert maps.shape == (45, 54, 45, 70)
+    assert maps.shape == (45, 54, 45, 100)
     meta = json.loads(paths["json"].read_text())
-    assert meta["parameters"]["order"] == 70
+    assert meta["parameters"]["order"] == 100
     assert len(meta["subjects"]) == 8
-    assert pd.read_csv(paths["mixing"], sep="\t").shape[1] == 70
+    assert pd.read_csv(paths["mixing"], sep="\t").shape[1] == 100
     page = paths["report"].read_text()
-    assert page.count("data:image/png;base64") == 7  # 70 components, 10 per figure
+    assert page.count("data:image/png;base64") == 10  # 100 components, 10 per figure
 
 
-def test_same_seed_same_maps(tiny_group) -> None:
-    cfg = tiny_group["config"].ica.__class__(**{**tiny_group["config"].ica.__dict__, "order": 12})
-    a = group_ica(tiny_group["deriv"], cfg, seed=5, device="cpu", report=False)
-    b = group_ica(tiny_group["deriv"], cfg, seed=5, device="cpu", report=False)
+def test_same_seed_same_maps(tiny_group, tmp_path) -> None:
+    # A view of the subjects, so the fixture's order-100 outputs stay in place for the other tests.
+    for sub in tiny_group["deriv"].glob("sub-*"):
+        (tmp_path / sub.name).symlink_to(sub)
+    cfg = dataclasses.replace(tiny_group["config"].ica, order=12)
+    a = group_ica(tmp_path, cfg, seed=5, device="cpu", report=False)
+    b = group_ica(tmp_path, cfg, seed=5, device="cpu", report=False)
     np.testing.assert_array_equal(a.zmaps, b.zmaps)
-    # Leave the order-70 outputs in place for the other tests.
-    group_ica(tiny_group["deriv"], tiny_group["config"].ica, seed=0, device="cpu", report=False)
 
 
 def test_match_components_is_one_to_one() -> None:
@@ -79,9 +103,9 @@ def test_dual_regression_outputs_rerun_and_failures(tiny_group, monkeypatch) -> 
     deriv = tiny_group["deriv"]
     assert not tiny_group["dr"].failed
     out = dr_outputs(deriv, "01")
-    assert nib.load(out["maps"]).shape == (45, 54, 45, 70)
-    assert nib.load(out["zmaps"]).shape == (45, 54, 45, 70)
-    assert pd.read_csv(out["timeseries"], sep="\t").shape == (100, 70)
+    assert nib.load(out["maps"]).shape == (45, 54, 45, 100)
+    assert nib.load(out["zmaps"]).shape == (45, 54, 45, 100)
+    assert pd.read_csv(out["timeseries"], sep="\t").shape == (150, 100)
     again = dr_cohort.dual_regression_cohort(deriv)
     assert set(again.summary["status"]) == {"skipped (complete)"}
 

@@ -3,7 +3,7 @@
 from rsnflow.ica.decomposition import FastICAResult, bic_order, fastica, migp, normalise_subject
 from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_outputs, dual_regression_cohort
 from rsnflow.ica.dual_regression import DualRegression, dual_regression, t_to_z
-from rsnflow.ica.group import GroupICA, group_ica, group_paths, preprocessed_subjects
+from rsnflow.ica.group import GroupICA, common_mask, group_ica, group_paths, preprocessed_subjects
 from rsnflow.ica.matching import ComponentMatch, match_components, spatial_correlation
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "FastICAResult",
     "GroupICA",
     "bic_order",
+    "common_mask",
     "dr_outputs",
     "dual_regression",
     "dual_regression_cohort",

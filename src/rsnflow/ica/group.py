@@ -13,7 +13,6 @@ Reads the preprocessed runs under ``DERIV_DIR`` (one at a time), writes under
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from rsnflow.config import IcaConfig
-from rsnflow.ica.decomposition import bic_order, fastica, migp, normalise_subject
+from rsnflow.ica.decomposition import RowPCA, bic_order, fastica, migp, normalise_subject, regress_maps
 from rsnflow.io import InvalidInputError, load_nifti, save_nifti, write_json, write_text
 from rsnflow.log import get_logger, progress
 from rsnflow.preprocess.participant import subject_outputs
@@ -33,7 +32,7 @@ from rsnflow.provenance import provenance
 from rsnflow.resample import pick_device
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME, unmask
 
-__all__ = ["GroupICA", "group_ica", "group_paths", "preprocessed_subjects"]
+__all__ = ["GroupICA", "common_mask", "group_ica", "group_paths", "preprocessed_subjects"]
 
 log = get_logger(__name__)
 
@@ -79,6 +78,14 @@ def preprocessed_subjects(deriv_dir: str | Path) -> list[str]:
     return found
 
 
+def common_mask(deriv_dir: str | Path, subjects: list[str]) -> NDArray[np.bool_]:
+    """Voxels inside every listed subject's brain mask (MELODIC's group mask)."""
+    mask = np.ones(MNI4_SHAPE, dtype=bool)
+    for label in subjects:
+        mask &= load_nifti(subject_outputs(deriv_dir, label).mask, ndim=3).get_fdata() > 0
+    return mask
+
+
 def _load_subject(deriv: Path, label: str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
     img = load_nifti(subject_outputs(deriv, label).bold, ndim=4)
     return np.asarray(img.dataobj, dtype=np.float32)[mask].T  # (T, V)
@@ -103,9 +110,7 @@ def group_ica(
     if not subjects:
         raise InvalidInputError(deriv, "no preprocessed subjects found (run `rsnflow preprocess` first)")
     dev = pick_device(device)
-    mask = np.ones(MNI4_SHAPE, dtype=bool)
-    for label in subjects:
-        mask &= load_nifti(subject_outputs(deriv, label).mask, ndim=3).get_fdata() > 0
+    mask = common_mask(deriv, subjects)
     n_vox = int(mask.sum())
     log.info("group ICA: %d subjects, %d voxels in the common mask", len(subjects), n_vox)
 
@@ -117,18 +122,18 @@ def group_ica(
     )
     reduced = migp(stream, config.migp_dim, dev)
     reduced = reduced - reduced.mean(1, keepdims=True)  # spatial ICA: centre every row over voxels
-    _, s, vt = np.linalg.svd(reduced.astype(np.float64), full_matrices=False)
-    eig = s**2 / n_vox
+    pca = RowPCA(reduced, dev)
+    eig = pca.eigenvalues / n_vox
     if config.order == "auto":
         order = bic_order(eig, n_vox / _SMOOTHNESS_FACTOR, max_order=len(eig) - 2)
         log.info("estimated model order: %d", order)
     else:
         order = int(config.order)
-    if order > len(s) - 2:
+    if order > len(eig) - 2:
         raise InvalidInputError(
-            deriv, f"model order {order} needs more data: the group holds {len(s)} time points after MIGP"
+            deriv, f"model order {order} needs more data: the group holds {len(eig)} time points after MIGP"
         )
-    whitened = vt[:order] * math.sqrt(n_vox)
+    whitened = pca.whitened(order)
 
     best = None
     for r in range(max(1, config.n_restarts)):
@@ -143,11 +148,7 @@ def group_ica(
     sources *= np.where(skew < 0, -1.0, 1.0)[:, None]
 
     # Back to data units: reduced ~ mixing @ maps; residual noise per voxel gives z maps.
-    mixing = reduced @ np.linalg.pinv(sources)
-    maps = np.linalg.lstsq(mixing, reduced, rcond=None)[0]
-    resid = reduced - mixing @ maps
-    dof = max(reduced.shape[0] - order, 1)
-    noise = np.sqrt((resid * resid).sum(0) / dof)
+    mixing, maps, noise = regress_maps(reduced, sources, order, dev)
     zmaps = maps / np.maximum(noise, 1e-12)
     total = float((reduced.astype(np.float64) ** 2).sum())
     # ||a_k s_k^T||^2 = ||a_k||^2 ||s_k||^2: no (rows x voxels) product per component.

@@ -15,21 +15,45 @@ from numpy.typing import NDArray
 
 from rsnflow.atlas import NOISE, UNKNOWN
 from rsnflow.ica.matching import spatial_correlation
+from rsnflow.preprocess.smoothing import smooth_in_mask
+from rsnflow.space import MNI4_SHAPE, unmask
 
-__all__ = ["component_truth", "mean_true_maps"]
+__all__ = ["component_truth", "mean_true_maps", "network_recovery", "true_network_maps"]
 
 
-def mean_true_maps(bids_dir: str | Path, mask: NDArray[np.bool_]) -> tuple[NDArray[np.float64], pd.DataFrame]:
-    """The subject-mean true source maps inside ``mask`` ``(S, V)`` and the source table."""
+def mean_true_maps(
+    bids_dir: str | Path, mask: NDArray[np.bool_], subject: str | None = None
+) -> tuple[NDArray[np.float64], pd.DataFrame]:
+    """The subject-mean true source maps inside ``mask`` ``(S, V)`` and the source table.
+
+    With ``subject``, that subject's own maps instead of the mean.
+    """
     gt = Path(bids_dir) / "derivatives" / "groundtruth"
     sources = pd.read_csv(gt / "sources.tsv", sep="\t")
-    files = sorted(gt.glob("sub-*/sub-*_desc-sources_components.nii.gz"))
+    pattern = f"sub-{subject or '*'}/sub-*_desc-sources_components.nii.gz"
+    files = sorted(gt.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"{gt}: no ground-truth source maps (not a simulated cohort?)")
+        raise FileNotFoundError(f"{gt}: no ground-truth source maps for {pattern} (not a simulated cohort?)")
     total = np.zeros((len(sources), int(mask.sum())))
     for f in files:
         total += np.moveaxis(np.asarray(nib.load(f).dataobj, dtype=np.float32)[mask], 0, 1)
     return total / len(files), sources
+
+
+def true_network_maps(
+    bids_dir: str | Path, mask: NDArray[np.bool_], fwhm_mm: float = 7.0, subject: str | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.str_]]:
+    """True network maps ``(N, V)`` inside ``mask``, smoothed by ``fwhm_mm`` like the data; their labels.
+
+    The subject mean, or one ``subject``'s maps. Recovered maps cannot be
+    sharper than the preprocessing's smoothing, so this is the truth they are
+    scored against.
+    """
+    maps, sources = mean_true_maps(bids_dir, mask, subject)
+    is_net = (sources["kind"] == "network").to_numpy()
+    vols = unmask(maps[is_net].astype(np.float32), mask)
+    smoothed = smooth_in_mask(vols, np.ones(MNI4_SHAPE, bool), (4, 4, 4), fwhm_mm)[mask].T
+    return smoothed, sources.loc[is_net, "label"].to_numpy()
 
 
 def component_truth(
@@ -62,3 +86,23 @@ def component_truth(
     return pd.DataFrame(
         {"component": np.arange(len(r)), "truth": truth, "true_r": best_r, "true_source": labels}
     )
+
+
+def network_recovery(
+    bids_dir: str | Path, zmaps: NDArray[np.floating], mask: NDArray[np.bool_], fwhm_mm: float = 7.0
+) -> pd.DataFrame:
+    """How well a decomposition ``(K, V)`` recovered each of the simulator's true networks.
+
+    A network's score is the best absolute spatial correlation of its
+    subject-mean true map (``true_network_maps``) with any component (the
+    recovery measure of the group-ICA literature; components may repeat).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``label, component, r`` for every true network, in the sources' order.
+    """
+    truth, labels = true_network_maps(bids_dir, mask, fwhm_mm)
+    r = np.abs(spatial_correlation(truth, zmaps))
+    best = r.argmax(1)
+    return pd.DataFrame({"label": labels, "component": best, "r": r[np.arange(len(r)), best]})
