@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsnflow.ica import bic_order, fastica, match_components, migp, normalise_subject
-from rsnflow.ica.decomposition import RowPCA, regress_maps
+from rsnflow.ica import RowPCA, bic_order, fastica, match_components, migp, normalise_subject, regress_maps
 
 
 def _sources(rng: np.random.Generator, k: int, v: int) -> np.ndarray:

@@ -1,9 +1,17 @@
 """Group ICA (MIGP + FastICA) and dual regression."""
 
-from rsnflow.ica.decomposition import FastICAResult, bic_order, fastica, migp, normalise_subject
+from rsnflow.ica.decomposition import (
+    FastICAResult,
+    RowPCA,
+    bic_order,
+    fastica,
+    migp,
+    normalise_subject,
+    regress_maps,
+)
 from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_outputs, dual_regression_cohort
 from rsnflow.ica.dual_regression import DualRegression, dual_regression, t_to_z
-from rsnflow.ica.group import GroupICA, common_mask, group_ica, group_paths, preprocessed_subjects
+from rsnflow.ica.group import GroupICA, common_mask, group_ica, group_migp, group_paths, preprocessed_subjects
 from rsnflow.ica.matching import ComponentMatch, match_components, spatial_correlation
 
 __all__ = [
@@ -12,6 +20,7 @@ __all__ = [
     "DualRegressionCohort",
     "FastICAResult",
     "GroupICA",
+    "RowPCA",
     "bic_order",
     "common_mask",
     "dr_outputs",
@@ -19,11 +28,13 @@ __all__ = [
     "dual_regression_cohort",
     "fastica",
     "group_ica",
+    "group_migp",
     "group_paths",
     "match_components",
     "migp",
     "normalise_subject",
     "preprocessed_subjects",
+    "regress_maps",
     "spatial_correlation",
     "t_to_z",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import torch
 from numpy.typing import NDArray
 from scipy import stats
 
@@ -32,7 +33,7 @@ from rsnflow.provenance import provenance
 from rsnflow.resample import pick_device
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME, unmask
 
-__all__ = ["GroupICA", "common_mask", "group_ica", "group_paths", "preprocessed_subjects"]
+__all__ = ["GroupICA", "common_mask", "group_ica", "group_migp", "group_paths", "preprocessed_subjects"]
 
 log = get_logger(__name__)
 
@@ -86,6 +87,22 @@ def common_mask(deriv_dir: str | Path, subjects: list[str]) -> NDArray[np.bool_]
     return mask
 
 
+def group_migp(
+    deriv_dir: str | Path,
+    subjects: list[str],
+    mask: NDArray[np.bool_],
+    dim: int,
+    device: torch.device | str = "cpu",
+) -> NDArray[np.float32]:
+    """MIGP over ``subjects`` in the order given, each variance-normalised; rows centred over voxels."""
+    stream = (
+        normalise_subject(_load_subject(Path(deriv_dir), s, mask))
+        for s in progress(subjects, "MIGP", unit="subject")
+    )
+    reduced = migp(stream, dim, device)
+    return reduced - reduced.mean(1, keepdims=True)  # spatial ICA: centre every row over voxels
+
+
 def _load_subject(deriv: Path, label: str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
     img = load_nifti(subject_outputs(deriv, label).bold, ndim=4)
     return np.asarray(img.dataobj, dtype=np.float32)[mask].T  # (T, V)
@@ -114,14 +131,8 @@ def group_ica(
     n_vox = int(mask.sum())
     log.info("group ICA: %d subjects, %d voxels in the common mask", len(subjects), n_vox)
 
-    rng = np.random.default_rng(seed)
-    order_of_subjects = [subjects[i] for i in rng.permutation(len(subjects))]
-    stream = (
-        normalise_subject(_load_subject(deriv, s, mask))
-        for s in progress(order_of_subjects, "MIGP", unit="subject")
-    )
-    reduced = migp(stream, config.migp_dim, dev)
-    reduced = reduced - reduced.mean(1, keepdims=True)  # spatial ICA: centre every row over voxels
+    order_of_subjects = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
+    reduced = group_migp(deriv, order_of_subjects, mask, config.migp_dim, dev)
     pca = RowPCA(reduced, dev)
     eig = pca.eigenvalues / n_vox
     if config.order == "auto":
@@ -183,7 +194,8 @@ def _write(
     )
     write_text(table.to_csv(sep="\t", index=False, float_format="%.6g"), paths["table"])
     params: dict[str, Any] = {
-        "order": res.order, "order_requested": cfg.order, "migp_dim": cfg.migp_dim, "seed": seed,
+        "order": res.order, "order_requested": cfg.order,
+        "migp_dim": cfg.migp_dim, "seed": seed,
         "nonlinearity": cfg.nonlinearity, "tol": cfg.tol, "max_iter": cfg.max_iter,
         "n_restarts": cfg.n_restarts,
     }  # fmt: skip
