@@ -110,8 +110,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     everyone = preprocessed_subjects(args.deriv)
+    sizes = args.subjects or [len(everyone)]
     rows = []
-    for n in args.subjects or [len(everyone)]:
+    for n in sizes:
         subjects = everyone[:n]
         mask = common_mask(args.deriv, subjects)
         for method in args.methods:
@@ -139,7 +140,7 @@ def main() -> None:
             f"| {r['subjects']} | {r['method']} | {r['seconds_median']:.1f} | {r['peak_rss_mb']:.0f} | "
             f"{r['recovery_median']:.3f} | {r['recovered_0.8']}/{r['networks']} |"
         )
-    for n in args.subjects or [len(everyone)]:
+    for n in sizes:
         ours = by.get((n, "rsnflow"))
         for peer in ("canica", "sklearn"):
             if ours and (n, peer) in by:

@@ -42,18 +42,15 @@ def test_subject_maps_carry_the_subjects_own_networks(tiny_group) -> None:
     ica, bids = tiny_group["ica"], tiny_group["cohort"].bids_dir
     rec = network_recovery(bids, ica.zmaps, ica.mask)
     found = rec[rec["r"] >= 0.8]
-    truths = {s: true_network_maps(bids, ica.mask, subject=s)[0] for s in ica.subjects}
-    mean_truth = np.mean(list(truths.values()), axis=0)
+    truths = np.stack([true_network_maps(bids, ica.mask, subject=s)[0] for s in ica.subjects])  # (S, N, V)
+    mean_truth = truths.mean(0)
     own_wins, dev_subject, dev_group = [], [], []
-    for s in ica.subjects:
+    for own, s in enumerate(ica.subjects):
         stage2 = np.asarray(nib.load(dr_outputs(tiny_group["deriv"], s)["maps"]).dataobj)[ica.mask].T
         for net, comp in zip(found.index, found["component"], strict=True):
-            r = np.abs(
-                spatial_correlation(stage2[comp : comp + 1], np.stack([t[net] for t in truths.values()]))
-            )
-            own = ica.subjects.index(s)
-            own_wins.append(r[0, own] > np.delete(r[0], own).mean())
-            deviation = (truths[s][net] - mean_truth[net])[None]
+            r = np.abs(spatial_correlation(stage2[comp : comp + 1], truths[:, net]))[0]
+            own_wins.append(r[own] > np.delete(r, own).mean())
+            deviation = (truths[own, net] - mean_truth[net])[None]
             dev_subject.append(spatial_correlation(stage2[comp : comp + 1], deviation)[0, 0])
             dev_group.append(spatial_correlation(ica.zmaps[comp : comp + 1], deviation)[0, 0])
     print(
