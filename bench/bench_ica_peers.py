@@ -74,6 +74,10 @@ def _child(method: str, deriv: str, subjects: list[str], order: int, seed: int) 
                 mask=mask_img, n_components=order, smoothing_fwhm=None, random_state=seed, n_jobs=2
             )
             maps = canica.fit(bolds).components_
+            # Stop joblib's idle workers now: left alone they hold this child's exit for 300 s.
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor().shutdown(wait=True)
         else:
             from sklearn.decomposition import PCA, FastICA
 

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rsnflow.config import load_config
-from rsnflow.ica import RowPCA, common_mask, group_migp, preprocessed_subjects
+from rsnflow.ica import common_mask, group_migp, preprocessed_subjects
 from rsnflow.labeling import load_group_maps
 from rsnflow.simulate.truth import network_recovery, true_network_maps
 
@@ -62,7 +62,7 @@ def main() -> None:
         order = [subjects[i] for i in np.random.default_rng(args.seed).permutation(len(subjects))]
         if not np.array_equal(common_mask(args.deriv, subjects), mask):
             raise SystemExit("the group mask differs from the subjects' common mask: rerun group-ica first")
-        pca = RowPCA(group_migp(args.deriv, order, mask, load_config().ica.migp_dim))
+        pca = group_migp(args.deriv, order, mask, load_config().ica.migp_dim)
         for k in args.pca_orders:
             share = _share(truth[worst.index], pca.whitened(k))
             print(f"K={k}: share in the K strongest eigenmaps:", ", ".join(

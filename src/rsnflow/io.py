@@ -10,7 +10,6 @@ never leaves a half-written output that a rerun would mistake for a finished one
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from isal import isal_zlib
 
 from rsnflow import __version__
 
@@ -153,13 +153,21 @@ def load_nifti(
         raise InvalidInputError(p, "file does not exist")
     if p.stat().st_size == 0:
         raise InvalidInputError(p, "file is empty (0 bytes)")
+    with p.open("rb") as f:
+        gzipped = f.read(2) == _GZIP_MAGIC
+    if gzipped:
+        # ISA-L inflates about twice as fast as zlib, and every stage reads whole gzipped runs.
+        return nifti_from_bytes(p.read_bytes(), p, ndim, max_bytes=None, min_volumes=min_volumes)
     try:
         img = nib.load(p)
     except nib.filebasedimages.ImageFileError as exc:
         raise InvalidInputError(p, f"not a NIfTI image ({exc})") from exc
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+    except (EOFError, OSError, ValueError) as exc:
         raise InvalidInputError(p, f"cannot read NIfTI header: file is corrupt or truncated ({exc})") from exc
     return check_image(img, p, ndim, min_volumes)
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def nifti_class(raw: bytes) -> type[nib.Nifti1Image] | None:
@@ -172,22 +180,26 @@ def nifti_class(raw: bytes) -> type[nib.Nifti1Image] | None:
 
 
 def nifti_from_bytes(
-    data: bytes, where: str | os.PathLike[str], ndim: int | None = None, max_bytes: int = 1 << 30
+    data: bytes,
+    where: str | os.PathLike[str],
+    ndim: int | None = None,
+    max_bytes: int | None = 1 << 30,
+    min_volumes: int = 1,
 ) -> nib.Nifti1Image:
     """Parse a single-file NIfTI-1/2 image (gzipped or not) held in memory and validate it.
 
     ``where`` names the source in error messages (a request input, say);
-    ``max_bytes`` bounds the decompressed size so a gzip bomb is refused.
-    The checks are those of :func:`load_nifti`.
+    ``max_bytes`` bounds the decompressed size so a gzip bomb is refused
+    (``None``: no bound, for local files). The checks are those of :func:`load_nifti`.
     """
     if len(data) == 0:
         raise InvalidInputError(where, "NIfTI payload is empty (0 bytes)")
     raw = data
-    if data[:2] == b"\x1f\x8b":
-        inflate = zlib.decompressobj(wbits=31)
+    if data[:2] == _GZIP_MAGIC:
+        inflate = isal_zlib.decompressobj(wbits=31)  # gzip framing; same API as zlib's
         try:
-            raw = inflate.decompress(data, max_bytes)
-        except zlib.error as exc:
+            raw = inflate.decompress(data, max_bytes or 0)
+        except isal_zlib.error as exc:
             raise InvalidInputError(where, f"corrupt gzip stream ({exc})") from exc
         if inflate.unconsumed_tail:
             raise InvalidInputError(where, f"NIfTI image is larger than {max_bytes} bytes uncompressed")
@@ -200,7 +212,7 @@ def nifti_from_bytes(
         img = image_class.from_bytes(raw)
     except Exception as exc:  # nibabel raises a range of types on a bad header
         raise InvalidInputError(where, f"cannot read NIfTI image: corrupt or truncated ({exc})") from exc
-    return check_image(img, where, ndim)
+    return check_image(img, where, ndim, min_volumes)
 
 
 def check_image(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsnflow.ica import RowPCA, bic_order, fastica, match_components, migp, normalise_subject, regress_maps
+from rsnflow.ica import bic_order, fastica, match_components, migp, normalise_subject, regress_maps
 
 
 def _sources(rng: np.random.Generator, k: int, v: int) -> np.ndarray:
@@ -30,10 +30,14 @@ def test_migp_spans_the_group_subspace() -> None:
     subjects = [
         rng.standard_normal((40, 5)) @ maps + 0.1 * rng.standard_normal((40, 3000)) for _ in range(12)
     ]
-    reduced = migp(iter(subjects), dim=20)
-    assert reduced.shape == (20, 3000)
+    pca = migp(iter(subjects), dim=20)
+    assert pca.rows.shape == (20, 3000)
+    # The kept rows are orthogonal, their squared norms the eigenvalues, strongest first.
+    gram = pca.rows.astype(np.float64) @ pca.rows.T.astype(np.float64)
+    np.testing.assert_allclose(gram, np.diag(pca.eigenvalues), atol=1e-4 * pca.eigenvalues[0])
+    assert np.all(np.diff(pca.eigenvalues) <= 0)
     # The true maps lie in the span of the reduced rows (small residual after projection).
-    q, _ = np.linalg.qr(reduced.T.astype(np.float64))
+    q, _ = np.linalg.qr(pca.rows.T.astype(np.float64))
     resid = maps.T - q @ (q.T @ maps.T)
     assert np.linalg.norm(resid) / np.linalg.norm(maps) < 0.05
 
@@ -55,18 +59,30 @@ def test_normalise_subject() -> None:
     assert not n[:, 3].any()
 
 
-def test_row_pca_equals_the_svd() -> None:
+def test_migp_of_one_array_is_its_pca() -> None:
     rng = np.random.default_rng(4)
     x = rng.standard_normal((6, 120)).T @ (3 * rng.standard_normal((6, 4000)))
     x += rng.standard_normal((120, 4000))
     x -= x.mean(1, keepdims=True)
     _, s, vt = np.linalg.svd(x, full_matrices=False)
-    pca = RowPCA(x)
-    np.testing.assert_allclose(pca.eigenvalues, s**2, rtol=1e-9, atol=1e-6 * s[0] ** 2)
+    pca = migp([x], dim=120)
+    np.testing.assert_allclose(pca.eigenvalues, s**2, rtol=1e-5, atol=1e-6 * s[0] ** 2)
     w = pca.whitened(10)
-    np.testing.assert_allclose(w.var(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(w.var(1), 1.0, rtol=1e-4)
     # Same eigenmaps up to sign.
-    np.testing.assert_allclose(np.abs((w * vt[:10]).sum(1)) / np.sqrt(4000), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.abs((w * vt[:10]).sum(1)) / np.sqrt(4000), 1.0, atol=1e-5)
+
+
+def test_migp_streaming_matches_the_pca_of_the_whole_stack() -> None:
+    # Eight reductions of 60-row subjects at dim 40 against one PCA of all 480 rows.
+    rng = np.random.default_rng(6)
+    maps = rng.laplace(size=(8, 5000)) * np.linspace(4, 1, 8)[:, None]
+    subjects = [rng.standard_normal((60, 8)) @ maps + rng.standard_normal((60, 5000)) for _ in range(8)]
+    streamed = migp(iter(subjects), dim=40)
+    whole = migp([np.concatenate(subjects)], dim=480)
+    np.testing.assert_allclose(streamed.eigenvalues[:8], whole.eigenvalues[:8], rtol=0.01)
+    overlap = np.abs(streamed.whitened(8) @ whole.whitened(8).T) / 5000
+    assert np.linalg.svd(overlap, compute_uv=False).min() > 0.99  # same 8-dimensional subspace
 
 
 def test_regress_maps_equals_lstsq() -> None:

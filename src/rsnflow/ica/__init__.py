@@ -2,7 +2,7 @@
 
 from rsnflow.ica.decomposition import (
     FastICAResult,
-    RowPCA,
+    GroupPCA,
     bic_order,
     fastica,
     migp,
@@ -20,7 +20,7 @@ __all__ = [
     "DualRegressionCohort",
     "FastICAResult",
     "GroupICA",
-    "RowPCA",
+    "GroupPCA",
     "bic_order",
     "common_mask",
     "dr_outputs",

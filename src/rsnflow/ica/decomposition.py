@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from rsnflow.log import get_logger
 
-__all__ = ["FastICAResult", "RowPCA", "bic_order", "fastica", "migp", "normalise_subject", "regress_maps"]
+__all__ = ["FastICAResult", "GroupPCA", "bic_order", "fastica", "migp", "normalise_subject", "regress_maps"]
 
 log = get_logger(__name__)
 
@@ -35,77 +35,92 @@ def normalise_subject(data: NDArray[np.floating]) -> NDArray[np.float32]:
     return np.divide(x, std, out=np.zeros_like(x), where=std > 1e-6)
 
 
-def migp(
-    subjects: Iterable[NDArray[np.floating]], dim: int, device: torch.device | str = "cpu"
-) -> NDArray[np.float32]:
-    """Incremental group PCA: a ``(<= dim, V)`` matrix spanning the group's strongest directions.
+@dataclass(frozen=True)
+class GroupPCA:
+    """The strongest spatial eigenmaps of a (time x voxel) stack, as MIGP leaves them.
+
+    Attributes
+    ----------
+    rows
+        ``(d, V)``: ``U^T X`` for the ``d`` leading eigenvectors ``U`` of the
+        stack's ``X X^T``, strongest first; the rows are orthogonal.
+    eigenvalues
+        ``(d,)``: squared norms of the rows (eigenvalues of ``X X^T``), descending.
+    """
+
+    rows: NDArray[np.float32]
+    eigenvalues: NDArray[np.float64]
+
+    def whitened(self, k: int) -> NDArray[np.float64]:
+        """The ``k`` strongest spatial eigenmaps ``(k, V)``, each of unit variance over voxels."""
+        scale = np.sqrt(self.rows.shape[1] / np.maximum(self.eigenvalues[:k], 1e-30))
+        return self.rows[:k].astype(np.float64) * scale[:, None]
+
+
+def migp(subjects: Iterable[NDArray[np.floating]], dim: int, device: torch.device | str = "cpu") -> GroupPCA:
+    """Incremental group PCA: the ``<= dim`` strongest eigenmaps of the subjects' concatenation.
 
     Parameters
     ----------
     subjects
-        Normalised ``(T_s, V)`` arrays, streamed one at a time (in the order
-        given: shuffle beforehand, with a seed, as MIGP recommends).
+        ``(T_s, V)`` arrays, streamed one at a time (in the order given:
+        shuffle beforehand, with a seed, as MIGP recommends). A single array
+        gives its exact PCA when ``dim`` is at least its number of rows.
     dim
-        Rows kept between subjects (MELODIC's default internal dimension is
-        about twice the final order or more).
+        Rows kept between reductions (MELODIC's internal dimension: well above
+        the final order, so the order's eigenmaps are those of the whole stack).
+
+    Notes
+    -----
+    Subjects are buffered until the kept and buffered rows exceed ``2 dim``;
+    then the stack is cut back to its ``dim`` strongest eigen-directions
+    through its small Gram matrix. The kept rows are orthogonal with known
+    norms, so only the buffered rows' blocks of that matrix are computed.
     """
     dev = torch.device(device)
-    w: torch.Tensor | None = None
+    kept: tuple[torch.Tensor, torch.Tensor] | None = None
+    pending: list[torch.Tensor] = []
+    n_pending = 0
     for x in subjects:
-        xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
-        w = xs if w is None else torch.cat([w, xs], 0)
-        if w.shape[0] > 2 * dim:
-            w = _reduce(w, dim)
-    if w is None:
+        pending.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev))
+        n_pending += pending[-1].shape[0]
+        if n_pending + (0 if kept is None else kept[0].shape[0]) > 2 * dim:
+            kept = _reduce(kept, torch.cat(pending, 0), dim, torch.float32)
+            pending, n_pending = [], 0
+    if pending:
+        kept = _reduce(kept, torch.cat(pending, 0), dim, torch.float64)
+    if kept is None:
         raise ValueError("MIGP needs at least one subject")
-    if w.shape[0] > dim:
-        w = _reduce(w, dim)
-    return w.cpu().numpy()
+    return GroupPCA(kept[0].cpu().numpy(), kept[1].cpu().numpy())
 
 
-#: Voxels per float64 block of MIGP's Gram matrix: a block of 4,000 rows is 128 MB,
-#: where a float64 copy of the whole stack would be 850 MB at 26,000 voxels.
+#: Voxels per block of MIGP's Gram matrix: float32 products of 4,096 voxels,
+#: summed in float64, keep the small eigenvalues the order estimate reads.
 _GRAM_BLOCK = 4096
 
 
-def _reduce(w: torch.Tensor, dim: int) -> torch.Tensor:
-    # Eigenvectors of the small (rows x rows) Gram matrix, accumulated in float64 for stability.
-    gram = torch.zeros(w.shape[0], w.shape[0], dtype=torch.float64, device=w.device)
-    for start in range(0, w.shape[1], _GRAM_BLOCK):
-        block = w[:, start : start + _GRAM_BLOCK].double()
-        gram += block @ block.T
-    _, vecs = torch.linalg.eigh(gram)
-    top = vecs[:, -dim:].flip(1)
-    return top.T.float() @ w
-
-
-class RowPCA:
-    """PCA of the rows of a wide ``(T, V)`` matrix through its ``T x T`` Gram matrix.
-
-    With ``T`` (MIGP's 2,000 rows) far below ``V`` (tens of thousands of
-    voxels), an eigendecomposition of ``X X^T`` costs ``T^2 V`` once plus
-    ``T^3``; LAPACK's SVD of ``X`` itself took 30.6 s of a 40.8 s group ICA
-    (4 demo subjects, order 20), which now takes 9.7 s in all. float64 keeps
-    the small eigenvalues the order estimate reads.
-
-    Attributes
-    ----------
-    eigenvalues
-        Eigenvalues of ``X X^T`` (squared singular values), descending.
-    """
-
-    def __init__(self, data: NDArray[np.floating], device: torch.device | str = "cpu") -> None:
-        self._x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float64)).to(torch.device(device))
-        vals, vecs = torch.linalg.eigh(self._x @ self._x.T)
-        self._vals = vals.flip(0).clamp_min(0)
-        self._vecs = vecs.flip(1)
-        self.eigenvalues: NDArray[np.float64] = self._vals.cpu().numpy()
-
-    def whitened(self, k: int) -> NDArray[np.float64]:
-        """The ``k`` strongest spatial eigenmaps ``(k, V)``, each of unit variance over voxels."""
-        n_vox = self._x.shape[1]
-        scale = (n_vox / self._vals[:k].clamp_min(1e-30)).sqrt()
-        return ((self._vecs[:, :k].T @ self._x) * scale[:, None]).cpu().numpy()
+def _reduce(
+    kept: tuple[torch.Tensor, torch.Tensor] | None, new: torch.Tensor, dim: int, eig_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n_kept = 0 if kept is None else kept[0].shape[0]
+    n = n_kept + new.shape[0]
+    gram = torch.zeros(n, n, dtype=torch.float64, device=new.device)
+    if kept is not None:
+        gram[:n_kept, :n_kept] = torch.diag(kept[1])  # kept rows: orthogonal, squared norms known
+    for start in range(0, new.shape[1], _GRAM_BLOCK):
+        block = new[:, start : start + _GRAM_BLOCK]
+        gram[n_kept:, n_kept:] += (block @ block.T).double()
+        if kept is not None:
+            gram[n_kept:, :n_kept] += (block @ kept[0][:, start : start + _GRAM_BLOCK].T).double()
+    gram[:n_kept, n_kept:] = gram[n_kept:, :n_kept].T
+    vals, vecs = torch.linalg.eigh(gram.to(eig_dtype))
+    vals = vals.double()
+    d = min(dim, n)
+    top = vecs[:, -d:].flip(1).float()
+    rows = top[n_kept:].T @ new
+    if kept is not None:
+        rows += top[:n_kept].T @ kept[0]
+    return rows, vals[-d:].flip(0).clamp_min(0)
 
 
 def regress_maps(

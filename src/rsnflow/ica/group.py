@@ -1,6 +1,6 @@
 """The group-ICA stage: common mask, MIGP, order, FastICA, z-maps, outputs and report.
 
-Reads the preprocessed runs under ``DERIV_DIR`` (one at a time), writes under
+Streams the preprocessed runs under ``DERIV_DIR`` (two read ahead of MIGP), writes under
 ``DERIV_DIR/group/``::
 
     group_task-rest_space-MNI152NLin2009aSym_res-4mm_desc-ica_components.nii.gz  z maps (45x54x45xK)
@@ -13,9 +13,12 @@ Reads the preprocessed runs under ``DERIV_DIR`` (one at a time), writes under
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -25,7 +28,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from rsnflow.config import IcaConfig
-from rsnflow.ica.decomposition import RowPCA, bic_order, fastica, migp, normalise_subject, regress_maps
+from rsnflow.ica.decomposition import GroupPCA, bic_order, fastica, migp, normalise_subject, regress_maps
 from rsnflow.io import InvalidInputError, load_nifti, save_nifti, write_json, write_text
 from rsnflow.log import get_logger, progress
 from rsnflow.preprocess.participant import subject_outputs
@@ -36,6 +39,9 @@ from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME, unmask
 __all__ = ["GroupICA", "common_mask", "group_ica", "group_migp", "group_paths", "preprocessed_subjects"]
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Smoothness of preprocessed data (7 mm FWHM on 4 mm voxels) reduces the
 #: independent observations among voxels by about (7/4)^3 for the order estimate.
@@ -93,19 +99,42 @@ def group_migp(
     mask: NDArray[np.bool_],
     dim: int,
     device: torch.device | str = "cpu",
-) -> NDArray[np.float32]:
-    """MIGP over ``subjects`` in the order given, each variance-normalised; rows centred over voxels."""
-    stream = (
-        normalise_subject(_load_subject(Path(deriv_dir), s, mask))
-        for s in progress(subjects, "MIGP", unit="subject")
-    )
-    reduced = migp(stream, dim, device)
-    return reduced - reduced.mean(1, keepdims=True)  # spatial ICA: centre every row over voxels
+) -> GroupPCA:
+    """MIGP over ``subjects`` in the order given, each variance-normalised, every volume centred over voxels.
+
+    Centring each volume (spatial ICA's samples are voxels) before the PCA
+    leaves the eigenmaps centred too.
+    """
+
+    def prepare(label: str) -> NDArray[np.float32]:
+        x = normalise_subject(_load_subject(Path(deriv_dir), label, mask))
+        x -= x.mean(1, keepdims=True)
+        return x
+
+    stream = _prefetch(prepare, progress(subjects, "MIGP", unit="subject"), ahead=_READ_AHEAD)
+    return migp(stream, dim, device)
+
+
+#: Subjects read and normalised in background threads while MIGP reduces the
+#: previous ones (gzip inflation releases the GIL); each holds ``T x V`` floats.
+_READ_AHEAD = 2
+
+
+def _prefetch(func: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """``map(func, items)`` in order, with up to ``ahead`` calls running in threads ahead of the consumer."""
+    with ThreadPoolExecutor(max_workers=ahead) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(func, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _load_subject(deriv: Path, label: str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
     img = load_nifti(subject_outputs(deriv, label).bold, ndim=4)
-    return np.asarray(img.dataobj, dtype=np.float32)[mask].T  # (T, V)
+    return np.ascontiguousarray(np.asarray(img.dataobj, dtype=np.float32)[mask].T)  # (T, V)
 
 
 def group_ica(
@@ -132,8 +161,7 @@ def group_ica(
     log.info("group ICA: %d subjects, %d voxels in the common mask", len(subjects), n_vox)
 
     order_of_subjects = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
-    reduced = group_migp(deriv, order_of_subjects, mask, config.migp_dim, dev)
-    pca = RowPCA(reduced, dev)
+    pca = group_migp(deriv, order_of_subjects, mask, config.migp_dim, dev)
     eig = pca.eigenvalues / n_vox
     if config.order == "auto":
         order = bic_order(eig, n_vox / _SMOOTHNESS_FACTOR, max_order=len(eig) - 2)
@@ -158,10 +186,10 @@ def group_ica(
     skew = stats.skew(sources, axis=1)
     sources *= np.where(skew < 0, -1.0, 1.0)[:, None]
 
-    # Back to data units: reduced ~ mixing @ maps; residual noise per voxel gives z maps.
-    mixing, maps, noise = regress_maps(reduced, sources, order, dev)
+    # Back to data units: MIGP rows ~ mixing @ maps; residual noise per voxel gives z maps.
+    mixing, maps, noise = regress_maps(pca.rows, sources, order, dev)
     zmaps = maps / np.maximum(noise, 1e-12)
-    total = float((reduced.astype(np.float64) ** 2).sum())
+    total = float(pca.eigenvalues.sum())  # the rows' total sum of squares
     # ||a_k s_k^T||^2 = ||a_k||^2 ||s_k||^2: no (rows x voxels) product per component.
     explained = (mixing**2).sum(0) * (maps**2).sum(1) / total
     ordering = np.argsort(explained)[::-1]

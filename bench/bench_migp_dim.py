@@ -1,0 +1,74 @@
+"""MIGP's internal dimension: time against recovery of the true networks.
+
+Reads the first N preprocessed subjects of DERIV_DIR once (normalised and
+centred as the stage does; held in memory, so keep N to what fits), then for
+each internal dimension runs MIGP in the stage's subject order (seed 0),
+FastICA at the order and the back-projection to z maps, and scores each of the
+simulator's true networks by its best absolute spatial correlation with a
+component (``network_recovery``). MIGP's time is the median of ``--repeats``
+runs; the other steps are timed once.
+
+Usage::
+
+    python bench/bench_migp_dim.py DERIV_DIR BIDS_DIR [--subjects 50] [--dims 2000 1000 500 300]
+        [--order 100] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from rsnflow.ica import common_mask, fastica, migp, normalise_subject, preprocessed_subjects, regress_maps
+from rsnflow.ica.group import _load_subject
+from rsnflow.simulate.truth import network_recovery
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("deriv", type=Path)
+    ap.add_argument("bids", type=Path)
+    ap.add_argument("--subjects", type=int, help="the first N subjects (default: all)")
+    ap.add_argument("--dims", type=int, nargs="+", default=[2000, 1000, 500, 300])
+    ap.add_argument("--order", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    subjects = preprocessed_subjects(args.deriv)[: args.subjects]
+    mask = common_mask(args.deriv, subjects)
+    order = [subjects[i] for i in np.random.default_rng(0).permutation(len(subjects))]
+    data = []
+    for s in order:
+        x = normalise_subject(_load_subject(args.deriv, s, mask))
+        data.append(x - x.mean(1, keepdims=True))
+    rows = sum(len(x) for x in data)
+    print(f"{len(subjects)} subjects, {rows} volumes, {int(mask.sum())} voxels, order {args.order}")
+    print("\n| MIGP dim | MIGP s (median) | FastICA s | median best r | min | >= 0.8 | median max abs z |")
+    print("|---|---|---|---|---|---|---|")
+    for dim in args.dims:
+        seconds = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            pca = migp(iter(data), dim)
+            seconds.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ica = fastica(pca.whitened(args.order), seed=0)
+        t_ica = time.perf_counter() - t0
+        sources = ica.sources.astype(np.float64)
+        sources *= np.where(stats.skew(sources, axis=1) < 0, -1.0, 1.0)[:, None]
+        _, maps, noise = regress_maps(pca.rows, sources, args.order)
+        zmaps = maps / np.maximum(noise, 1e-12)
+        best = network_recovery(args.bids, zmaps, mask)["r"].to_numpy()
+        print(
+            f"| {dim} | {statistics.median(seconds):.1f} | {t_ica:.1f} | {np.median(best):.3f} | "
+            f"{best.min():.3f} | {(best >= 0.8).sum()}/{len(best)} | {np.median(np.abs(zmaps).max(1)):.1f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
