@@ -76,21 +76,23 @@ def migp(subjects: Iterable[NDArray[np.floating]], dim: int, device: torch.devic
     then the stack is cut back to its ``dim`` strongest eigen-directions
     through its small Gram matrix. The kept rows are orthogonal with known
     norms, so only the buffered rows' blocks of that matrix are computed.
+    Intermediate reductions eigendecompose it in float32; the last in
+    float64, since its eigenvalues feed the order estimate.
     """
     dev = torch.device(device)
     kept: tuple[torch.Tensor, torch.Tensor] | None = None
     pending: list[torch.Tensor] = []
     n_pending = 0
     for x in subjects:
-        pending.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev))
-        n_pending += pending[-1].shape[0]
+        # Reduce before taking the next subject, so the last reduction (float64) always has rows to add.
         if n_pending + (0 if kept is None else kept[0].shape[0]) > 2 * dim:
             kept = _reduce(kept, torch.cat(pending, 0), dim, torch.float32)
             pending, n_pending = [], 0
-    if pending:
-        kept = _reduce(kept, torch.cat(pending, 0), dim, torch.float64)
-    if kept is None:
+        pending.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev))
+        n_pending += pending[-1].shape[0]
+    if not pending:
         raise ValueError("MIGP needs at least one subject")
+    kept = _reduce(kept, torch.cat(pending, 0), dim, torch.float64)
     return GroupPCA(kept[0].cpu().numpy(), kept[1].cpu().numpy())
 
 
