@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from rsnflow.ica import common_mask, fastica, migp, normalise_subject, preprocessed_subjects, regress_maps
-from rsnflow.ica.group import _load_subject
+from rsnflow.ica import common_mask, fastica, migp, migp_rows, preprocessed_subjects, regress_maps
 from rsnflow.simulate.truth import network_recovery
 
 
@@ -41,10 +40,7 @@ def main() -> None:
     subjects = preprocessed_subjects(args.deriv)[: args.subjects]
     mask = common_mask(args.deriv, subjects)
     order = [subjects[i] for i in np.random.default_rng(0).permutation(len(subjects))]
-    data = []
-    for s in order:
-        x = normalise_subject(_load_subject(args.deriv, s, mask))
-        data.append(x - x.mean(1, keepdims=True))
+    data = [migp_rows(args.deriv, s, mask) for s in order]
     rows = sum(len(x) for x in data)
     print(f"{len(subjects)} subjects, {rows} volumes, {int(mask.sum())} voxels, order {args.order}")
     print("\n| MIGP dim | MIGP s (median) | FastICA s | median best r | min | >= 0.8 | median max abs z |")

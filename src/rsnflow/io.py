@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import tempfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +239,7 @@ def check_image(
             raise InvalidInputError(where, f"image has {shape[3]} volumes, at least {min_volumes} needed")
     try:
         data = np.asanyarray(img.dataobj)
-    except (EOFError, OSError, zlib.error, ValueError) as exc:
+    except (EOFError, OSError, ValueError) as exc:
         raise InvalidInputError(
             where, f"cannot read image data: file is truncated or corrupt ({exc})"
         ) from exc

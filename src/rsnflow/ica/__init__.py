@@ -11,7 +11,15 @@ from rsnflow.ica.decomposition import (
 )
 from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_outputs, dual_regression_cohort
 from rsnflow.ica.dual_regression import DualRegression, dual_regression, t_to_z
-from rsnflow.ica.group import GroupICA, common_mask, group_ica, group_migp, group_paths, preprocessed_subjects
+from rsnflow.ica.group import (
+    GroupICA,
+    common_mask,
+    group_ica,
+    group_migp,
+    group_paths,
+    migp_rows,
+    preprocessed_subjects,
+)
 from rsnflow.ica.matching import ComponentMatch, match_components, spatial_correlation
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "group_paths",
     "match_components",
     "migp",
+    "migp_rows",
     "normalise_subject",
     "preprocessed_subjects",
     "regress_maps",

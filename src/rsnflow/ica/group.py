@@ -13,6 +13,7 @@ Streams the preprocessed runs under ``DERIV_DIR`` (two read ahead of MIGP), writ
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,7 +37,15 @@ from rsnflow.provenance import provenance
 from rsnflow.resample import pick_device
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME, unmask
 
-__all__ = ["GroupICA", "common_mask", "group_ica", "group_migp", "group_paths", "preprocessed_subjects"]
+__all__ = [
+    "GroupICA",
+    "common_mask",
+    "group_ica",
+    "group_migp",
+    "group_paths",
+    "migp_rows",
+    "preprocessed_subjects",
+]
 
 log = get_logger(__name__)
 
@@ -105,14 +114,16 @@ def group_migp(
     Centring each volume (spatial ICA's samples are voxels) before the PCA
     leaves the eigenmaps centred too.
     """
-
-    def prepare(label: str) -> NDArray[np.float32]:
-        x = normalise_subject(_load_subject(Path(deriv_dir), label, mask))
-        x -= x.mean(1, keepdims=True)
-        return x
-
+    prepare = functools.partial(migp_rows, deriv_dir, mask=mask)
     stream = _prefetch(prepare, progress(subjects, "MIGP", unit="subject"), ahead=_READ_AHEAD)
     return migp(stream, dim, device)
+
+
+def migp_rows(deriv_dir: str | Path, label: str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """One subject's ``(T, V)`` rows as MIGP takes them: voxels variance-normalised, volumes centred."""
+    x = normalise_subject(_load_subject(Path(deriv_dir), label, mask))
+    x -= x.mean(1, keepdims=True)
+    return x
 
 
 #: Subjects read and normalised in background threads while MIGP reduces the
