@@ -62,7 +62,8 @@ def main() -> None:
         order = [subjects[i] for i in np.random.default_rng(args.seed).permutation(len(subjects))]
         if not np.array_equal(common_mask(args.deriv, subjects), mask):
             raise SystemExit("the group mask differs from the subjects' common mask: rerun group-ica first")
-        pca = group_migp(args.deriv, order, mask, load_config().ica.migp_dim)
+        cfg = load_config().ica
+        pca = group_migp(args.deriv, order, mask, cfg.migp_dim, subject_dim=cfg.subject_dim)
         for k in args.pca_orders:
             share = _share(truth[worst.index], pca.whitened(k))
             print(f"K={k}: share in the K strongest eigenmaps:", ", ".join(

@@ -60,6 +60,7 @@ class PreprocessConfig:
 class IcaConfig:
     order: int | Literal["auto"]
     migp_dim: int
+    subject_dim: int | None
     max_iter: int
     tol: float
     nonlinearity: Literal["logcosh", "exp", "cube"]
@@ -169,6 +170,8 @@ class Config:
                 raise ConfigError(f"{key}: must be at least 1, got {count}")
         if isinstance(self.ica.order, int) and self.ica.order < 2:
             raise ConfigError(f"ica.order: must be at least 2 or 'auto', got {self.ica.order}")
+        if self.ica.subject_dim is not None and self.ica.subject_dim < 1:
+            raise ConfigError(f"ica.subject_dim: must be at least 1 or null, got {self.ica.subject_dim}")
         if self.serve.max_request_mb <= 0:
             raise ConfigError(f"serve.max_request_mb: must be positive, got {self.serve.max_request_mb}")
         if not 0.0 <= self.serve.abstain_below <= 1.0:

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsnflow.ica import bic_order, fastica, match_components, migp, normalise_subject, regress_maps
+from rsnflow.ica import (
+    bic_order,
+    fastica,
+    match_components,
+    migp,
+    normalise_subject,
+    regress_maps,
+    subject_pca,
+)
 
 
 def _sources(rng: np.random.Generator, k: int, v: int) -> np.ndarray:
@@ -83,6 +91,29 @@ def test_migp_streaming_matches_the_pca_of_the_whole_stack() -> None:
     np.testing.assert_allclose(streamed.eigenvalues[:8], whole.eigenvalues[:8], rtol=0.01)
     overlap = np.abs(streamed.whitened(8) @ whole.whitened(8).T) / 5000
     assert np.linalg.svd(overlap, compute_uv=False).min() > 0.99  # same 8-dimensional subspace
+
+
+def test_subject_pca_whitens_the_leading_subspace() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((7, 90)).T @ (rng.laplace(size=(7, 3000)) * np.geomspace(8, 1, 7)[:, None])
+    x = normalise_subject(x + rng.standard_normal((90, 3000)))
+    rows = subject_pca(x, dim=7)
+    # Orthogonal rows, each of unit variance over voxels: every direction weighs the same.
+    np.testing.assert_allclose(rows.astype(np.float64) @ rows.T / 3000, np.eye(7), atol=1e-4)
+    # ... spanning the 7 strongest eigenmaps of the subject.
+    vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)[2][:7]
+    overlap = np.linalg.svd(vt @ rows.T / np.sqrt(3000), compute_uv=False)
+    np.testing.assert_allclose(overlap, 1.0, atol=1e-4)
+
+
+def test_subject_pca_stops_at_the_rank() -> None:
+    # Demeaning each voxel over time leaves 20 volumes 19 directions; the null one is not whitened.
+    x = normalise_subject(np.random.default_rng(10).standard_normal((20, 500)))
+    rows = subject_pca(x, dim=100)
+    assert rows.shape == (19, 500)
+    assert np.isfinite(rows).all()
+    np.testing.assert_allclose((rows.astype(np.float64) ** 2).mean(1), 1.0, rtol=1e-4)
+    assert subject_pca(np.zeros((20, 500), np.float32), dim=10).shape == (0, 500)
 
 
 def test_regress_maps_equals_lstsq() -> None:

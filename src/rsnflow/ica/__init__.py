@@ -8,6 +8,7 @@ from rsnflow.ica.decomposition import (
     migp,
     normalise_subject,
     regress_maps,
+    subject_pca,
 )
 from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_outputs, dual_regression_cohort
 from rsnflow.ica.dual_regression import DualRegression, dual_regression, t_to_z
@@ -45,5 +46,6 @@ __all__ = [
     "preprocessed_subjects",
     "regress_maps",
     "spatial_correlation",
+    "subject_pca",
     "t_to_z",
 ]

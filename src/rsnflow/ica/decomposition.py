@@ -1,11 +1,13 @@
-"""Group PCA by MIGP, model-order estimation, and spatial FastICA in torch.
+"""Subject and group PCA (MIGP), model-order estimation, and spatial FastICA in torch.
 
 MIGP (Smith et al. 2014, "Group-PCA for very large fMRI datasets") keeps a
 running ``d x V`` matrix: each subject's (time x voxel) data is appended and
 the stack is cut back to its ``d`` strongest eigen-directions, so memory does
 not depend on the number of subjects. Spatial FastICA (Hyvarinen 1999,
 symmetric, logcosh) then unmixes the ``K`` strongest spatial eigenmaps, as
-MELODIC does for temporal-concatenation group ICA.
+MELODIC does for temporal-concatenation group ICA. Each subject may first be
+reduced to its own whitened eigenmaps (:func:`subject_pca`), the two-stage
+group PCA of GIFT and CanICA.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from numpy.typing import NDArray
 
 from rsnflow.log import get_logger
 
-__all__ = ["FastICAResult", "GroupPCA", "bic_order", "fastica", "migp", "normalise_subject", "regress_maps"]
+__all__ = [
+    "FastICAResult",
+    "GroupPCA",
+    "bic_order",
+    "fastica",
+    "migp",
+    "normalise_subject",
+    "regress_maps",
+    "subject_pca",
+]
 
 log = get_logger(__name__)
 
@@ -55,6 +66,37 @@ class GroupPCA:
         """The ``k`` strongest spatial eigenmaps ``(k, V)``, each of unit variance over voxels."""
         scale = np.sqrt(self.rows.shape[1] / np.maximum(self.eigenvalues[:k], 1e-30))
         return self.rows[:k].astype(np.float64) * scale[:, None]
+
+
+def subject_pca(data: NDArray[np.floating], dim: int) -> NDArray[np.float32]:
+    """One subject's ``dim`` strongest spatial eigenmaps, whitened: each of unit variance over voxels.
+
+    Two-stage group PCA (GIFT's subject-level PCA, CanICA's per-subject
+    reduction, MELODIC's ``--sep_whiten``): each subject's signal subspace
+    enters the group PCA with equal weight per direction, so a network that
+    every subject shares but that is weak against the thermal noise adds up
+    across subjects instead of sinking under the strong networks' variance.
+
+    Parameters
+    ----------
+    data
+        ``(T, V)`` rows, variance-normalised (:func:`normalise_subject`).
+    dim
+        Eigenmaps kept; capped at the rank of ``data`` (``T - 1`` after
+        demeaning each voxel), since a null direction cannot be whitened.
+
+    Returns
+    -------
+    ``(min(dim, rank), V)`` float32 rows, orthogonal, each of squared norm ``V``
+    (none for data without variance).
+    """
+    x = np.asarray(data, dtype=np.float32)
+    vals, vecs = np.linalg.eigh((x @ x.T).astype(np.float64))  # (T, T): V T^2 flops, no (T, V) SVD
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    rank = int((vals > vals[0] * 1e-6).sum()) if vals[0] > 0 else 0
+    k = min(dim, rank)
+    scale = np.sqrt(x.shape[1] / vals[:k])
+    return (vecs[:, :k] * scale).T.astype(np.float32) @ x
 
 
 def migp(subjects: Iterable[NDArray[np.floating]], dim: int, device: torch.device | str = "cpu") -> GroupPCA:

@@ -29,7 +29,15 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from rsnflow.config import IcaConfig
-from rsnflow.ica.decomposition import GroupPCA, bic_order, fastica, migp, normalise_subject, regress_maps
+from rsnflow.ica.decomposition import (
+    GroupPCA,
+    bic_order,
+    fastica,
+    migp,
+    normalise_subject,
+    regress_maps,
+    subject_pca,
+)
 from rsnflow.io import InvalidInputError, load_nifti, save_nifti, write_json, write_text
 from rsnflow.log import get_logger, progress
 from rsnflow.preprocess.participant import subject_outputs
@@ -108,13 +116,16 @@ def group_migp(
     mask: NDArray[np.bool_],
     dim: int,
     device: torch.device | str = "cpu",
+    subject_dim: int | None = None,
 ) -> GroupPCA:
     """MIGP over ``subjects`` in the order given, each variance-normalised, every volume centred over voxels.
 
     Centring each volume (spatial ICA's samples are voxels) before the PCA
-    leaves the eigenmaps centred too.
+    leaves the eigenmaps centred too. With ``subject_dim``, each subject
+    enters MIGP as its ``subject_dim`` whitened eigenmaps
+    (:func:`~rsnflow.ica.decomposition.subject_pca`) instead of its volumes.
     """
-    prepare = functools.partial(migp_rows, deriv_dir, mask=mask)
+    prepare = functools.partial(_subject_rows, deriv_dir, mask=mask, subject_dim=subject_dim)
     stream = _prefetch(prepare, progress(subjects, "MIGP", unit="subject"), ahead=_READ_AHEAD)
     return migp(stream, dim, device)
 
@@ -124,6 +135,23 @@ def migp_rows(deriv_dir: str | Path, label: str, mask: NDArray[np.bool_]) -> NDA
     x = normalise_subject(_load_subject(Path(deriv_dir), label, mask))
     x -= x.mean(1, keepdims=True)
     return x
+
+
+def _subject_rows(
+    deriv_dir: str | Path, label: str, mask: NDArray[np.bool_], subject_dim: int | None
+) -> NDArray[np.float32]:
+    """What one subject brings to MIGP: its volumes (:func:`migp_rows`), or their subject PCA."""
+    x = migp_rows(deriv_dir, label, mask)
+    if subject_dim is None:
+        return x
+    reduced = subject_pca(x, subject_dim)
+    if reduced.shape[0] < subject_dim:
+        log.warning(
+            "sub-%s: %d volumes hold %d eigenmaps, fewer than ica.subject_dim %d: all of them are whitened, "
+            "noise included",
+            label, x.shape[0], reduced.shape[0], subject_dim,
+        )  # fmt: skip
+    return reduced
 
 
 #: Subjects read and normalised in background threads while MIGP reduces the
@@ -172,16 +200,22 @@ def group_ica(
     log.info("group ICA: %d subjects, %d voxels in the common mask", len(subjects), n_vox)
 
     order_of_subjects = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
-    pca = group_migp(deriv, order_of_subjects, mask, config.migp_dim, dev)
-    eig = pca.eigenvalues / n_vox
+    pca = group_migp(deriv, order_of_subjects, mask, config.migp_dim, dev, config.subject_dim)
+    n_rows = len(pca.eigenvalues)
     if config.order == "auto":
-        order = bic_order(eig, n_vox / _SMOOTHNESS_FACTOR, max_order=len(eig) - 2)
+        order = bic_order(pca.eigenvalues / n_vox, n_vox / _SMOOTHNESS_FACTOR, max_order=n_rows - 2)
         log.info("estimated model order: %d", order)
     else:
         order = int(config.order)
-    if order > len(eig) - 2:
+    if config.subject_dim is not None and config.subject_dim < order:
+        log.warning(
+            "ica.subject_dim %d is below the model order %d: each subject enters with fewer dimensions than "
+            "the group keeps (two-stage PCA wants more at the subject level)",
+            config.subject_dim, order,
+        )  # fmt: skip
+    if order > n_rows - 2:
         raise InvalidInputError(
-            deriv, f"model order {order} needs more data: the group holds {len(eig)} time points after MIGP"
+            deriv, f"model order {order} needs more data: the group holds {n_rows} dimensions after MIGP"
         )
     whitened = pca.whitened(order)
 
@@ -234,7 +268,7 @@ def _write(
     write_text(table.to_csv(sep="\t", index=False, float_format="%.6g"), paths["table"])
     params: dict[str, Any] = {
         "order": res.order, "order_requested": cfg.order,
-        "migp_dim": cfg.migp_dim, "seed": seed,
+        "migp_dim": cfg.migp_dim, "subject_dim": cfg.subject_dim, "seed": seed,
         "nonlinearity": cfg.nonlinearity, "tol": cfg.tol, "max_iter": cfg.max_iter,
         "n_restarts": cfg.n_restarts,
     }  # fmt: skip
