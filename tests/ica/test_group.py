@@ -27,7 +27,7 @@ def test_group_ica_recovers_the_true_networks(tiny_group) -> None:
     rec = network_recovery(tiny_group["cohort"].bids_dir, ica.zmaps, ica.mask)
     best = rec["r"].to_numpy()
     print("best |r| per true network, quartiles:", np.percentile(best, [0, 25, 50, 75, 100]).round(3))
-    # Recorded on this cohort (8 x 150 volumes, order 100, MIGP dim 500, subject PCA 100): median 0.929,
+    # Recorded on this cohort (8 x 150 volumes, order 100, MIGP dim 500, subject PCA 100): median 0.930,
     # 55/56 networks at |r| >= 0.8. The miss is the smallest network (one node: ATTENTION-VENTRAL-IFG-RIGHT
     # at 0.45), whose signal lies mostly outside the 100 strongest group dimensions of 8 short runs
     # (docs/benchmarks.md). Without the subject PCA: 52/56, IFG-RIGHT 0.28.
