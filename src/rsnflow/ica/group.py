@@ -154,8 +154,9 @@ def _subject_rows(
     return reduced
 
 
-#: Subjects read and normalised in background threads while MIGP reduces the
-#: previous ones (gzip inflation releases the GIL); each holds ``T x V`` floats.
+#: Subjects read, normalised and reduced (subject PCA) in background threads while
+#: MIGP reduces the previous ones (gzip inflation and BLAS release the GIL); each
+#: holds ``T x V`` floats.
 _READ_AHEAD = 2
 
 
