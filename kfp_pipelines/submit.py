@@ -10,17 +10,37 @@ the tests; the requests are built and checked here.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["recurring_run_request", "schedule", "submit"]
+__all__ = ["EndpointError", "recurring_run_request", "schedule", "submit"]
+
+
+class EndpointError(ConnectionError):
+    """The KFP API endpoint cannot be reached or refused the request (one line, naming the host)."""
+
+
+@contextlib.contextmanager
+def _talking_to(host: str) -> Iterator[None]:
+    """Turn the transport's and the API's exceptions into one :class:`EndpointError` naming ``host``."""
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except (HTTPError, OSError, ApiException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise EndpointError(f"{host}: cannot reach the KFP API ({type(exc).__name__}: {reason})") from exc
 
 
 def _client(host: str, namespace: str | None) -> Any:
     import kfp
 
     # Credentials: the in-cluster service-account token or KF_PIPELINES_SA_TOKEN_PATH, read by kfp itself.
-    return kfp.Client(host=host, namespace=namespace)
+    with _talking_to(host):
+        return kfp.Client(host=host, namespace=namespace)
 
 
 def submit(
@@ -33,9 +53,14 @@ def submit(
 ) -> str:
     """Start one run of the compiled pipeline; returns the run id."""
     client = _client(host, namespace)
-    run = client.create_run_from_pipeline_package(
-        str(package), arguments=arguments, experiment_name=experiment, run_name=run_name, enable_caching=True
-    )
+    with _talking_to(host):
+        run = client.create_run_from_pipeline_package(
+            str(package),
+            arguments=arguments,
+            experiment_name=experiment,
+            run_name=run_name,
+            enable_caching=True,
+        )
     return str(run.run_id)
 
 
@@ -71,16 +96,17 @@ def schedule(
     namespace: str | None = None,
 ) -> str:
     """Create the recurring run; returns its id."""
-    client = _client(host, namespace)
     request = recurring_run_request(watch_uri, cron, arguments)
-    exp = client.create_experiment(experiment, namespace=namespace)
-    job = client.create_recurring_run(
-        experiment_id=exp.experiment_id,
-        job_name=f"rsnflow-watch-{parse_name(watch_uri)}",
-        pipeline_package_path=str(package),
-        enable_caching=True,
-        **request,
-    )
+    client = _client(host, namespace)
+    with _talking_to(host):
+        exp = client.create_experiment(experiment, namespace=namespace)
+        job = client.create_recurring_run(
+            experiment_id=exp.experiment_id,
+            job_name=f"rsnflow-watch-{parse_name(watch_uri)}",
+            pipeline_package_path=str(package),
+            enable_caching=True,
+            **request,
+        )
     return str(job.recurring_run_id)
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from rsnflow.atlas import load_taxonomy
 from rsnflow.config import ConfigError, config_to_dict, default_config_dict, load_config
 
 
@@ -21,7 +22,7 @@ def test_defaults_are_the_papers() -> None:
     )
     assert c.train.mlp_hidden == [200, 200, 200]
     assert c.train.mlp_dropout == 0.66
-    assert c.labeling.n_classes == 58
+    assert len(load_taxonomy().labels) == 58  # the classes: 56 networks, Noise, Unknown
 
 
 def test_every_default_round_trips() -> None:

@@ -61,6 +61,16 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+def _no_recompute(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-recompute",
+        dest="recompute",
+        action="store_false",
+        help="stop with an error, naming the file, when existing outputs were made from other inputs "
+        "or settings (default: redo them)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rsnflow`` (all subcommands of shared/DESIGN.md)."""
     common = _common_options()
@@ -101,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
     p.add_argument("--participant-label", nargs="+", default=None, metavar="LABEL")
     p.add_argument("--n-jobs", type=int, default=None)
-    p.add_argument("--force", action="store_true", help="redo subjects whose outputs exist")
+    p.add_argument("--force", action="store_true", help="redo subjects whose outputs are complete")
+    _no_recompute(p)
 
     p = add("group-ica", "group ICA by MIGP and FastICA")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
@@ -110,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dual-regression", "subject maps and time courses from the group maps")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
     p.add_argument("--n-jobs", type=int, default=None)
-    p.add_argument("--force", action="store_true", help="redo subjects whose outputs exist")
+    p.add_argument("--force", action="store_true", help="redo subjects whose outputs are complete")
+    _no_recompute(p)
 
     p = add("label", "label the group components as resting-state networks")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
@@ -119,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dataset", "build the classification dataset of subject maps")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
     p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an rsnflow dataset already in DATASET_DIR"
+    )
 
     p = add("train", "train one classifier")
     p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
@@ -143,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", default=None, help="MLflow tracking URI (default: config, then local SQLite)"
     )
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument(
+        "--verify",
+        choices=["fast", "full", "none"],
+        default="fast",
+        help="check the dataset against its manifest's SHA-256 first: fast (sizes, small files, 16 blocks "
+        "of the maps), full (every byte) or none (default fast)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from MODEL_DIR's checkpoint of the same run, if any"
+    )
 
     p = add("evaluate", "compare trained classifiers (Table 1)")
     p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
@@ -281,7 +306,13 @@ def _cmd_preprocess(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.preprocess import preprocess_cohort
 
     result = preprocess_cohort(
-        args.bids_dir, args.deriv_dir, config.preprocess, args.participant_label, config.device, args.force
+        args.bids_dir,
+        args.deriv_dir,
+        config.preprocess,
+        args.participant_label,
+        config.device,
+        args.force,
+        recompute=args.recompute,
     )
     print(f"preprocessed {len(result.succeeded)} subjects into {args.deriv_dir}")
     print(f"summary: {Path(args.deriv_dir) / 'preprocess_summary.tsv'}")
@@ -305,7 +336,11 @@ def _cmd_dual_regression(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.ica import dual_regression_cohort
 
     result = dual_regression_cohort(
-        args.deriv_dir, config.dual_regression.des_norm, config.preprocess.n_jobs, args.force
+        args.deriv_dir,
+        config.dual_regression.des_norm,
+        config.preprocess.n_jobs,
+        args.force,
+        recompute=args.recompute,
     )
     print(f"dual regression: {int((result.summary['status'] != 'failed').sum())} subjects done")
     if result.failed:
@@ -336,7 +371,9 @@ def _cmd_label(args: argparse.Namespace, config: Any) -> int:
 def _cmd_dataset(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.dataset import build_dataset
 
-    manifest = build_dataset(args.deriv_dir, args.dataset_dir, config.dataset, seed=config.seed)
+    manifest = build_dataset(
+        args.deriv_dir, args.dataset_dir, config.dataset, seed=config.seed, overwrite=args.overwrite
+    )
     samples = manifest["split"]["samples"]
     print(
         f"dataset: {manifest['n_samples']} maps of {manifest['n_subjects']} subjects in {args.dataset_dir} "
@@ -358,6 +395,8 @@ def _cmd_train(args: argparse.Namespace, config: Any) -> int:
         tracking=None if args.no_tracking else config.tracking,
         max_train_samples=args.max_train_samples,
         weights=args.weights,
+        verify=args.verify,
+        resume=args.resume,
     )
     print(
         f"{args.arch}: best validation accuracy {meta['val_accuracy']:.4f} at epoch {meta['best_epoch']} "
@@ -502,6 +541,7 @@ def _command_name(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsnflow`` console script; returns the exit status."""
     from rsnflow.config import ConfigError, load_config
+    from rsnflow.errors import PreprocessingError, TrainingError
     from rsnflow.io import InvalidInputError
     from rsnflow.log import get_logger, setup_logging
     from rsnflow.storage import StorageError
@@ -515,7 +555,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(getattr(args, "config", None), _overrides(args))
         return handler(args, config)
-    except (ConfigError, InvalidInputError, StorageError, FileNotFoundError, FileExistsError) as exc:
+    except (
+        ConfigError,
+        InvalidInputError,
+        StorageError,
+        TrainingError,
+        PreprocessingError,
+        FileNotFoundError,
+        FileExistsError,
+        ConnectionError,
+    ) as exc:
         log.error("%s", exc)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -32,12 +33,6 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class SpaceConfig:
-    grid: Literal["MNI152NLin2009aSym"]
-    resolution_mm: Literal[4]
-
-
-@dataclass(frozen=True)
 class SimulateConfig:
     profile: Literal["tiny", "demo", "beijing"]
     subjects: int | None
@@ -51,8 +46,10 @@ class PreprocessConfig:
     fwhm_mm: float
     highpass_cutoff_s: float
     highpass_method: Literal["fsl", "butterworth", "cosine"]
-    registration_dof: Literal[6, 12]
-    registration_cost: Literal["nmi", "corratio"]
+    registration_dof: Literal[6, 9, 12]
+    registration_max_cost: float
+    registration_max_scale: float
+    registration_max_shear: float
     n_jobs: int
 
 
@@ -74,8 +71,6 @@ class DualRegressionConfig:
 
 @dataclass(frozen=True)
 class LabelingConfig:
-    taxonomy_version: str
-    n_classes: int
     network_threshold: float
     noise_hfc: float
     noise_motion_r: float
@@ -136,7 +131,6 @@ class Config:
 
     seed: int
     device: Literal["auto", "cpu", "cuda"]
-    space: SpaceConfig
     simulate: SimulateConfig
     preprocess: PreprocessConfig
     ica: IcaConfig
@@ -149,35 +143,96 @@ class Config:
     serve: ServeConfig
 
     def __post_init__(self) -> None:
+        _check_finite(self, "")
         split = self.dataset.split
         if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
             raise ConfigError(f"dataset.split: expected three positive fractions summing to 1, got {split}")
-        for key, value in (
-            ("preprocess.fwhm_mm", self.preprocess.fwhm_mm),
-            ("preprocess.highpass_cutoff_s", self.preprocess.highpass_cutoff_s),
-            ("train.lr", self.train.lr),
-        ):
-            if value < 0:
-                raise ConfigError(f"{key}: must not be negative, got {value}")
-        for key, count in (
-            ("train.batch_size", self.train.batch_size),
-            ("train.epochs", self.train.epochs),
-            ("preprocess.n_jobs", self.preprocess.n_jobs),
+        p, ica, t = self.preprocess, self.ica, self.train
+        _at_least(0.0, ("preprocess.fwhm_mm", p.fwhm_mm))
+        _above(
+            0.0,
+            ("preprocess.highpass_cutoff_s", p.highpass_cutoff_s),
+            ("preprocess.registration_max_cost", p.registration_max_cost),
+            ("preprocess.registration_max_shear", p.registration_max_shear),
+            ("train.lr", t.lr),
+            ("ica.tol", ica.tol),
+            ("serve.max_request_mb", self.serve.max_request_mb),
+        )
+        _above(1.0, ("preprocess.registration_max_scale", p.registration_max_scale))
+        _at_least(
+            1,
+            ("train.batch_size", t.batch_size),
+            ("train.epochs", t.epochs),
+            ("preprocess.n_jobs", p.n_jobs),
+            ("ica.max_iter", ica.max_iter),
+            ("ica.n_restarts", ica.n_restarts),
             ("serve.max_batch", self.serve.max_batch),
             ("serve.port", self.serve.port),
-        ):
-            if count < 1:
-                raise ConfigError(f"{key}: must be at least 1, got {count}")
-        if isinstance(self.ica.order, int) and self.ica.order < 2:
-            raise ConfigError(f"ica.order: must be at least 2 or 'auto', got {self.ica.order}")
-        if self.ica.subject_dim is not None and self.ica.subject_dim < 1:
-            raise ConfigError(f"ica.subject_dim: must be at least 1 or null, got {self.ica.subject_dim}")
-        if self.serve.max_request_mb <= 0:
-            raise ConfigError(f"serve.max_request_mb: must be positive, got {self.serve.max_request_mb}")
-        if not 0.0 <= self.serve.abstain_below <= 1.0:
-            raise ConfigError(f"serve.abstain_below: must be in [0, 1], got {self.serve.abstain_below}")
-        if not 0.0 <= self.train.mlp_dropout < 1.0:
-            raise ConfigError(f"train.mlp_dropout: must be in [0, 1), got {self.train.mlp_dropout}")
+            ("dataset.projection_size", self.dataset.projection_size),
+        )
+        _at_least(
+            0,
+            ("train.early_stopping_patience", t.early_stopping_patience),
+            ("train.num_workers", t.num_workers),
+        )
+        if isinstance(ica.order, int) and ica.order < 2:
+            raise ConfigError(f"ica.order: must be at least 2 or 'auto', got {ica.order}")
+        if isinstance(ica.order, int) and ica.migp_dim < ica.order + 2:
+            raise ConfigError(
+                f"ica.migp_dim: must exceed ica.order + 1 ({ica.order + 1}), got {ica.migp_dim}"
+            )
+        if ica.subject_dim is not None and ica.subject_dim < 1:
+            raise ConfigError(f"ica.subject_dim: must be at least 1 or null, got {ica.subject_dim}")
+        lab = self.labeling
+        _within(
+            0.0,
+            1.0,
+            ("serve.abstain_below", self.serve.abstain_below),
+            ("evaluate.abstain_threshold", self.evaluate.abstain_threshold),
+            ("labeling.network_threshold", lab.network_threshold),
+            ("labeling.noise_hfc", lab.noise_hfc),
+            ("labeling.noise_motion_r", lab.noise_motion_r),
+            ("labeling.noise_csf_fraction", lab.noise_csf_fraction),
+            ("labeling.noise_edge_fraction", lab.noise_edge_fraction),
+            ("labeling.noise_wm_fraction", lab.noise_wm_fraction),
+            ("labeling.noise_spread", lab.noise_spread),
+        )
+        if not 0.0 <= t.mlp_dropout < 1.0:
+            raise ConfigError(f"train.mlp_dropout: must be in [0, 1), got {t.mlp_dropout}")
+        if not 0.0 <= t.momentum < 1.0:
+            raise ConfigError(f"train.momentum: must be in [0, 1), got {t.momentum}")
+        if any(h < 1 for h in t.mlp_hidden) or not t.mlp_hidden:
+            raise ConfigError(f"train.mlp_hidden: expected one or more layer widths >= 1, got {t.mlp_hidden}")
+
+
+def _check_finite(node: Any, prefix: str) -> None:
+    """Refuse NaN and infinities anywhere (YAML reads ``.inf`` and ``.nan`` as floats), naming the key."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{key}.")
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{key}: must be a finite number, got {value}")
+
+
+def _above(low: float, *pairs: tuple[str, float]) -> None:
+    for key, value in pairs:
+        if not value > low:
+            raise ConfigError(f"{key}: must be greater than {low:g}, got {value}")
+
+
+def _at_least(low: float, *pairs: tuple[str, float]) -> None:
+    for key, value in pairs:
+        if value < low:
+            raise ConfigError(f"{key}: must be at least {low:g}, got {value}")
+
+
+def _within(low: float, high: float, *pairs: tuple[str, float]) -> None:
+    for key, value in pairs:
+        if not low <= value <= high:
+            raise ConfigError(f"{key}: must be in [{low:g}, {high:g}], got {value}")
 
 
 def _type_name(tp: Any) -> str:

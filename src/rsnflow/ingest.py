@@ -7,6 +7,7 @@ validated one at a time, so memory does not grow with the cohort.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 from rsnflow.io import InvalidInputError, load_bold, write_text
 from rsnflow.log import get_logger, progress
 
-__all__ = ["CohortRuns", "SubjectRun", "find_runs", "ingest_cohort"]
+__all__ = ["CohortRuns", "SubjectRun", "check_dataset_description", "find_runs", "ingest_cohort"]
 
 log = get_logger(__name__)
 
@@ -74,6 +75,19 @@ class CohortRuns:
         return pd.DataFrame(rows).sort_values("participant_id", ignore_index=True)
 
 
+def check_dataset_description(root: Path) -> None:
+    """Raise unless ``root/dataset_description.json`` exists and is a JSON object."""
+    path = root / "dataset_description.json"
+    if not path.exists():
+        raise InvalidInputError(root, "not a BIDS dataset (no dataset_description.json)")
+    try:
+        desc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(desc, dict):
+        raise InvalidInputError(path, f"expected a JSON object, got {type(desc).__name__}")
+
+
 def find_runs(bids_dir: str | Path, participant_label: list[str] | None = None) -> dict[str, Path]:
     """Map participant label -> path of its ``task-rest`` BOLD run.
 
@@ -83,12 +97,16 @@ def find_runs(bids_dir: str | Path, participant_label: list[str] | None = None) 
         When ``bids_dir`` is not a BIDS dataset or holds no resting-state run.
     """
     root = Path(bids_dir)
-    if not (root / "dataset_description.json").exists():
-        raise InvalidInputError(root, "not a BIDS dataset (no dataset_description.json)")
+    check_dataset_description(root)
+    wanted = {p.removeprefix("sub-") for p in participant_label or []}
+    present = {d.name.removeprefix("sub-") for d in root.glob("sub-*") if d.is_dir()}
+    if wanted - present:
+        missing = ", ".join(f"sub-{p}" for p in sorted(wanted - present))
+        raise InvalidInputError(root, f"--participant-label: no such subject in the dataset: {missing}")
     runs: dict[str, Path] = {}
     for sub_dir in sorted(root.glob("sub-*")):
         label = sub_dir.name.removeprefix("sub-")
-        if participant_label and label not in {p.removeprefix("sub-") for p in participant_label}:
+        if wanted and label not in wanted:
             continue
         found = sorted((sub_dir / "func").glob(f"sub-{label}_*task-rest*_bold.nii*"))
         if found:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import numpy as np
 from isal import isal_zlib
 
 from rsnflow import __version__
+from rsnflow.log import get_logger
 
 __all__ = [
     "BoldRun",
@@ -37,12 +40,16 @@ __all__ = [
     "nifti_class",
     "nifti_from_bytes",
     "read_tr",
+    "remove_leftovers",
     "save_nifti",
     "sha256_file",
+    "temp_marker",
     "write_dataset_description",
     "write_json",
     "write_text",
 ]
+
+log = get_logger(__name__)
 
 #: Repetition times outside this range (seconds) are refused as implausible.
 TR_RANGE_S = (0.1, 20.0)
@@ -71,7 +78,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{suffix}", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.stem}.{temp_marker()}", suffix=f".tmp{suffix}", dir=final.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -84,6 +93,57 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: Names of rsnflow's temporary files and folders carry this, then the writing process's id.
+_TEMP_TAG = "rsnflow-tmp-"
+_TEMP_NAME = re.compile(rf"^\..*\.{_TEMP_TAG}(\d+)-")
+
+
+def temp_marker() -> str:
+    """The part of a temporary name that marks it as rsnflow's and names the writing process."""
+    return f"{_TEMP_TAG}{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_leftovers(root: str | os.PathLike[str], recursive: bool = True) -> int:
+    """Remove the temporary files and folders that a killed rsnflow process left under ``root``.
+
+    Only names that rsnflow's writers make (:func:`temp_marker`) whose writing
+    process is gone are removed; a live writer's are kept, and nothing else is
+    touched. ``recursive=False`` looks at ``root``'s own entries only. Returns
+    how many were removed.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        return 0
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in [*filenames, *dirnames]:
+            m = _TEMP_NAME.match(name)
+            if m is None or _alive(int(m.group(1))):
+                continue
+            path = Path(dirpath) / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                dirnames.remove(name)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+        if not recursive:
+            break
+    if removed:
+        log.info("removed %d leftovers of an interrupted run under %s", removed, base)
+    return removed
 
 
 def save_nifti(img: nib.spatialimages.SpatialImage, path: str | os.PathLike[str]) -> Path:
@@ -163,7 +223,7 @@ def load_nifti(
         raise InvalidInputError(p, f"not a NIfTI image ({exc})") from exc
     except (EOFError, OSError, ValueError) as exc:
         raise InvalidInputError(p, f"cannot read NIfTI header: file is corrupt or truncated ({exc})") from exc
-    return check_image(img, p, ndim, min_volumes)
+    return check_image(img, p, ndim, min_volumes, available=p.stat().st_size)
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -201,7 +261,9 @@ def nifti_from_bytes(
         except isal_zlib.error as exc:
             raise InvalidInputError(where, f"corrupt gzip stream ({exc})") from exc
         if inflate.unconsumed_tail:
-            raise InvalidInputError(where, f"NIfTI image is larger than {max_bytes} bytes uncompressed")
+            raise InvalidInputError(
+                where, f"NIfTI image inflates to more than {max_bytes:,} bytes (the limit)"
+            )
         if not inflate.eof:
             raise InvalidInputError(where, "gzip stream is truncated")
     image_class = nifti_class(raw)
@@ -211,7 +273,7 @@ def nifti_from_bytes(
         img = image_class.from_bytes(raw)
     except Exception as exc:  # nibabel raises a range of types on a bad header
         raise InvalidInputError(where, f"cannot read NIfTI image: corrupt or truncated ({exc})") from exc
-    return check_image(img, where, ndim, min_volumes)
+    return check_image(img, where, ndim, min_volumes, available=len(raw), max_bytes=max_bytes)
 
 
 def check_image(
@@ -219,8 +281,16 @@ def check_image(
     where: str | os.PathLike[str],
     ndim: int | None = None,
     min_volumes: int = 1,
+    available: int | None = None,
+    max_bytes: int | None = None,
 ) -> nib.Nifti1Image:
-    """Validate a NIfTI image and return it with its data read; errors name ``where``."""
+    """Validate a NIfTI image and return it with its data read; errors name ``where``.
+
+    ``available`` is the size in bytes of the (uncompressed) file holding the
+    image: the size its header claims is checked against it, and against
+    ``max_bytes``, before anything of that size is allocated (a 100-byte file
+    can claim 9 GB).
+    """
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InvalidInputError(where, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
     shape = img.shape
@@ -237,6 +307,12 @@ def check_image(
             raise InvalidInputError(where, "image has zero volumes")
         if shape[3] < min_volumes:
             raise InvalidInputError(where, f"image has {shape[3]} volumes, at least {min_volumes} needed")
+    dtype = img.header.get_data_dtype()
+    if dtype.kind == "c":
+        raise InvalidInputError(
+            where, f"complex-valued data ({dtype}); rsnflow needs real (magnitude) images"
+        )
+    _check_claimed_size(img, where, available, max_bytes)
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, ValueError) as exc:
@@ -262,6 +338,28 @@ def check_image(
         return nib.Nifti1Image(np.asarray(data)[..., 0], affine, img.header)
     # Keep the data that was just read so later access does not re-read the file.
     return nib.Nifti1Image(np.asarray(data), affine, img.header)
+
+
+def _check_claimed_size(
+    img: nib.Nifti1Image, where: str | os.PathLike[str], available: int | None, max_bytes: int | None
+) -> None:
+    """Refuse a header whose data size exceeds ``max_bytes`` or what the file holds, before reading."""
+    claimed = (
+        int(np.prod([int(s) for s in img.shape], dtype=np.float64)) * img.header.get_data_dtype().itemsize
+    )
+    if max_bytes is not None and claimed > max_bytes:
+        raise InvalidInputError(
+            where, f"header claims {claimed:,} bytes of data ({img.shape}), above the limit of {max_bytes:,}"
+        )
+    if available is not None:
+        # Where the data start: the array proxy knows (the header's vox_offset may read 0).
+        offset = int(getattr(img.dataobj, "offset", 0) or img.header.get_data_offset())
+        if claimed > available - offset:
+            raise InvalidInputError(
+                where,
+                f"file is truncated or its header is wrong: the header claims {claimed:,} bytes of data "
+                f"{img.shape}, the file holds {max(available - offset, 0):,}",
+            )
 
 
 def find_sidecar(bold_path: str | os.PathLike[str]) -> Path | None:
@@ -422,8 +520,6 @@ def link_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
     modifies a written file in place (writes are renames), so sharing inodes is safe.
     Existing files in ``dst`` are kept.
     """
-    import shutil
-
     s, d = Path(src), Path(dst)
     for path in s.rglob("*"):
         target = d / path.relative_to(s)

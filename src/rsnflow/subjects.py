@@ -10,14 +10,15 @@ from __future__ import annotations
 import multiprocessing
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from rsnflow.io import InvalidInputError
 from rsnflow.log import get_logger, progress
 
-__all__ = ["guarded", "map_subjects", "skipped"]
+__all__ = ["KILLED", "failed_row", "guarded", "map_subjects", "skipped"]
 
 log = get_logger(__name__)
 
@@ -28,6 +29,11 @@ R = TypeVar("R")
 def skipped(row: dict[str, Any]) -> dict[str, Any]:
     """The summary row of a subject whose outputs are already complete."""
     return {**row, "status": "skipped (complete)", "reason": "", "seconds": 0.0}
+
+
+def failed_row(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The summary row of a subject that failed for ``reason``."""
+    return {**row, "status": "failed", "reason": reason, "seconds": 0.0}
 
 
 def guarded(
@@ -55,12 +61,57 @@ def guarded(
     return {**row, "status": "ok", "reason": "", "seconds": round(time.perf_counter() - t0, 2), **extra}
 
 
-def map_subjects(fn: Callable[[J], R], jobs: Sequence[J], n_jobs: int, desc: str) -> list[R]:
-    """``fn`` over ``jobs`` in order, in ``n_jobs`` worker processes when more than one."""
-    if max(1, min(n_jobs, len(jobs))) > 1:
-        # spawn, not fork: a process that already ran torch (OpenMP pools) can
-        # deadlock in forked children.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), mp_context=ctx) as pool:
-            return list(progress(pool.map(fn, jobs), desc, total=len(jobs), unit="subject"))
-    return [fn(j) for j in progress(jobs, desc, unit="subject")]
+#: The reason given for a subject whose worker process died without a word.
+KILLED = "worker process was killed (out of memory? the OOM killer sends SIGKILL)"
+
+
+def map_subjects(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    n_jobs: int,
+    desc: str,
+    on_killed: Callable[[J, str], R] | None = None,
+) -> list[R]:
+    """``fn`` over ``jobs`` in order, in ``n_jobs`` worker processes when more than one.
+
+    A worker that dies (SIGKILL from the out-of-memory killer, a segfault)
+    breaks the whole process pool. The jobs it took down are then run again
+    one at a time, each in a pool of its own, so the one that kills its worker
+    again is known: it becomes ``on_killed(job, reason)`` and the others finish.
+    Without ``on_killed`` the :class:`~concurrent.futures.process.BrokenProcessPool` is raised.
+    """
+    if max(1, min(n_jobs, len(jobs))) <= 1:
+        return [fn(j) for j in progress(jobs, desc, unit="subject")]
+    results: dict[int, R] = {}
+    broken = _pool_map(fn, jobs, range(len(jobs)), min(n_jobs, len(jobs)), results, desc)
+    if broken:
+        log.warning("%s: a worker process died; running %d subjects again one at a time", desc, len(broken))
+    for i in broken:
+        if _pool_map(fn, jobs, [i], 1, results, desc):
+            if on_killed is None:
+                raise BrokenProcessPool(f"{desc}: {KILLED}")
+            log.error("%s: %s", desc, KILLED)
+            results[i] = on_killed(jobs[i], KILLED)
+    return [results[i] for i in range(len(jobs))]
+
+
+def _pool_map(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    picks: Iterable[int],
+    workers: int,
+    results: dict[int, R],
+    desc: str,
+) -> list[int]:
+    """``jobs[i]`` for ``i`` in ``picks`` in a fresh pool into ``results``; returns those lost to a death."""
+    # spawn, not fork: a process that already ran torch (OpenMP pools) can deadlock in forked children.
+    ctx = multiprocessing.get_context("spawn")
+    lost = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(fn, jobs[i]): i for i in picks}
+        for fut in progress(as_completed(futures), desc, total=len(futures), unit="subject"):
+            try:
+                results[futures[fut]] = fut.result()
+            except BrokenProcessPool:
+                lost.append(futures[fut])
+    return sorted(lost)

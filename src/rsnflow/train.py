@@ -23,16 +23,21 @@ from torch import nn
 from torch.utils.data import Subset
 
 from rsnflow.config import TrackingConfig, TrainConfig
-from rsnflow.dataset import MapDataset, load_manifest, make_loader
-from rsnflow.io import write_text
+from rsnflow.dataset import MapDataset, load_manifest, make_loader, verify_dataset
+from rsnflow.dataset.verify import Verify
+from rsnflow.errors import TrainingError
+from rsnflow.io import atomic_path, write_text
 from rsnflow.log import get_logger, progress
 from rsnflow.models import VIEWS, RSNClassifier, build_network, load_pretrained, save_classifier
 from rsnflow.provenance import provenance
 from rsnflow.resample import pick_device
 
-__all__ = ["train_classifier"]
+__all__ = ["CHECKPOINT", "TrainingError", "train_classifier"]
 
 log = get_logger(__name__)
+
+#: Written into the model directory after every epoch; ``resume`` continues from it.
+CHECKPOINT = "checkpoint.pt"
 
 
 def _seed_everything(seed: int) -> None:
@@ -65,6 +70,11 @@ def _epoch(
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 logits = net(x)
                 loss = loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"{desc}: the loss is {float(loss)} after {seen} maps (non-finite maps in the dataset, "
+                    "or train.lr too large); stopped, no weights saved"
+                )
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
@@ -80,6 +90,33 @@ def _epoch(
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
+def _get_rng(loader: Any) -> dict[str, Any]:
+    """Every random state training draws from: dropout, shuffling, numpy and Python."""
+    import random
+
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "loader": loader.generator.get_state() if loader.generator is not None else None,
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _set_rng(rng: dict[str, Any], loader: Any) -> None:
+    import random
+
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng.get("loader") is not None and loader.generator is not None:
+        loader.generator.set_state(rng["loader"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 def train_classifier(
     dataset_dir: str | Path,
     model_dir: str | Path,
@@ -91,6 +128,8 @@ def train_classifier(
     tracking_uri: str | None = None,
     max_train_samples: int | None = None,
     weights: str | Path | None = None,
+    verify: Verify = "fast",
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train ``arch`` on the dataset's training split; keep the best validation epoch.
 
@@ -113,6 +152,12 @@ def train_classifier(
         CNN budget); the model's metadata and the MLflow run record it.
     weights
         Optional local file of pretrained weights (:func:`rsnflow.models.load_pretrained`).
+    verify
+        Check the dataset against its manifest first (:func:`rsnflow.dataset.verify_dataset`).
+    resume
+        Continue from the model directory's checkpoint (written after every
+        epoch) when one of the same run exists: a killed training resumes at
+        the next epoch and ends with the weights of an uninterrupted run.
 
     Returns
     -------
@@ -121,6 +166,7 @@ def train_classifier(
     """
     t_start = time.perf_counter()
     manifest = load_manifest(dataset_dir)
+    verify_dataset(dataset_dir, manifest, verify)
     classes = list(manifest["classes"])
     mask = np.load(Path(dataset_dir) / "mask.npy")
     _seed_everything(seed)
@@ -184,10 +230,32 @@ def train_classifier(
             tracking_uri or resolve_uri(tracking, out.parent), tracking.experiment, tracking.registered_model
         )
 
+    checkpoint = out / CHECKPOINT
+    # What a checkpoint must share with this run to be resumed (anything else is started afresh).
+    run_key = {**params, "config": asdict(config), "max_train_samples": max_train_samples}
+
     def fit() -> tuple[list[dict[str, float]], dict[str, Any], int]:
-        history: list[dict[str, float]] = []
-        best_state, best_key, best_epoch, stale = None, (-1.0, 0.0), 0, 0
-        for epoch in range(1, config.epochs + 1):
+        state: dict[str, Any] = {"history": [], "best_state": None, "best_key": (-1.0, 0.0), "best_epoch": 0}
+        state["stale"] = 0
+        start = 1
+        if resume and checkpoint.exists():
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            if saved.get("run_key") == run_key:
+                net.load_state_dict(saved["net"])
+                optimizer.load_state_dict(saved["optimizer"])
+                if scaler is not None and saved.get("scaler"):
+                    scaler.load_state_dict(saved["scaler"])
+                _set_rng(saved["rng"], train_loader)
+                state = saved["state"]
+                start = saved["epoch"] + 1
+                log.info("%s: resuming from %s after epoch %d", arch, checkpoint, saved["epoch"])
+            else:
+                log.warning(
+                    "%s: %s belongs to another run (data or settings differ): starting afresh",
+                    arch,
+                    checkpoint,
+                )
+        for epoch in range(start, config.epochs + 1):
             t0 = time.perf_counter()
             tr_loss, tr_acc = _epoch(
                 net, train_loader, loss_fn, dev, optimizer, amp, scaler, f"{arch} epoch {epoch}"
@@ -201,35 +269,48 @@ def train_classifier(
                 "val_accuracy": va_acc,
                 "epoch_seconds": time.perf_counter() - t0,
             }
-            history.append(row)
+            state["history"].append(row)
             log.info(
                 "%s epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f s)",
-                arch,
-                epoch,
-                config.epochs,
-                tr_loss,
-                tr_acc,
-                va_loss,
-                va_acc,
-                row["epoch_seconds"],
-            )
+                arch, epoch, config.epochs, tr_loss, tr_acc, va_loss, va_acc, row["epoch_seconds"],
+            )  # fmt: skip
             if tracker is not None:
                 tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             key = (va_acc, -va_loss)
-            if key > best_key:
-                best_state, best_key, best_epoch, stale = copy.deepcopy(net.state_dict()), key, epoch, 0
+            stop = False
+            if key > state["best_key"]:
+                state.update(
+                    best_state=copy.deepcopy(net.state_dict()), best_key=key, best_epoch=epoch, stale=0
+                )
             else:
-                stale += 1
-                if config.early_stopping_patience and stale >= config.early_stopping_patience:
-                    log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
-                    break
-        assert best_state is not None
-        return history, best_state, best_epoch
+                state["stale"] += 1
+                if config.early_stopping_patience and state["stale"] >= config.early_stopping_patience:
+                    log.info("early stopping after epoch %d (best %d)", epoch, state["best_epoch"])
+                    stop = True
+            saved = {
+                "run_key": run_key, "epoch": epoch, "net": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": _get_rng(train_loader), "state": state,
+            }  # fmt: skip
+            with atomic_path(checkpoint) as tmp:
+                torch.save(saved, tmp)
+            if stop:
+                break
+        assert state["best_state"] is not None
+        return state["history"], state["best_state"], state["best_epoch"]
 
     def finish(
         history: list[dict[str, float]], best_state: dict[str, Any], best_epoch: int, run_id: str | None
     ) -> dict[str, Any]:
         net.load_state_dict(best_state)
+        bad = [
+            name
+            for name, t in net.state_dict().items()
+            if t.is_floating_point() and not torch.isfinite(t).all()
+        ]
+        if bad:
+            raise TrainingError(f"{arch}: non-finite weights in {', '.join(bad[:3])}; not saved")
         model = RSNClassifier(arch, classes, mask, int(manifest["projection_size"]), net.float().cpu())
         train_seconds = time.perf_counter() - t_start
         best = history[best_epoch - 1]
@@ -269,6 +350,7 @@ def train_classifier(
             )
             meta["mlflow"]["version"] = tracker.log_model(model, example)
         save_classifier(model, out, meta)
+        checkpoint.unlink(missing_ok=True)  # the run is complete: nothing left to resume
         if tracker is not None:
             tracker.log_artifacts([out / "model.json"])
         return meta

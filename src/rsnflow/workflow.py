@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from rsnflow.config import Config, config_to_dict
+from rsnflow.config import Config, config_to_dict, load_config
 from rsnflow.io import write_json
 from rsnflow.log import get_logger
 from rsnflow.provenance import provenance
@@ -71,6 +71,33 @@ def _overrides(config: Config) -> dict[str, Any]:
     return diff(config_to_dict(config), default_config_dict())
 
 
+def fit_order_to_profile(config: Config) -> Config:
+    """The configuration with an ``ica.order`` that the simulated profile's runs can hold.
+
+    The tiny profile's runs (60 volumes) cannot hold the default order 100 in
+    dual regression: left at the default, the order becomes a third of the
+    volumes, and the log says so; set by the user, an order that does not fit
+    is refused naming ``ica.order``.
+    """
+    from rsnflow.config import default_config_dict
+    from rsnflow.ica.dr_cohort import check_order_fits
+    from rsnflow.simulate.profiles import get_profile
+
+    volumes = config.simulate.volumes or get_profile(config.simulate.profile).n_volumes
+    order = config.ica.order
+    if isinstance(order, int) and volumes <= order + 1 and order == default_config_dict()["ica"]["order"]:
+        fitted = volumes // 3
+        log.info(
+            "the %s profile's %d-volume runs are too short for ica.order %d: using %d (set ica.order)",
+            config.simulate.profile, volumes, order, fitted,
+        )  # fmt: skip
+        return load_config(
+            overrides={**_overrides(config), "ica": {**_overrides(config).get("ica", {}), "order": fitted}}
+        )
+    check_order_fits(order, volumes, f"the {config.simulate.profile} profile's runs")
+    return config
+
+
 def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | None = None) -> int:
     """Run the KFP pipeline locally on a simulated cohort under ``work_dir``.
 
@@ -101,6 +128,7 @@ def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | 
     tracking_uri = config.tracking.uri or f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
     (work / "mlflow").mkdir(exist_ok=True)
     profile = config.simulate.profile
+    config = fit_order_to_profile(config)
     args: dict[str, Any] = {
         "cohort_uri": f"sim://{profile}",
         "seed": config.seed,

@@ -3,6 +3,7 @@
 from rsnflow.dataset.build import NORMALISATION, build_dataset, class_weights, normalise_maps
 from rsnflow.dataset.reader import MapDataset, load_manifest, make_loader
 from rsnflow.dataset.split import SPLITS, subject_split
+from rsnflow.dataset.verify import verify_dataset
 from rsnflow.dataset.views import rgb_projections
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "normalise_maps",
     "rgb_projections",
     "subject_split",
+    "verify_dataset",
 ]

@@ -14,6 +14,7 @@ into place at the end, so a reader never sees half a dataset.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -27,15 +28,31 @@ from numpy.typing import NDArray
 from rsnflow.atlas import load_taxonomy
 from rsnflow.config import DatasetConfig
 from rsnflow.dataset.split import SPLITS, subject_split
-from rsnflow.ica.dr_cohort import dr_outputs
+from rsnflow.dataset.verify import block_digests
+from rsnflow.ica.dr_cohort import dr_outputs, dr_status
 from rsnflow.ica.group import group_paths, preprocessed_subjects
-from rsnflow.io import InvalidInputError, load_nifti, sha256_file, write_json, write_text
-from rsnflow.labeling.stage import labels_path
+from rsnflow.io import (
+    InvalidInputError,
+    load_nifti,
+    remove_leftovers,
+    sha256_file,
+    temp_marker,
+    write_json,
+    write_text,
+)
+from rsnflow.labeling.stage import check_labels_current, labels_path
 from rsnflow.log import get_logger, progress
 from rsnflow.provenance import provenance
 from rsnflow.space import MNI4_SHAPE
 
-__all__ = ["NORMALISATION", "build_dataset", "class_weights", "normalise_maps"]
+__all__ = [
+    "DATASET_FORMAT",
+    "NORMALISATION",
+    "build_dataset",
+    "check_output_dir",
+    "class_weights",
+    "normalise_maps",
+]
 
 log = get_logger(__name__)
 
@@ -62,8 +79,87 @@ def class_weights(class_index: NDArray[np.integer], n_classes: int) -> NDArray[n
     return weights
 
 
+#: The ``format`` field of every manifest this module writes; only such a folder is ever replaced.
+DATASET_FORMAT = "rsnflow-dataset/1"
+
+
+def check_output_dir(deriv_dir: str | Path, dataset_dir: str | Path, overwrite: bool) -> None:
+    """Refuse a ``DATASET_DIR`` that building there could destroy (nothing is touched here).
+
+    Raises
+    ------
+    InvalidInputError
+        ``dataset_dir`` is a symbolic link; is, holds or lies inside ``deriv_dir``;
+        exists and is not an rsnflow dataset (a file, or a folder of other files);
+        or is an rsnflow dataset and ``overwrite`` is false.
+    """
+    deriv, out = Path(deriv_dir).resolve(), Path(dataset_dir)
+    if out.is_symlink():
+        raise InvalidInputError(out, "is a symbolic link; give the real folder to write the dataset into")
+    target = out.resolve()
+    if target == deriv or deriv in target.parents or target in deriv.parents:
+        raise InvalidInputError(out, f"overlaps the input derivatives {deriv}; choose a separate folder")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InvalidInputError(out, "exists and is not a folder; refusing to replace it")
+    if not any(out.iterdir()):
+        return
+    if not _is_dataset(out):
+        raise InvalidInputError(
+            out, "exists and is not an rsnflow dataset (no manifest.json of one); refusing to replace it"
+        )
+    if not overwrite:
+        raise InvalidInputError(out, "an rsnflow dataset already exists here; pass --overwrite to replace it")
+
+
+def _is_dataset(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == DATASET_FORMAT
+
+
+def _swap_into_place(new: Path, out: Path) -> None:
+    """Rename ``new`` to ``out``; a (checked) dataset already there is moved aside first, then removed."""
+    if not out.exists():
+        new.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.{temp_marker()}old-", dir=out.parent))
+    out.rename(old / out.name)
+    new.rename(out)
+    shutil.rmtree(old)
+
+
+def current_subjects(deriv: Path) -> list[str]:
+    """Subjects whose dual-regression maps are complete and come from the current group maps.
+
+    Raises
+    ------
+    InvalidInputError
+        A subject's maps were made from other group maps (group ICA rerun,
+        dual regression not): pairing them with the new labels would be wrong.
+    """
+    found = []
+    for s in preprocessed_subjects(deriv):
+        state = dr_status(deriv, s)
+        if state.state == "stale":
+            raise InvalidInputError(
+                dr_outputs(deriv, s)["maps"],
+                f"stale ({state.reason}); rerun `rsnflow dual-regression`",
+            )
+        if state.complete:
+            found.append(s)
+    return found
+
+
 def build_dataset(
-    deriv_dir: str | Path, dataset_dir: str | Path, config: DatasetConfig, seed: int = 0
+    deriv_dir: str | Path,
+    dataset_dir: str | Path,
+    config: DatasetConfig,
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Build the classification dataset from dual-regression maps and component labels.
 
@@ -72,11 +168,14 @@ def build_dataset(
     deriv_dir
         Derivatives with dual regression and ``rsnflow label`` done.
     dataset_dir
-        Output directory (replaced as a whole if it exists).
+        Output directory: new, empty, or an rsnflow dataset replaced as a
+        whole when ``overwrite`` (:func:`check_output_dir`).
     config
         Split fractions, storage dtype, projection size.
     seed
         Seed of the subject split.
+    overwrite
+        Replace an rsnflow dataset already at ``dataset_dir``.
 
     Returns
     -------
@@ -89,12 +188,12 @@ def build_dataset(
         No labels, no subject maps, or maps whose component count disagrees with the labels.
     """
     deriv, out = Path(deriv_dir), Path(dataset_dir)
+    check_output_dir(deriv, out, overwrite)
     lpath = labels_path(deriv)
-    if not lpath.exists():
-        raise InvalidInputError(lpath, "missing (run `rsnflow label` first)")
+    check_labels_current(deriv)
     labels = pd.read_csv(lpath, sep="\t", keep_default_na=False)
     taxonomy = load_taxonomy()
-    subjects = [s for s in preprocessed_subjects(deriv) if dr_outputs(deriv, s)["maps"].exists()]
+    subjects = current_subjects(deriv)
     if len(subjects) < 3:
         raise InvalidInputError(deriv, f"{len(subjects)} subjects with dual-regression maps; a split needs 3")
     mask = load_nifti(group_paths(deriv)["mask"], ndim=3).get_fdata() > 0
@@ -103,7 +202,8 @@ def build_dataset(
     class_idx = np.array([taxonomy.index(lab) for lab in labels["label"]])
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_leftovers(out.parent, recursive=False)  # a killed build's temporary folder
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{temp_marker()}", dir=out.parent))
     try:
         arr = np.lib.format.open_memmap(
             tmp / "maps.npy", mode="w+", dtype=np.dtype(config.dtype), shape=(len(subjects) * k, *MNI4_SHAPE)
@@ -143,7 +243,7 @@ def build_dataset(
             for sp in SPLITS
         }
         manifest = {
-            "format": "rsnflow-dataset/1",
+            "format": DATASET_FORMAT,
             "n_samples": len(index),
             "shape": [len(index), *MNI4_SHAPE],
             "dtype": config.dtype,
@@ -173,14 +273,14 @@ def build_dataset(
             },
             "source": str(deriv.resolve()),
         }
+        manifest["maps_block_sha256"] = block_digests(tmp / "maps.npy")
         manifest["sha256"]["dataset"] = hashlib.sha256(
             "".join(manifest["sha256"][f] for f in ("maps.npy", "index.tsv")).encode()
         ).hexdigest()
         write_json({**manifest, **provenance(asdict(config))}, tmp / "manifest.json")
         tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        check_output_dir(deriv, out, overwrite)  # again: the folder may have changed while building
+        _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -10,7 +10,7 @@ from rsnflow.ica.decomposition import (
     regress_maps,
     subject_pca,
 )
-from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_outputs, dual_regression_cohort
+from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_outputs, dr_status, dual_regression_cohort
 from rsnflow.ica.dual_regression import DualRegression, dual_regression, t_to_z
 from rsnflow.ica.group import (
     GroupICA,
@@ -18,6 +18,7 @@ from rsnflow.ica.group import (
     group_ica,
     group_migp,
     group_paths,
+    group_record,
     migp_rows,
     preprocessed_subjects,
 )
@@ -33,12 +34,14 @@ __all__ = [
     "bic_order",
     "common_mask",
     "dr_outputs",
+    "dr_status",
     "dual_regression",
     "dual_regression_cohort",
     "fastica",
     "group_ica",
     "group_migp",
     "group_paths",
+    "group_record",
     "match_components",
     "migp",
     "migp_rows",

@@ -241,40 +241,93 @@ def fastica(
     The fixed-point update is ``W <- E[g(WZ) Z^T] - diag(E[g'(WZ)]) W`` followed
     by symmetric decorrelation ``W <- (W W^T)^(-1/2) W``; it stops when every
     row has turned by less than ``tol`` (``1 - |diag(W_new W^T)| < tol``).
+
+    At a high model order some random starts never converge: a few
+    near-Gaussian rows keep turning by tens of degrees (at order 100 on the
+    tests' 8 short runs, 2 starts in 12; which ones depends on the CPU's
+    rounding). Such a start lies in a poor basin: forced to converge by
+    damping, it ends at a lower negentropy (13.7 against 14.26) and recovers 45
+    true networks instead of 55. So a start whose largest turn has not shrunk
+    by 10% in :data:`_STALL` iterations is abandoned for a new random start
+    (drawn from the same seeded generator), up to :data:`_MAX_STARTS` starts.
+    Only the last start, if it stalls too, is damped (Hyvarinen's stabilised
+    update, the ``stabilization`` option of the reference FastICA package:
+    ``W <- W + mu D (E[g(Y) Y^T] - diag(beta)) W``, ``beta_i = E[y_i g(y_i)]``,
+    ``D = diag(1 / (beta_i - E[g'(y_i)]))``, ``mu`` halved on each further
+    stall), so it converges, with a warning. Everything runs in float64: the
+    path does not hinge on the rounding of one machine's float32 kernels, and
+    1 or 2 threads give the same maps. ``max_iter`` bounds each start.
     """
     dev = torch.device(device)
-    z = torch.from_numpy(np.ascontiguousarray(whitened, dtype=np.float32)).to(dev)
-    k, v = z.shape
+    z = torch.from_numpy(np.ascontiguousarray(whitened, dtype=np.float64)).to(dev)
+    k = z.shape[0]
     gen = torch.Generator().manual_seed(int(seed))
-    w = _decorrelate(torch.randn(k, k, generator=gen, dtype=torch.float64).to(dev))
-    converged = False
-    n_iter = 0
-    while n_iter < max_iter:
-        n_iter += 1
-        y = w.float() @ z
-        if nonlinearity == "logcosh":
-            g = torch.tanh(y)
-            g_prime = (1 - g * g).mean(1)
-        elif nonlinearity == "exp":
-            e = torch.exp(-y * y / 2)
-            g = y * e
-            g_prime = ((1 - y * y) * e).mean(1)
-        elif nonlinearity == "cube":
-            g = y**3
-            g_prime = (3 * y * y).mean(1)
-        else:
-            raise ValueError(f"unknown nonlinearity {nonlinearity!r} (logcosh, exp, cube)")
-        w_new = (g @ z.T).double() / v - g_prime.double()[:, None] * w
-        w_new = _decorrelate(w_new)
-        change = float((1 - torch.abs(torch.sum(w_new * w, 1))).max())
-        w = w_new
-        if change < tol:
-            converged = True
+    total = 0
+    for start in range(_MAX_STARTS):
+        w0 = _decorrelate(torch.randn(k, k, generator=gen, dtype=torch.float64).to(dev))
+        last = start == _MAX_STARTS - 1
+        w, n_iter, converged = _fixed_point(z, w0, max_iter, tol, nonlinearity, damp_on_stall=last)
+        total += n_iter
+        if converged:
             break
+        log.info("FastICA start %d stalled after %d iterations: new random start", start + 1, n_iter)
     if not converged:
         log.warning("FastICA did not converge in %d iterations (tol %g)", max_iter, tol)
-    sources = (w.float() @ z).cpu().numpy()
-    return FastICAResult(w.cpu().numpy(), sources, n_iter, converged)
+    sources = (w @ z).float().cpu().numpy()
+    return FastICAResult(w.cpu().numpy(), sources, total, converged)
+
+
+#: Iterations without a 10% smaller largest turn after which a FastICA start counts as stalled.
+_STALL = 50
+#: Random starts FastICA tries before it damps the last one into convergence.
+_MAX_STARTS = 5
+#: The smallest step the damped update halves down to.
+_MIN_STEP = 1 / 64
+
+
+def _fixed_point(
+    z: torch.Tensor, w: torch.Tensor, max_iter: int, tol: float, nonlinearity: str, damp_on_stall: bool
+) -> tuple[torch.Tensor, int, bool]:
+    """FastICA from ``w``: (W, iterations, converged); gives up on a stall unless ``damp_on_stall``."""
+    v = z.shape[1]
+    mu, best, since = 1.0, np.inf, 0
+    for n_iter in range(1, max_iter + 1):
+        y = w @ z
+        g, g_prime = _contrast(y, nonlinearity)
+        if mu == 1.0:  # the plain fixed point
+            w_new = _decorrelate((g @ z.T) / v - g_prime[:, None] * w)
+        else:  # stabilised: a damped Newton step per row
+            gy = (g @ y.T) / v  # E[g(y) y^T]
+            beta = torch.diagonal(gy)
+            w_new = _decorrelate(w + mu * ((gy - torch.diag(beta)) / (beta - g_prime)[:, None]) @ w)
+        # With a step mu, a row turns mu times as far: converged when the full step would be under tol.
+        change = float((1 - torch.abs(torch.sum(w_new * w, 1))).max())
+        w = w_new
+        if change < tol * mu:
+            return w, n_iter, True
+        if change < 0.9 * best:
+            best, since = change, 0
+            continue
+        since += 1
+        if since >= (_STALL if mu == 1.0 else _STALL // 2):
+            if not damp_on_stall:
+                return w, n_iter, False
+            if mu > _MIN_STEP:
+                mu, best, since = mu / 2, change, 0
+    return w, max_iter, False
+
+
+def _contrast(y: torch.Tensor, nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``g(y)`` and the mean of ``g'(y)`` over samples for FastICA's contrast function."""
+    if nonlinearity == "logcosh":
+        g = torch.tanh(y)
+        return g, (1 - g * g).mean(1)
+    if nonlinearity == "exp":
+        e = torch.exp(-y * y / 2)
+        return y * e, ((1 - y * y) * e).mean(1)
+    if nonlinearity == "cube":
+        return y**3, (3 * y * y).mean(1)
+    raise ValueError(f"unknown nonlinearity {nonlinearity!r} (logcosh, exp, cube)")
 
 
 def _decorrelate(w: torch.Tensor) -> torch.Tensor:

@@ -18,15 +18,31 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rsnflow.config import ConfigError
 from rsnflow.ica.dual_regression import dual_regression
-from rsnflow.ica.group import group_paths, preprocessed_subjects
-from rsnflow.io import InvalidInputError, derivative_path, load_nifti, save_nifti, write_text
+from rsnflow.ica.group import group_paths, group_record, preprocessed_subjects
+from rsnflow.io import (
+    InvalidInputError,
+    derivative_path,
+    load_nifti,
+    remove_leftovers,
+    save_nifti,
+    write_text,
+)
 from rsnflow.log import get_logger
 from rsnflow.preprocess.participant import subject_outputs
+from rsnflow.records import Record, RecordStatus, StaleOutputError, config_digest
 from rsnflow.space import MNI4_AFFINE, SPACE_NAME, unmask
-from rsnflow.subjects import guarded, map_subjects, skipped
+from rsnflow.subjects import failed_row, guarded, map_subjects, skipped
 
-__all__ = ["DualRegressionCohort", "dr_outputs", "dual_regression_cohort"]
+__all__ = [
+    "DualRegressionCohort",
+    "check_order_fits",
+    "dr_identity",
+    "dr_outputs",
+    "dr_status",
+    "dual_regression_cohort",
+]
 
 log = get_logger(__name__)
 
@@ -38,7 +54,50 @@ def dr_outputs(deriv_dir: str | Path, subject: str) -> dict[str, Path]:
         "maps": derivative_path(deriv_dir, subject, "components", desc="dr", **space),
         "zmaps": derivative_path(deriv_dir, subject, "components", desc="drz", **space),
         "timeseries": derivative_path(deriv_dir, subject, "timeseries", desc="dr", extension=".tsv"),
+        "record": derivative_path(deriv_dir, subject, "record", desc="dr", extension=".json"),
     }
+
+
+def check_order_fits(order: int | str, n_volumes: int, where: str) -> None:
+    """Refuse a model order that dual regression cannot fit to runs of ``n_volumes`` (it needs order + 2).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``ica.order``, the shortest run (``where``) and the largest order that fits.
+    """
+    if isinstance(order, int) and n_volumes <= order + 1:
+        raise ConfigError(
+            f"ica.order: {order} components need runs of more than {order + 1} volumes for dual regression; "
+            f"{where} has {n_volumes} (set ica.order to {n_volumes - 2} or less)"
+        )
+
+
+def dr_identity(deriv_dir: str | Path, subject: str, des_norm: bool) -> tuple[dict[str, str], str]:
+    """What a subject's dual-regression outputs are made from: its run, the group maps and mask, des_norm."""
+    deriv = Path(deriv_dir)
+    group = group_record(deriv)
+    paths = group_paths(deriv)
+    pre = subject_outputs(deriv, subject)
+    inputs = {
+        "bold": Record(pre.record).digest(pre.bold),
+        "group_maps": group.digest(paths["maps"]),
+        "group_mask": group.digest(paths["mask"]),
+    }
+    return inputs, config_digest({"des_norm": des_norm})
+
+
+def dr_status(deriv_dir: str | Path, subject: str, des_norm: bool | None = None) -> RecordStatus:
+    """Whether a subject's dual regression is complete for the current group maps (and ``des_norm``).
+
+    Without ``des_norm`` the recorded setting is taken as is (the dataset stage
+    only needs the maps to come from these group maps and this run).
+    """
+    record = Record(dr_outputs(deriv_dir, subject)["record"])
+    inputs, cfg = dr_identity(deriv_dir, subject, bool(des_norm))
+    if des_norm is None:
+        cfg = (record.read() or {}).get("config", cfg)
+    return record.status(inputs, cfg)
 
 
 @dataclass(frozen=True)
@@ -56,10 +115,16 @@ def _one(args: tuple[Path, str, bool, bool]) -> dict[str, object]:
     deriv, subject, des_norm, force = args
     out = dr_outputs(deriv, subject)
     row: dict[str, object] = {"participant_id": f"sub-{subject}"}
-    if not force and all(p.exists() for p in out.values()):
-        return skipped(row)
+    remove_leftovers(out["maps"].parent)
+    if not force:
+        state = dr_status(deriv, subject, des_norm)
+        if state.complete:
+            return skipped(row)
+        if state.state != "missing":
+            log.info("sub-%s: redoing dual regression: %s", subject, state)
 
     def work() -> None:
+        out["record"].unlink(missing_ok=True)
         paths = group_paths(deriv)
         mask = load_nifti(paths["mask"], ndim=3).get_fdata() > 0
         group = np.asarray(load_nifti(paths["maps"], ndim=4).dataobj, dtype=np.float32)[mask].T
@@ -75,28 +140,54 @@ def _one(args: tuple[Path, str, bool, bool]) -> dict[str, object]:
         save_nifti(nib.Nifti1Image(unmask(res.zmaps, mask), MNI4_AFFINE), out["zmaps"])
         cols = [f"ic{k:03d}" for k in range(res.timecourses.shape[1])]
         tcs = pd.DataFrame(res.timecourses, columns=cols)
-        # Written last: its presence marks the subject complete.
         write_text(tcs.to_csv(sep="\t", index=False, float_format="%.6g"), out["timeseries"])
+        inputs, cfg = dr_identity(deriv, subject, des_norm)
+        # Written last: marks the subject complete.
+        Record(out["record"]).write(
+            "dual-regression", inputs, cfg, [out["maps"], out["zmaps"], out["timeseries"]]
+        )
 
     return guarded(subject, work, row)
 
 
+def _killed(job: tuple[Path, str, bool, bool], reason: str) -> dict[str, object]:
+    return failed_row({"participant_id": f"sub-{job[1]}"}, reason)
+
+
 def dual_regression_cohort(
-    deriv_dir: str | Path, des_norm: bool = True, n_jobs: int = 1, force: bool = False
+    deriv_dir: str | Path,
+    des_norm: bool = True,
+    n_jobs: int = 1,
+    force: bool = False,
+    recompute: bool = True,
 ) -> DualRegressionCohort:
     """Dual regression of every preprocessed subject against the group maps.
+
+    A subject whose outputs were made from these group maps, this run and
+    ``des_norm`` is skipped (unless ``force``); one made from other group maps
+    (group ICA rerun) is redone, or refused when ``recompute`` is false.
 
     Raises
     ------
     InvalidInputError
-        When the group ICA outputs are missing.
+        When the group ICA outputs are missing or incomplete.
+    StaleOutputError
+        ``recompute`` is false and some subject's outputs are stale.
     """
     deriv = Path(deriv_dir)
     paths = group_paths(deriv)
-    if not paths["maps"].exists():
-        raise InvalidInputError(paths["maps"], "group ICA maps not found (run `rsnflow group-ica` first)")
-    jobs = [(deriv, s, des_norm, force) for s in preprocessed_subjects(deriv)]
-    rows = map_subjects(_one, jobs, n_jobs, "dual regression")
+    group_record(deriv)
+    subjects = preprocessed_subjects(deriv)
+    if not recompute and not force:
+        for s in subjects:
+            state = dr_status(deriv, s, des_norm)
+            if state.state == "stale":
+                raise StaleOutputError(
+                    dr_outputs(deriv, s)["maps"],
+                    f"stale ({state.reason}); rerun without --no-recompute to redo it",
+                )
+    jobs = [(deriv, s, des_norm, force) for s in subjects]
+    rows = map_subjects(_one, jobs, n_jobs, "dual regression", on_killed=_killed)
     summary = pd.DataFrame(rows)
     write_text(summary.to_csv(sep="\t", index=False), paths["maps"].parent / "dual_regression_summary.tsv")
     return DualRegressionCohort(summary)

@@ -17,7 +17,7 @@ import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from scipy import stats
 
 from rsnflow.config import IcaConfig
 from rsnflow.ica.decomposition import (
+    FastICAResult,
     GroupPCA,
     bic_order,
     fastica,
@@ -38,19 +39,22 @@ from rsnflow.ica.decomposition import (
     regress_maps,
     subject_pca,
 )
-from rsnflow.io import InvalidInputError, load_nifti, save_nifti, write_json, write_text
+from rsnflow.io import InvalidInputError, load_nifti, remove_leftovers, save_nifti, write_json, write_text
 from rsnflow.log import get_logger, progress
 from rsnflow.preprocess.participant import subject_outputs
 from rsnflow.provenance import provenance
+from rsnflow.records import Record, config_digest
 from rsnflow.resample import pick_device
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME, unmask
 
 __all__ = [
     "GroupICA",
+    "best_fastica",
     "common_mask",
     "group_ica",
     "group_migp",
     "group_paths",
+    "group_record",
     "migp_rows",
     "preprocessed_subjects",
 ]
@@ -89,7 +93,29 @@ def group_paths(deriv_dir: str | Path) -> dict[str, Path]:
         "table": g / "group_task-rest_desc-ica_components.tsv",
         "json": g / "group_task-rest_desc-ica_components.json",
         "report": g / "group_task-rest_desc-ica_report.html",
+        "record": g / "group_task-rest_desc-ica_record.json",
     }
+
+
+def group_record(deriv_dir: str | Path) -> Record:
+    """The completeness record of the group ICA; raise unless it is intact.
+
+    Raises
+    ------
+    InvalidInputError
+        No group ICA, or one that was interrupted (maps written, record not) or
+        whose outputs changed since.
+    """
+    paths = group_paths(deriv_dir)
+    if not paths["maps"].exists():
+        raise InvalidInputError(paths["maps"], "group ICA maps not found (run `rsnflow group-ica` first)")
+    record = Record(paths["record"])
+    state = record.intact()
+    if not state.complete:
+        raise InvalidInputError(
+            paths["maps"], f"group ICA is incomplete ({state}); rerun `rsnflow group-ica`"
+        )
+    return record
 
 
 def preprocessed_subjects(deriv_dir: str | Path) -> list[str]:
@@ -192,6 +218,8 @@ def group_ica(
         No preprocessed subjects, or too little data for the requested order.
     """
     deriv = Path(deriv_dir)
+    group_paths(deriv)["record"].unlink(missing_ok=True)  # the old outputs stop being complete now
+    remove_leftovers(deriv / "group")
     subjects = preprocessed_subjects(deriv)
     if not subjects:
         raise InvalidInputError(deriv, "no preprocessed subjects found (run `rsnflow preprocess` first)")
@@ -216,18 +244,11 @@ def group_ica(
         )  # fmt: skip
     if order > n_rows - 2:
         raise InvalidInputError(
-            deriv, f"model order {order} needs more data: the group holds {n_rows} dimensions after MIGP"
+            deriv, f"ica.order {order} needs more data: the group holds {n_rows} dimensions after MIGP"
         )
     whitened = pca.whitened(order)
 
-    best = None
-    for r in range(max(1, config.n_restarts)):
-        res = fastica(whitened, seed + r, config.max_iter, config.tol, config.nonlinearity, dev)
-        # Keep the restart with the largest negentropy proxy (sum of |E G(y) - E G(nu)|).
-        score = float(np.abs(np.log(np.cosh(res.sources)).mean(1) - 0.3746).sum())
-        if best is None or score > best[0]:
-            best = (score, res)
-    ica = best[1]
+    ica = best_fastica(whitened, config, seed, dev)
     sources = ica.sources.astype(np.float64)
     skew = stats.skew(sources, axis=1)
     sources *= np.where(skew < 0, -1.0, 1.0)[:, None]
@@ -249,7 +270,47 @@ def group_ica(
     _write(deriv, result, skew, config, seed, ica.n_iter)
     if report:
         _report(deriv, result, order_of_subjects[0])
+    paths = group_paths(deriv)
+    outputs = [paths[k] for k in ("maps", "mask", "mixing", "table", "json", "report") if paths[k].exists()]
+    inputs = {f"sub-{s}": _bold_digest(deriv, s) for s in subjects}
+    cfg = config_digest({**asdict(config), "seed": seed})
+    Record(paths["record"]).write("group-ica", inputs, cfg, outputs)  # last: marks the group ICA complete
     return result
+
+
+def _bold_digest(deriv: Path, label: str) -> str:
+    out = subject_outputs(deriv, label)
+    return Record(out.record).digest(out.bold)
+
+
+#: Extra FastICA starts (new seeds) tried when none of the ``n_restarts`` converged.
+_EXTRA_STARTS = 3
+
+
+def best_fastica(
+    whitened: NDArray[np.float64], config: IcaConfig, seed: int, device: torch.device | str
+) -> FastICAResult:
+    """FastICA from ``config.n_restarts`` seeds; the converged start with the largest negentropy proxy.
+
+    A start that did not converge loses to any that did; when none of them
+    converged, up to :data:`_EXTRA_STARTS` more seeds are tried before the
+    best unconverged one is kept (and reported as such).
+    """
+    best: tuple[tuple[bool, float], FastICAResult] | None = None
+    n_starts = max(1, config.n_restarts)
+    for r in range(n_starts + _EXTRA_STARTS):
+        if r >= n_starts:
+            assert best is not None
+            if best[1].converged:
+                break
+            log.warning("FastICA: no start converged yet; trying seed %d", seed + r)
+        res = fastica(whitened, seed + r, config.max_iter, config.tol, config.nonlinearity, device)
+        # Negentropy proxy: sum over components of |E G(y) - E G(nu)|, G = log cosh.
+        score = float(np.abs(np.log(np.cosh(res.sources)).mean(1) - 0.3746).sum())
+        if best is None or (res.converged, score) > best[0]:
+            best = ((res.converged, score), res)
+    assert best is not None
+    return best[1]
 
 
 def _write(

@@ -74,9 +74,13 @@ def read_expert_labels(path: str | Path, n_components: int, taxonomy: Taxonomy) 
     """
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidInputError(p, f"cannot read label file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            p, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from exc
     if not text.strip():
         raise InvalidInputError(p, "empty label file")
     first = text.lstrip().splitlines()[0]

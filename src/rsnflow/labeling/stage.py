@@ -21,16 +21,17 @@ from numpy.typing import NDArray
 
 from rsnflow.atlas import NOISE, UNKNOWN, load_taxonomy
 from rsnflow.config import LabelingConfig
-from rsnflow.ica.dr_cohort import dr_outputs
-from rsnflow.ica.group import group_paths, preprocessed_subjects
+from rsnflow.ica.dr_cohort import dr_outputs, dr_status
+from rsnflow.ica.group import group_paths, group_record, preprocessed_subjects
 from rsnflow.io import InvalidInputError, load_nifti, write_text
 from rsnflow.labeling.auto import auto_labels, reference_scores
 from rsnflow.labeling.expert import WRITTEN_COLUMNS, read_expert_labels
 from rsnflow.labeling.features import MOTION_COLUMNS, spatial_features, temporal_features
 from rsnflow.log import get_logger
 from rsnflow.preprocess.participant import subject_outputs
+from rsnflow.records import Record, config_digest, file_digest
 
-__all__ = ["label_components", "labels_path", "load_group_maps"]
+__all__ = ["check_labels_current", "label_components", "labels_path", "labels_record", "load_group_maps"]
 
 log = get_logger(__name__)
 
@@ -38,6 +39,32 @@ log = get_logger(__name__)
 def labels_path(deriv_dir: str | Path) -> Path:
     """Where the label table of ``deriv_dir`` lives."""
     return Path(deriv_dir) / "group" / "group_task-rest_desc-ica_labels.tsv"
+
+
+def labels_record(deriv_dir: str | Path) -> Record:
+    """The completeness record of the label table (it names the group maps the labels belong to)."""
+    return Record(Path(deriv_dir) / "group" / "group_task-rest_desc-labels_record.json")
+
+
+def check_labels_current(deriv_dir: str | Path) -> None:
+    """Raise unless the label table is complete and was made for the current group maps.
+
+    Raises
+    ------
+    InvalidInputError
+        Missing or interrupted labels, or labels of another group ICA.
+    """
+    path = labels_path(deriv_dir)
+    if not path.exists():
+        raise InvalidInputError(path, "missing (run `rsnflow label` first)")
+    record = labels_record(deriv_dir)
+    if not record.intact().complete:
+        raise InvalidInputError(path, "incomplete (no completeness record); rerun `rsnflow label`")
+    maps = group_paths(deriv_dir)["maps"]
+    if record.inputs().get("group_maps") != group_record(deriv_dir).digest(maps):
+        raise InvalidInputError(
+            path, "stale: made for other group maps (group ICA was rerun); rerun `rsnflow label`"
+        )
 
 
 def load_group_maps(deriv_dir: str | Path) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
@@ -88,8 +115,12 @@ def label_components(
     """
     deriv = Path(deriv_dir)
     taxonomy = load_taxonomy()
+    group = group_record(deriv)
     zmaps, mask = load_group_maps(deriv)
-    subjects = [s for s in preprocessed_subjects(deriv) if dr_outputs(deriv, s)["timeseries"].exists()]
+    # A bad expert file is refused before anything on disk changes.
+    expert = None if expert_labels is None else read_expert_labels(expert_labels, len(zmaps), taxonomy)
+    labels_record(deriv).path.unlink(missing_ok=True)
+    subjects = [s for s in preprocessed_subjects(deriv) if dr_status(deriv, s).complete]
     if not subjects:
         log.warning("no dual-regression time courses: temporal noise features are unavailable")
     features = pd.concat(
@@ -97,8 +128,7 @@ def label_components(
     )
     auto = auto_labels(reference_scores(zmaps, mask, taxonomy), features, config)
     table = auto.assign(source="auto", notes="")
-    if expert_labels is not None:
-        expert = read_expert_labels(expert_labels, len(zmaps), taxonomy)
+    if expert is not None:
         changed = int((expert["label"].to_numpy() != auto["label"].to_numpy()).sum())
         log.info(
             "expert labels from %s; they differ from the automatic ones on %d components",
@@ -122,6 +152,15 @@ def label_components(
     )
     if report:
         _report(deriv, table, zmaps, mask)
+    paths = group_paths(deriv)
+    inputs = {"group_maps": group.digest(paths["maps"]), "group_mask": group.digest(paths["mask"])}
+    if expert_labels is not None:
+        inputs["expert_labels"] = file_digest(expert_labels)
+    for s in subjects:
+        inputs[f"sub-{s}_dr"] = Record(dr_outputs(deriv, s)["record"]).digest(
+            dr_outputs(deriv, s)["timeseries"]
+        )
+    labels_record(deriv).write("label", inputs, config_digest(config), [labels_path(deriv)])
     return table
 
 

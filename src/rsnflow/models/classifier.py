@@ -187,4 +187,9 @@ def load_classifier(
         meta["arch"], meta["classes"], state["mask"].numpy(), meta["projection_size"], network
     )
     model.load_state_dict(state)
+    bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise InvalidInputError(
+            d / "weights.pt", f"non-finite weights ({', '.join(bad[:3])}); retrain the model"
+        )
     return model.to(device).eval(), meta

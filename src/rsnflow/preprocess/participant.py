@@ -22,20 +22,31 @@ import nibabel as nib
 import numpy as np
 
 from rsnflow.config import PreprocessConfig
+from rsnflow.errors import PreprocessingError
 from rsnflow.figures import carpet_plot, motion_plot, registration_plot
-from rsnflow.io import derivative_path, load_bold, save_nifti, write_json, write_text
+from rsnflow.io import derivative_path, find_sidecar, load_bold, save_nifti, write_json, write_text
 from rsnflow.log import get_logger
 from rsnflow.preprocess.confounds import confounds_table, dvars
 from rsnflow.preprocess.motion import apply_motion_mean, estimate_motion
-from rsnflow.preprocess.registration import register_to_mni
+from rsnflow.preprocess.registration import AffineRegistration, register_to_mni
 from rsnflow.preprocess.smoothing import smooth_in_mask
 from rsnflow.preprocess.temporal import highpass
 from rsnflow.preprocess.to_mni import dice, epi_brain_mask, mask_to_mni, resample_run_to_mni
+from rsnflow.records import Record, config_digest, file_digest
 from rsnflow.report import Report
 from rsnflow.resample import pick_device
 from rsnflow.space import MNI4_AFFINE, SPACE_NAME, load_brain_mask
 
-__all__ = ["MIN_VOLUMES", "PreprocessingError", "SubjectOutputs", "preprocess_subject", "subject_outputs"]
+__all__ = [
+    "MIN_VOLUMES",
+    "PreprocessingError",
+    "SubjectOutputs",
+    "check_field_of_view",
+    "check_registration",
+    "preprocess_identity",
+    "preprocess_subject",
+    "subject_outputs",
+]
 
 log = get_logger(__name__)
 
@@ -44,10 +55,6 @@ MIN_VOLUMES = 20
 #: A registration that leaves less of the template brain than this inside the
 #: field of view has failed (a 119 mm slab still covers about 85%).
 MIN_COVERAGE = 0.5
-
-
-class PreprocessingError(RuntimeError):
-    """A stage produced an implausible result for one subject (reported, subject skipped)."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,20 @@ class SubjectOutputs:
     qc_json: Path
     qc_html: Path
     mean: Path
+    record: Path
+
+    @property
+    def sidecar(self) -> Path:
+        """The preprocessed run's JSON sidecar (TR, smoothing, filter)."""
+        return self.bold.with_name(self.bold.name.replace(".nii.gz", ".json"))
+
+    def files(self) -> list[Path]:
+        """Every output the record lists."""
+        return [self.bold, self.sidecar, self.mask, self.mean, self.confounds, self.qc_html, self.qc_json]
 
     def complete(self) -> bool:
-        """All outputs exist (the QC JSON is written last)."""
-        return all(
-            p.exists() for p in (self.bold, self.mask, self.confounds, self.mean, self.qc_html, self.qc_json)
-        )
+        """The completeness record exists and every output has its recorded size (written last)."""
+        return Record(self.record).intact().complete
 
 
 def subject_outputs(deriv_dir: str | Path, subject: str) -> SubjectOutputs:
@@ -78,7 +93,67 @@ def subject_outputs(deriv_dir: str | Path, subject: str) -> SubjectOutputs:
         qc_json=derivative_path(deriv_dir, subject, "qc", extension=".json"),
         qc_html=derivative_path(deriv_dir, subject, "qc", extension=".html"),
         mean=derivative_path(deriv_dir, subject, "boldref", desc="mean", **space),
+        record=derivative_path(deriv_dir, subject, "record", desc="preproc", extension=".json"),
     )
+
+
+def preprocess_identity(bold_path: str | Path, config: PreprocessConfig) -> tuple[dict[str, str], str]:
+    """What a run's preprocessing outputs are made from: input digests and the config digest.
+
+    The raw run and its sidecar (which may set the TR) by content; the
+    ``preprocess`` settings except ``n_jobs``, which does not change a result.
+    """
+    sidecar = find_sidecar(bold_path)
+    inputs = {"bold": file_digest(bold_path), "sidecar": file_digest(sidecar) if sidecar else ""}
+    return inputs, config_digest(config, exclude=("n_jobs",))
+
+
+def check_field_of_view(bold_path: str | Path, img: nib.Nifti1Image) -> None:
+    """Refuse a run whose field of view cannot hold :data:`MIN_COVERAGE` of the template brain.
+
+    Checked before motion correction: a 10x10x18-voxel crop (nitime's
+    ``fmri1.nii.gz``) or a 3-slice slab cannot be registered to a whole-brain
+    template, and motion correction of a handful of voxels is ill-posed.
+    """
+    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    extent = zooms * np.asarray(img.shape[:3])
+    brain_ml = (
+        float(load_brain_mask().get_fdata().sum()) * float(np.prod(np.abs(np.diag(MNI4_AFFINE)[:3]))) / 1000
+    )
+    fov_ml = float(np.prod(extent)) / 1000
+    if fov_ml < MIN_COVERAGE * brain_ml:
+        dims = "x".join(f"{e:.0f}" for e in extent)
+        raise PreprocessingError(
+            f"{bold_path}: field of view {dims} mm ({fov_ml:.0f} ml) cannot hold {MIN_COVERAGE:.0%} of a "
+            f"brain ({brain_ml:.0f} ml in the template): rsnflow needs whole-brain runs"
+        )
+
+
+def check_registration(bold_path: str | Path, reg: AffineRegistration, config: PreprocessConfig) -> None:
+    """Refuse a registration whose cost or affine is implausible (thresholds in the ``preprocess`` config).
+
+    A partial field of view lets the 12-DOF fit stretch the template to fill
+    it (seen: z scaled by 1.6 at cost 0.67, against about 0.30 for good runs).
+    """
+    scale = reg.scales
+    problems = []
+    if reg.cost > config.registration_max_cost:
+        problems.append(
+            f"cost {reg.cost:.3f} > preprocess.registration_max_cost {config.registration_max_cost}"
+        )
+    limit = config.registration_max_scale
+    if np.any(scale > limit) or np.any(scale < 1 / limit):
+        problems.append(
+            f"scales {np.round(scale, 2).tolist()} outside 1/{limit}-{limit} "
+            "(preprocess.registration_max_scale)"
+        )
+    if np.any(np.abs(reg.shears) > config.registration_max_shear):
+        problems.append(
+            f"shears {np.round(reg.shears, 2).tolist()} beyond {config.registration_max_shear} "
+            "(preprocess.registration_max_shear)"
+        )
+    if problems:
+        raise PreprocessingError(f"{bold_path}: registration to MNI failed: {'; '.join(problems)}")
 
 
 @dataclass
@@ -121,17 +196,27 @@ def preprocess_subject(
         The QC record (also written as JSON).
     """
     timer = _Timer()
+    out = subject_outputs(deriv_dir, subject)
+    out.record.unlink(missing_ok=True)  # outputs being replaced are not complete until the new record
     run = load_bold(bold_path, min_volumes=MIN_VOLUMES)
     data = np.asarray(run.img.dataobj, dtype=np.float32)
     affine = run.img.affine
     dev = pick_device(device)
-    out = subject_outputs(deriv_dir, subject)
     timer.lap("load")
 
-    motion = estimate_motion(data, affine, reference=config.motion_reference, device=dev, show_progress=False)
+    check_field_of_view(bold_path, run.img)
+    try:
+        motion = estimate_motion(
+            data, affine, reference=config.motion_reference, device=dev, show_progress=False
+        )
+    except RuntimeError as exc:  # torch.linalg errors on degenerate data
+        raise PreprocessingError(
+            f"{bold_path}: motion correction failed ({str(exc).splitlines()[0]})"
+        ) from exc
     timer.lap("motion")
     mean_native = apply_motion_mean(data, affine, motion.params, motion.centre, dev)
-    reg = register_to_mni(mean_native, affine, device=dev)
+    reg = register_to_mni(mean_native, affine, device=dev, dof=config.registration_dof)
+    check_registration(bold_path, reg, config)
     timer.lap("registration")
     bold_mni, coverage = resample_run_to_mni(data, affine, motion.matrices(), reg.mni_to_epi, dev)
     del data
@@ -166,7 +251,7 @@ def preprocess_subject(
         {"RepetitionTime": run.tr, "SkullStripped": False, "Sources": [str(bold_path)],
          "SmoothingFWHM": config.fwhm_mm, "HighpassCutoff": config.highpass_cutoff_s,
          "HighpassMethod": config.highpass_method},
-        out.bold.with_name(out.bold.name.replace(".nii.gz", ".json")),
+        out.sidecar,
     )  # fmt: skip
     write_text(conf.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g"), out.confounds)
     fd = conf["framewise_displacement"].to_numpy()
@@ -182,6 +267,8 @@ def preprocess_subject(
         "max_translation_mm": float(np.abs(motion.params[:, :3]).max()),
         "max_rotation_deg": float(np.rad2deg(np.abs(motion.params[:, 3:]).max())),
         "registration_cost_corratio": reg.cost,
+        "registration_scales": reg.scales,
+        "registration_shears": reg.shears,
         "mni_to_epi": reg.mni_to_epi,
         "mask_dice_with_template": dice(epi_mask & coverage, mask),
         "fov_coverage_of_template_mask": float(mask.sum() / template_mask.sum()),
@@ -191,7 +278,9 @@ def preprocess_subject(
     _qc_page(out, subject, conf, mean_mni, template_mask, bold_mni, mask, qc)
     timer.lap("outputs")
     qc["seconds"] = timer.seconds
-    write_json(qc, out.qc_json)  # last: its presence marks the subject complete
+    write_json(qc, out.qc_json)
+    inputs, cfg_digest = preprocess_identity(bold_path, config)
+    Record(out.record).write("preprocess", inputs, cfg_digest, out.files())  # last: marks the run complete
     log.info(
         "sub-%s: mean FD %.3f mm, registration cost %.3f, mask Dice %.3f, %.1f s",
         subject, qc["mean_fd_mm"], reg.cost, qc["mask_dice_with_template"], sum(timer.seconds.values()),

@@ -57,6 +57,16 @@ class AffineRegistration:
     cost: float
     params: NDArray[np.float64]
 
+    @property
+    def scales(self) -> NDArray[np.float64]:
+        """Scale factor along each axis (MNI mm per EPI mm; 1 is a brain of the template's size)."""
+        return np.exp(self.params[6:9])
+
+    @property
+    def shears(self) -> NDArray[np.float64]:
+        """The three shear parameters (0: none)."""
+        return self.params[9:12]
+
 
 def affine_from_params(
     p: NDArray[np.float64], centre_mni: NDArray[np.float64], centre_epi: NDArray[np.float64]
@@ -146,6 +156,7 @@ def register_to_mni(
     mean_epi: NDArray[np.floating],
     affine: NDArray[np.float64],
     device: str | torch.device = "cpu",
+    dof: int = 12,
 ) -> AffineRegistration:
     """Affine registration of a mean EPI to the MNI152 template on the 4 mm grid.
 
@@ -157,7 +168,12 @@ def register_to_mni(
         Its voxel-to-world affine.
     device
         Torch device for the sampling.
+    dof
+        Degrees of freedom of the final transform: 6 (rigid), 9 (plus a scale
+        per axis) or 12 (plus shears); the coarse-to-fine stages stop there.
     """
+    if dof not in (6, 9, 12):
+        raise ValueError(f"dof must be 6, 9 or 12, got {dof}")
     dev = torch.device(device)
     epi = np.asarray(mean_epi, dtype=np.float32)
     template = load_template().get_fdata(dtype=np.float32)
@@ -168,7 +184,8 @@ def register_to_mni(
     edges = np.quantile(template[mask], np.linspace(0, 1, _N_BINS + 1)[1:-1])
     params = np.zeros(12)
     cost = 1.0
-    for dof, sigma_mm, stride in _STAGES:
+    stages = [(min(d, dof), sigma, stride) for d, sigma, stride in _STAGES]
+    for dof, sigma_mm, stride in stages:
         smooth = ndimage.gaussian_filter(epi, [sigma_mm / v for v in voxel], mode="constant")
         sub = np.zeros_like(mask)
         sub[::stride, ::stride, ::stride] = True

@@ -29,7 +29,14 @@ from numpy.typing import NDArray
 from rsnflow.io import InvalidInputError, nifti_class, nifti_from_bytes
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, resample_to_grid
 
-__all__ = ["decode_v1", "decode_v2", "looks_like_nifti", "map_from_nifti", "maps_from_numbers"]
+__all__ = [
+    "InflateBudget",
+    "decode_v1",
+    "decode_v2",
+    "looks_like_nifti",
+    "map_from_nifti",
+    "maps_from_numbers",
+]
 
 _GRID = "x".join(str(s) for s in MNI4_SHAPE)
 
@@ -63,12 +70,39 @@ def maps_from_numbers(values: Any, where: str, shape: list[int] | None = None) -
     return arr
 
 
-def map_from_nifti(data: bytes, where: str, max_bytes: int) -> NDArray[np.float32]:
-    """A NIfTI file's bytes to one map on the grid (resampled when its grid differs)."""
+class InflateBudget:
+    """What is left of a request's allowance of uncompressed NIfTI bytes, over all its files.
+
+    Each file is inflated with at most what is left, so 64 gzip bombs in one
+    small body cost no more than one allowance (not 64 of them).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.left = max_bytes
+
+    def spend(self, img: Any) -> None:
+        self.left -= int(np.prod(img.shape)) * img.header.get_data_dtype().itemsize + 352
+
+
+def map_from_nifti(data: bytes, where: str, budget: InflateBudget | int) -> NDArray[np.float32]:
+    """A NIfTI file's bytes to one map on the grid (resampled when its grid differs).
+
+    ``budget`` bounds the uncompressed size: a number for this file alone, or
+    the request's :class:`InflateBudget`, which this file's size is taken from.
+    """
+    if isinstance(budget, int):
+        budget = InflateBudget(budget)
+    if budget.left <= 0:
+        raise InvalidInput(
+            f"{where}: the request's NIfTI files inflate to more than {budget.max_bytes:,} bytes in total "
+            "(serve.max_request_mb)"
+        )
     try:
-        img = nifti_from_bytes(data, where, ndim=3, max_bytes=max_bytes)
+        img = nifti_from_bytes(data, where, ndim=3, max_bytes=budget.left)
     except InvalidInputError as exc:
         raise InvalidInput(str(exc)) from exc
+    budget.spend(img)
     if img.shape == MNI4_SHAPE and np.allclose(img.affine, MNI4_AFFINE, atol=1e-3):
         return np.asarray(img.dataobj, dtype=np.float32)
     return np.asarray(resample_to_grid(img).dataobj, dtype=np.float32)
@@ -103,6 +137,7 @@ def decode_v1(payload: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
     """
     if isinstance(payload, bytes | bytearray):
         return map_from_nifti(bytes(payload), "request body", max_bytes)[None]
+    budget = InflateBudget(max_bytes)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('expected a JSON object with an "instances" list')
     instances = payload["instances"]
@@ -115,7 +150,7 @@ def decode_v1(payload: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
         if isinstance(inst, dict):
             if set(inst) != {"b64"}:
                 raise InvalidInput(f'{where}: an object instance must be {{"b64": NIfTI bytes in base64}}')
-            maps.append(map_from_nifti(_b64(inst["b64"], where), where, max_bytes))
+            maps.append(map_from_nifti(_b64(inst["b64"], where), where, budget))
         else:
             arr = maps_from_numbers(inst, where)
             if arr.shape[0] != 1:
@@ -157,9 +192,10 @@ def decode_v2(request: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
         if len(items) != shape[0]:
             raise InvalidInput(f"{where}: {len(items)} elements for the declared shape {shape}")
         out = []
+        budget = InflateBudget(max_bytes)
         for i, item in enumerate(items):
             data = item if isinstance(item, bytes) else _b64(item, f"{where}[{i}]")
-            out.append(map_from_nifti(data, f"{where}[{i}]", max_bytes))
+            out.append(map_from_nifti(data, f"{where}[{i}]", budget))
         return np.stack(out)
     raise InvalidInput(
         f"{where}: datatype {inp.datatype} is not accepted; send FP32 maps [N, 45, 54, 45] "

@@ -117,6 +117,15 @@ class RSNPredictor(Model):
         taxonomy = load_taxonomy()
         known = set(taxonomy.labels)
         self.parents_ = [taxonomy.parent(c) if c in known else c for c in self.classes_]
+        bad = [
+            n
+            for n, t in self.classifier_.state_dict().items()
+            if t.is_floating_point() and not t.isfinite().all()
+        ]
+        if bad:
+            raise InvalidInputError(
+                self.model_ref, f"non-finite weights ({', '.join(bad[:3])}): refusing to serve"
+            )
         with torch.inference_mode():  # first call pays for lazy initialisation, not a client
             self.classifier_(torch.zeros((1, *MNI4_SHAPE), device=self.device))
         log.info(
@@ -135,7 +144,10 @@ class RSNPredictor(Model):
         """Class probabilities ``(N, C)`` for raw maps ``(N, 45, 54, 45)``."""
         with torch.inference_mode():
             logits = self.classifier_(torch.from_numpy(np.ascontiguousarray(maps)).to(self.device))
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+            probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        if not np.isfinite(probs).all():  # an answer of null would look like a label to a client
+            raise RuntimeError("the model gave non-finite probabilities; no answer")
+        return probs
 
     def rank(self, probs: NDArray[np.float32]) -> dict[str, NDArray[Any]]:
         """Label, network, probability and top-k per map, with abstention applied."""

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 import orjson
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kserve import InferInput, InferRequest, ModelServer
 from kserve.constants.constants import (
@@ -126,13 +127,24 @@ def binary_request(body: bytes, json_length: int, model_name: str) -> InferReque
     )
 
 
+def _header_length(value: str, body_size: int) -> int:
+    """The binary extension's JSON length header as an int within the body, or a 400."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) > body_size:
+        raise InvalidInput(
+            f"{INFERENCE_CONTENT_LENGTH_HEADER} must be the length of the JSON part of the body "
+            f"(0 to {body_size} bytes), got {value!r}"
+        )
+    return int(text)
+
+
 class _CheckedDataPlane(DataPlane):
     """A body that cannot be decoded is the client's error (400), whatever exception the decoder raised."""
 
     def decode_inference_request(self, body: Any, headers: dict[str, str], model_name: str) -> InferRequest:
         json_length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
         if isinstance(body, bytes) and json_length is not None:
-            return binary_request(body, int(json_length), model_name)
+            return binary_request(body, _header_length(json_length, len(body)), model_name)
         return super().decode_inference_request(body, headers, model_name)
 
     def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
@@ -162,11 +174,18 @@ class _RESTServer(RESTServer):
         super()._add_exception_handlers(app)
         # A client's bad request is a warning line, not an ERROR with a traceback (kserve's handler).
         app.add_exception_handler(InvalidInput, _client_error)
+        # A body FastAPI cannot validate (not JSON, wrong fields) is a 400 like every other client error.
+        app.add_exception_handler(RequestValidationError, _client_error)
 
 
 async def _client_error(request: Any, exc: Exception) -> JSONResponse:
-    log.warning("400 %s %s: %s", request.method, request.url.path, exc)
-    return JSONResponse(status_code=400, content={"error": str(exc)})
+    message = str(exc)
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        message = f"invalid request body ({where}: {first.get('msg', 'not valid')})"
+    log.warning("400 %s %s: %s", request.method, request.url.path, message)
+    return JSONResponse(status_code=400, content={"error": message})
 
 
 class RSNModelServer(ModelServer):

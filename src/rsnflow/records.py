@@ -1,0 +1,168 @@
+"""Completeness records: an output is complete when it was made from what it would be made from now.
+
+Every stage writes, after its outputs, a small JSON record beside them::
+
+    {"format": "rsnflow-record/1", "stage": "preprocess",
+     "inputs": {"bold": "<sha256>", ...},      # identity of every input
+     "config": "<sha256>",                      # identity of the config section that shaped the outputs
+     "outputs": {"sub-01_..._bold.nii.gz": {"size": 123, "sha256": "..."}, ...}}
+
+A rerun of the stage computes the identities its outputs would be made from
+and compares (:meth:`Record.status`): outputs whose inputs or config changed
+are *stale* and are redone (or, with ``--no-recompute``, refused with a
+message naming the stale file); an output whose size differs from the record
+(truncated, replaced) is *incomplete*. Downstream stages identify an upstream
+output by the SHA-256 its record holds, so nothing large is hashed twice.
+Output names are relative to the record's folder: a tree assembled from links
+(KFP components) keeps its records valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rsnflow.io import InvalidInputError, sha256_file, write_json
+
+__all__ = [
+    "RECORD_FORMAT",
+    "Record",
+    "RecordStatus",
+    "StaleOutputError",
+    "config_digest",
+    "file_digest",
+]
+
+RECORD_FORMAT = "rsnflow-record/1"
+
+
+class StaleOutputError(InvalidInputError):
+    """An existing output was made from other inputs or settings, and recomputing is not allowed."""
+
+
+def config_digest(section: Any, exclude: Iterable[str] = ()) -> str:
+    """SHA-256 of a config section (a dataclass or mapping), leaving out keys that do not shape outputs."""
+    data = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else dict(section)
+    for key in exclude:
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's content, remembered per (path, size, mtime) within the process."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(p)
+    return _DIGESTS[key]
+
+
+@dataclass(frozen=True)
+class RecordStatus:
+    """The outcome of :meth:`Record.status`: ``complete``, ``missing``, ``incomplete`` or ``stale``."""
+
+    state: str
+    reason: str = ""
+    path: Path | None = None  # the output (or record) the reason is about
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason or self.state
+
+
+@dataclass(frozen=True)
+class Record:
+    """The completeness record at ``path`` (a JSON file beside the outputs it describes)."""
+
+    path: Path
+
+    def read(self) -> dict[str, Any] | None:
+        """The record's content, or None when it is missing or unreadable (a crash before it was written)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+            return None
+        return data
+
+    def write(self, stage: str, inputs: Mapping[str, str], config: str, outputs: Iterable[Path]) -> None:
+        """Record ``outputs`` (already written) as made from ``inputs`` under ``config``; write this last."""
+        entries = {}
+        for out in outputs:
+            rel = os.path.relpath(out, self.path.parent)
+            entries[rel] = {"size": out.stat().st_size, "sha256": file_digest(out)}
+        record = {
+            "format": RECORD_FORMAT,
+            "stage": stage,
+            "inputs": dict(sorted(inputs.items())),
+            "config": config,
+            "outputs": entries,
+        }
+        write_json(record, self.path)
+
+    def intact(self) -> RecordStatus:
+        """Whether the record exists and every output it lists has the recorded size."""
+        data = self.read()
+        if data is None:
+            return RecordStatus("missing", "no completeness record (never finished)", self.path)
+        for rel, meta in data["outputs"].items():
+            out = self.path.parent / rel
+            if not out.exists():
+                return RecordStatus("incomplete", "missing", out)
+            if out.stat().st_size != meta["size"]:
+                size = out.stat().st_size
+                return RecordStatus("incomplete", f"{size} bytes, recorded {meta['size']} (truncated?)", out)
+        return RecordStatus("complete")
+
+    def status(self, inputs: Mapping[str, str], config: str) -> RecordStatus:
+        """Complete when intact and made from exactly ``inputs`` under ``config``; else why not."""
+        state = self.intact()
+        if not state.complete:
+            return state
+        data = self.read()
+        assert data is not None
+        if data["config"] != config:
+            return RecordStatus("stale", "made with other settings", self.first_output())
+        recorded = data["inputs"]
+        for name in sorted(set(recorded) | set(inputs)):
+            if recorded.get(name) != inputs.get(name):
+                return RecordStatus("stale", f"made from another {name}", self.first_output())
+        return RecordStatus("complete")
+
+    def first_output(self) -> Path:
+        data = self.read() or {"outputs": {}}
+        names = list(data["outputs"])
+        return self.path.parent / names[0] if names else self.path
+
+    def digest(self, output: str | os.PathLike[str]) -> str:
+        """The recorded SHA-256 of one output (by path), the output's identity for downstream stages.
+
+        Raises
+        ------
+        InvalidInputError
+            The record is missing or does not list ``output``.
+        """
+        data = self.read()
+        rel = os.path.relpath(output, self.path.parent)
+        if data is None or rel not in data["outputs"]:
+            raise InvalidInputError(output, f"not recorded as complete in {self.path.name} (rerun its stage)")
+        return str(data["outputs"][rel]["sha256"])
+
+    def inputs(self) -> dict[str, str]:
+        """The input identities the outputs were made from (empty when there is no record)."""
+        data = self.read()
+        return dict(data["inputs"]) if data else {}
