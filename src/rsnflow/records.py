@@ -100,7 +100,7 @@ class Record:
         return data
 
     def write(self, stage: str, inputs: Mapping[str, str], config: str, outputs: Iterable[Path]) -> None:
-        """Record ``outputs`` (already written) as made from ``inputs`` under ``config``; write this last."""
+        """Record ``outputs`` (written; the first is the main one) as made from ``inputs``; write it last."""
         entries = {}
         for out in outputs:
             rel = os.path.relpath(out, self.path.parent)
@@ -111,6 +111,7 @@ class Record:
             "inputs": dict(sorted(inputs.items())),
             "config": config,
             "outputs": entries,
+            "primary": next(iter(entries), ""),  # the main output, named in messages
         }
         write_json(record, self.path)
 
@@ -144,9 +145,10 @@ class Record:
         return RecordStatus("complete")
 
     def first_output(self) -> Path:
-        data = self.read() or {"outputs": {}}
-        names = list(data["outputs"])
-        return self.path.parent / names[0] if names else self.path
+        """The record's main output (the first it was given), the file a message names."""
+        data = self.read() or {}
+        primary = data.get("primary") or next(iter(data.get("outputs", {})), "")
+        return self.path.parent / primary if primary else self.path
 
     def digest(self, output: str | os.PathLike[str]) -> str:
         """The recorded SHA-256 of one output (by path), the output's identity for downstream stages.

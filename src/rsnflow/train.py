@@ -72,7 +72,7 @@ def _epoch(
                 loss = loss_fn(logits.float(), y)
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"{desc}: the loss is {float(loss)} after {seen} maps (non-finite maps in the dataset, "
+                    f"{desc}: the loss is {loss.item()} after {seen} maps (non-finite maps in the dataset, "
                     "or train.lr too large); stopped, no weights saved"
                 )
             if optimizer is not None:

@@ -148,7 +148,7 @@ def test_failed_build_leaves_the_previous_dataset(dataset: Path, tiny_group, tmp
     bad = dr_outputs(deriv, "08")["maps"]
     bad.write_bytes(bad.read_bytes()[:1000])  # truncated
     with pytest.raises(InvalidInputError, match="sub-08"):
-        build_dataset(deriv, out, load_config().dataset)
+        build_dataset(deriv, out, load_config().dataset, overwrite=True)
     assert (out / "manifest.json").read_bytes() == before
     assert not list(tmp_path.glob(".ds.*"))
     assert main(["dataset", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == EXIT_ERROR

@@ -54,7 +54,7 @@ def test_failed_registration_is_reported_not_written(tiny_cohort, tmp_path: Path
     from rsnflow.preprocess import participant
     from rsnflow.preprocess.registration import AffineRegistration
 
-    def far_away(mean, affine, device="cpu"):
+    def far_away(mean, affine, device="cpu", dof=12):
         m = np.eye(4)
         m[:3, 3] = 400.0  # the whole template lands outside the image
         return AffineRegistration(m, 1.0, np.zeros(12))

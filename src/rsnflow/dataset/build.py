@@ -144,10 +144,10 @@ def current_subjects(deriv: Path) -> list[str]:
     found = []
     for s in preprocessed_subjects(deriv):
         state = dr_status(deriv, s)
-        if state.state == "stale":
+        if state.state in ("stale", "incomplete"):  # a run without a record never finished: left out
             raise InvalidInputError(
-                dr_outputs(deriv, s)["maps"],
-                f"stale ({state.reason}); rerun `rsnflow dual-regression`",
+                state.path or dr_outputs(deriv, s)["maps"],
+                f"{state.state} ({state.reason}); rerun `rsnflow dual-regression`",
             )
         if state.complete:
             found.append(s)

@@ -101,6 +101,13 @@ def map_from_nifti(data: bytes, where: str, budget: InflateBudget | int) -> NDAr
     try:
         img = nifti_from_bytes(data, where, ndim=3, max_bytes=budget.left)
     except InvalidInputError as exc:
+        if budget.left < budget.max_bytes and exc.problem.startswith(
+            ("NIfTI image inflates", "header claims")
+        ):
+            raise InvalidInput(
+                f"{where}: the request's NIfTI files inflate to more than {budget.max_bytes:,} bytes "
+                "in total (serve.max_request_mb)"
+            ) from exc
         raise InvalidInput(str(exc)) from exc
     budget.spend(img)
     if img.shape == MNI4_SHAPE and np.allclose(img.affine, MNI4_AFFINE, atol=1e-3):
