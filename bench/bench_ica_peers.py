@@ -100,7 +100,7 @@ def _run(method: str, deriv: Path, subjects: list[str], order: int, seed: int) -
 
 
 def main() -> None:
-    from rsnflow.ica import common_mask, preprocessed_subjects
+    from rsnflow.ica import common_mask, preprocessed_runs
     from rsnflow.simulate.truth import network_recovery
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    everyone = preprocessed_subjects(args.deriv)
+    everyone = sorted({r.subject for r in preprocessed_runs(args.deriv)})  # one plain run each (simulated)
     sizes = args.subjects or [len(everyone)]
     rows = []
     for n in sizes:

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rsnflow.config import load_config
-from rsnflow.ica import common_mask, group_migp, preprocessed_subjects
+from rsnflow.ica import common_mask, group_migp, preprocessed_runs
 from rsnflow.labeling import load_group_maps
 from rsnflow.simulate.truth import network_recovery, true_network_maps
 
@@ -58,7 +58,7 @@ def main() -> None:
     gap = (rec["ceiling"] - rec["r"]).median()
     print(f"median ceiling {rec['ceiling'].median():.3f}, median gap to it {gap:.3f}")
     if args.pca_orders:
-        subjects = preprocessed_subjects(args.deriv)
+        subjects = preprocessed_runs(args.deriv)
         order = [subjects[i] for i in np.random.default_rng(args.seed).permutation(len(subjects))]
         if not np.array_equal(common_mask(args.deriv, subjects), mask):
             raise SystemExit("the group mask differs from the subjects' common mask: rerun group-ica first")

@@ -31,7 +31,7 @@ from rsnflow.ica import (
     fastica,
     migp,
     migp_rows,
-    preprocessed_subjects,
+    preprocessed_runs,
     regress_maps,
     subject_pca,
 )
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--order", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    subjects = preprocessed_subjects(args.deriv)[: args.subjects]
+    subjects = preprocessed_runs(args.deriv)[: args.subjects]
     mask = common_mask(args.deriv, subjects)
     order = [subjects[i] for i in np.random.default_rng(0).permutation(len(subjects))]
     data = [migp_rows(args.deriv, s, mask) for s in order]

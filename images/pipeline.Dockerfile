@@ -34,5 +34,7 @@ RUN pip install --no-deps . \
 
 USER 10001:10001
 # checkov:skip=CKV_DOCKER_2: a batch image (KFP steps, mlflow server); health is probed by Kubernetes, not Docker
-ENTRYPOINT ["rsnflow"]
+# BIDS-Apps convention: `podman run IMAGE BIDS_DIR OUTPUT_DIR participant|group [options]`.
+# KFP tasks set their own command, so the entrypoint is the one people type by hand.
+ENTRYPOINT ["rsnflow", "bids"]
 CMD ["--help"]

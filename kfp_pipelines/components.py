@@ -77,29 +77,42 @@ def ingest(
     from rsnflow.ica.dr_cohort import check_order_fits
 
     shortest = min(runs.runs, key=lambda r: r.shape[3])
-    check_order_fits(cfg.ica.order, shortest.shape[3], f"sub-{shortest.subject}'s run (the shortest)")
+    check_order_fits(cfg.ica.order, shortest.shape[3], f"{shortest.run} (the shortest run)")
     Report("rsnflow ingest").text(
-        f"{cohort_uri}: {len(runs.runs)} valid runs, TR {runs.tr} s, {len(runs.failed)} skipped."
+        f"{cohort_uri}: {len(runs.runs)} valid runs of {len(runs.subjects)} subjects, TR {runs.tr} s, "
+        f"{len(runs.failed)} skipped."
     ).table(runs.summary()).write(summary.path)
-    cohort.metadata.update({"uri": cohort_uri, "subjects": len(runs.runs), "skipped": sorted(runs.failed)})
-    return [r.subject for r in runs.runs]
+    cohort.metadata.update(
+        {
+            "uri": cohort_uri,
+            "subjects": len(runs.subjects),
+            "runs": len(runs.runs),
+            "skipped": sorted(runs.failed),
+        }
+    )
+    return runs.subjects
 
 
 @dsl.component(**_COMMON)
 def preprocess(
     cohort: Input[Dataset], subject: str, overrides: dict, derivatives: Output[Dataset], qc: Output[HTML]
 ) -> str:
-    """Preprocess one subject; a failure is recorded (status returned), never raised."""
+    """Preprocess every run of one subject; a failure is recorded (status returned), never raised."""
     import shutil
 
+    from rsnflow.bids import RunId
     from rsnflow.config import load_config
     from rsnflow.preprocess import preprocess_cohort, subject_outputs
 
     cfg = load_config(overrides=overrides)
     res = preprocess_cohort(cohort.path, derivatives.path, cfg.preprocess, [subject], cfg.device)
-    status = "ok" if not res.failed else "failed: " + "; ".join(res.summary["reason"].astype(str))
-    page = subject_outputs(derivatives.path, subject).qc_html
-    if page.exists():
+    if res.failed and not res.succeeded:
+        status = "failed: " + "; ".join(res.summary["reason"].astype(str))
+    else:
+        status = "ok" if not res.failed else f"ok ({len(res.failed)} runs failed: {', '.join(res.failed)})"
+    done = [RunId.parse(r) for r in res.succeeded]
+    page = subject_outputs(derivatives.path, done[0]).qc_html if done else None
+    if page is not None and page.exists():  # the first run's page (every run's is in the derivatives)
         shutil.copyfile(page, qc.path)
     else:
         from pathlib import Path
@@ -127,7 +140,7 @@ def group_ica(
 
     cfg = load_config(overrides={**overrides, "seed": seed})
     states = {p.metadata.get("subject", "?"): p.metadata.get("status", "") for p in preprocessed}
-    if not any(state == "ok" for state in states.values()):
+    if not any(state.startswith("ok") for state in states.values()):
         reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
         raise RuntimeError(f"preprocessing failed for every subject, nothing to decompose: {reasons}")
     for part in preprocessed:
@@ -145,7 +158,7 @@ def dual_regression(group: Input[Dataset], subject: str, overrides: dict, maps: 
     from pathlib import Path
 
     from rsnflow.config import load_config
-    from rsnflow.ica import dr_outputs, dual_regression_cohort
+    from rsnflow.ica import dr_outputs, dual_regression_cohort, preprocessed_runs
     from rsnflow.io import link_tree
 
     cfg = load_config(overrides=overrides)
@@ -157,12 +170,16 @@ def dual_regression(group: Input[Dataset], subject: str, overrides: dict, maps: 
         link_tree(src / "group", Path(work) / "group")
         link_tree(src / f"sub-{subject}", Path(work) / f"sub-{subject}")
         res = dual_regression_cohort(work, cfg.dual_regression.des_norm)
-        for path in dr_outputs(work, subject).values():
-            if path.exists():
-                target = Path(maps.path) / path.relative_to(work)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                path.replace(target)
-    status = "ok" if not res.failed else "failed: " + "; ".join(res.summary["reason"].astype(str))
+        for run in preprocessed_runs(work):  # every session and run of the subject
+            for path in dr_outputs(work, run).values():
+                if path.exists():
+                    target = Path(maps.path) / path.relative_to(work)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    path.replace(target)
+    if res.failed and len(res.failed) == len(res.summary):
+        status = "failed: " + "; ".join(res.summary["reason"].astype(str))
+    else:
+        status = "ok" if not res.failed else f"ok ({len(res.failed)} runs failed: {', '.join(res.failed)})"
     maps.metadata.update({"subject": subject, "status": status})
     return status
 
@@ -188,7 +205,7 @@ def label(
 
     cfg = load_config(overrides=overrides)
     states = {m.metadata.get("subject", "?"): m.metadata.get("status", "") for m in maps}
-    if not any(state == "ok" for state in states.values()):
+    if not any(state.startswith("ok") for state in states.values()):
         reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
         raise RuntimeError(f"dual regression failed for every subject, nothing to label: {reasons}")
     with tempfile.TemporaryDirectory() as work:

@@ -13,9 +13,9 @@ def test_bad_subjects_are_reported_and_skipped(tiny_cohort, tmp_path: Path) -> N
     summary = tmp_path / "subjects.tsv"
     runs = ingest_cohort(tiny_cohort.bids_dir, summary_tsv=summary)
     assert [r.subject for r in runs.runs] == ["01", "02", "03"]
-    assert sorted(runs.failed) == sorted(tiny_cohort.bad_subjects)
-    for label, reason in runs.failed.items():
-        assert f"sub-{label}_task-rest_bold" in reason
+    assert sorted(runs.failed) == sorted(f"sub-{s}_task-rest" for s in tiny_cohort.bad_subjects)
+    for run, reason in runs.failed.items():
+        assert f"{run}_bold" in reason
     assert runs.tr == 2.0
     table = pd.read_csv(summary, sep="\t")
     assert (table["status"] == "failed").sum() == len(tiny_cohort.bad_subjects)

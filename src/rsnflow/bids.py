@@ -43,7 +43,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 _BOLD = re.compile(r"^(?P<entities>(?:[a-z]+-[A-Za-z0-9]+_)+)bold\.nii(?:\.gz)?$")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class RunId:
     """The BIDS entities of one functional run (``str(run)`` is its file-name prefix)."""
 
@@ -97,6 +97,13 @@ class RunId:
             return cls.parse(m.group("entities").rstrip("_"))
         except ValueError:
             return None
+
+    def __lt__(self, other: RunId) -> bool:
+        return self.sort_key() < other.sort_key()
+
+    def sort_key(self) -> tuple[tuple[str, int, int, str], ...]:
+        """Entities in BIDS order, numbers compared as numbers (``run-2`` before ``run-10``)."""
+        return tuple((k, 0, int(v), "") if v.isdigit() else (k, 1, 0, v) for k, v in self.pairs())
 
     def pairs(self) -> list[tuple[str, str]]:
         """``(key, label)`` of each entity present, in BIDS order."""

@@ -61,6 +61,30 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+def _bids_selection(p: argparse.ArgumentParser) -> None:
+    """The run-selection options fMRIPrep users type: labels, task, a BIDS filter file."""
+    p.add_argument("--participant-label", nargs="+", default=None, metavar="LABEL")
+    p.add_argument("--session-label", nargs="+", default=None, metavar="LABEL")
+    p.add_argument("--task", default="rest", help="task label of the runs to process (default rest)")
+    p.add_argument(
+        "--bids-filter-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='JSON as fMRIPrep reads it: {"bold": {"session": "2", "run": 1, "acquisition": null}}',
+    )
+
+
+def _selection(args: argparse.Namespace) -> dict[str, Any]:
+    from rsnflow.bids import read_filter_file
+
+    return {
+        "session_label": args.session_label,
+        "task": args.task,
+        "bids_filter": read_filter_file(args.bids_filter_file) if args.bids_filter_file else None,
+    }
+
+
 def _no_recompute(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-recompute",
@@ -109,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("preprocess", "motion correction, smoothing, high-pass, registration to MNI 4 mm")
     p.add_argument("bids_dir", type=Path, metavar="BIDS_DIR")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
-    p.add_argument("--participant-label", nargs="+", default=None, metavar="LABEL")
+    _bids_selection(p)
     p.add_argument("--n-jobs", type=int, default=None)
-    p.add_argument("--force", action="store_true", help="redo subjects whose outputs are complete")
+    p.add_argument("--force", action="store_true", help="redo runs whose outputs are complete")
     _no_recompute(p)
 
     p = add("group-ica", "group ICA by MIGP and FastICA")
@@ -232,10 +256,35 @@ def build_parser() -> argparse.ArgumentParser:
                 "--cron", default="0 0 2 * * *", help="six fields, seconds first (default: 02:00 daily)"
             )
 
-    p = add("run", "run the whole pipeline locally on a simulated cohort")
+    p = add(
+        "run", "run the whole KFP pipeline locally (kfp.local) on a BIDS folder, s3:// or a simulated cohort"
+    )
+    p.add_argument(
+        "cohort",
+        nargs="?",
+        default=None,
+        metavar="BIDS_DIR|s3://BUCKET/PREFIX",
+        help="the cohort (default: a simulated one, sim://PROFILE)",
+    )
     p.add_argument("--profile", choices=["tiny", "demo", "beijing"], default=None)
     p.add_argument("--subjects", type=int, default=None)
     p.add_argument("--work-dir", type=Path, default=Path("work"), metavar="DIR")
+    p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
+
+    p = add(
+        "bids",
+        "BIDS-Apps entry point: participant = preprocessing; group = group ICA, dual regression, labels",
+    )
+    p.add_argument("bids_dir", type=Path, metavar="BIDS_DIR")
+    p.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR")
+    p.add_argument("analysis_level", choices=["participant", "group"])
+    _bids_selection(p)
+    p.add_argument(
+        "--work-dir", type=Path, default=None, metavar="DIR", help="accepted for BIDS-Apps callers; unused"
+    )
+    p.add_argument("--nprocs", "--n-jobs", dest="n_jobs", type=int, default=None, help="processes")
+    p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
+    p.add_argument("--order", default=None, help="group ICA model order (default 100) or 'auto'")
 
     p = add("config", "show the effective configuration")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -313,8 +362,9 @@ def _cmd_preprocess(args: argparse.Namespace, config: Any) -> int:
         config.device,
         args.force,
         recompute=args.recompute,
+        **_selection(args),
     )
-    print(f"preprocessed {len(result.succeeded)} subjects into {args.deriv_dir}")
+    print(f"preprocessed {len(result.succeeded)} runs into {args.deriv_dir}")
     print(f"summary: {Path(args.deriv_dir) / 'preprocess_summary.tsv'}")
     if result.failed:
         print(f"failed: {', '.join(result.failed)} (reasons in the summary)", file=sys.stderr)
@@ -509,7 +559,28 @@ def _cmd_serve(args: argparse.Namespace, config: Any) -> int:
 def _cmd_run(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.workflow import run_local
 
-    return run_local(args.work_dir, config)
+    cohort = args.cohort
+    if cohort is not None and not str(cohort).startswith(("s3://", "sim://")):
+        from rsnflow.ingest import check_dataset_description
+
+        check_dataset_description(Path(cohort))
+        cohort = str(Path(cohort).resolve())
+    extra = {"expert_labels": str(args.expert_labels.resolve())} if args.expert_labels else {}
+    return run_local(args.work_dir, config, extra, cohort_uri=cohort)
+
+
+def _cmd_bids(args: argparse.Namespace, config: Any) -> int:
+    """BIDS-Apps: ``participant`` preprocesses; ``group`` runs group ICA, dual regression and labels."""
+    if args.analysis_level == "participant":
+        args.deriv_dir, args.force, args.recompute = args.output_dir, False, True
+        return _cmd_preprocess(args, config)
+    from rsnflow.ica import dual_regression_cohort, group_ica
+
+    group_ica(args.output_dir, config.ica, seed=config.seed, device=config.device)
+    dr = dual_regression_cohort(args.output_dir, config.dual_regression.des_norm, config.preprocess.n_jobs)
+    args.deriv_dir = args.output_dir
+    code = _cmd_label(args, config)
+    return EXIT_PARTIAL if code == EXIT_OK and dr.failed else code
 
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
@@ -523,6 +594,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "run": _cmd_run,
+    "bids": _cmd_bids,
     "serve": _cmd_serve,
     "pipeline compile": _cmd_pipeline_compile,
     "pipeline submit": _cmd_pipeline_submit,

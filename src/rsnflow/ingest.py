@@ -11,9 +11,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from rsnflow import bids
+from rsnflow.bids import RunId
 from rsnflow.io import InvalidInputError, load_bold, write_text
 from rsnflow.log import get_logger, progress
 
@@ -24,18 +27,26 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class SubjectRun:
-    """One validated run: where it is and what it holds."""
+    """One validated run: its entities, where it is and what it holds."""
 
-    subject: str
+    run: RunId
     path: Path
     tr: float
     shape: tuple[int, ...]
     voxel_mm: tuple[float, ...]
 
+    @property
+    def subject(self) -> str:
+        return self.run.subject
+
 
 @dataclass
 class CohortRuns:
-    """The outcome of :func:`ingest_cohort`."""
+    """The outcome of :func:`ingest_cohort`.
+
+    ``failed`` maps a run (its prefix, ``sub-01_ses-2_task-rest_run-1``) that
+    was refused, or a subject (``sub-03``) with no matching run, to the reason.
+    """
 
     bids_dir: Path
     runs: list[SubjectRun] = field(default_factory=list)
@@ -48,11 +59,17 @@ class CohortRuns:
             return None
         return Counter(r.tr for r in self.runs).most_common(1)[0][0]
 
+    @property
+    def subjects(self) -> list[str]:
+        """Participant labels with at least one valid run, sorted (one pipeline task each)."""
+        return sorted({r.subject for r in self.runs})
+
     def summary(self) -> pd.DataFrame:
-        """One row per subject: status, reason, TR, shape."""
+        """One row per run (and per subject without a matching run): status, reason, TR, shape."""
         rows = [
             {
-                "participant_id": f"sub-{r.subject}",
+                "participant_id": r.run.participant_id,
+                "run": str(r.run),
                 "status": "ok",
                 "reason": "",
                 "tr": r.tr,
@@ -63,16 +80,17 @@ class CohortRuns:
         ]
         rows += [
             {
-                "participant_id": f"sub-{s}",
+                "participant_id": key.split("_")[0],
+                "run": key if "_" in key else "",
                 "status": "failed",
                 "reason": why,
                 "tr": None,
                 "shape": "",
                 "path": "",
             }
-            for s, why in self.failed.items()
+            for key, why in self.failed.items()
         ]
-        return pd.DataFrame(rows).sort_values("participant_id", ignore_index=True)
+        return pd.DataFrame(rows).sort_values(["participant_id", "run"], ignore_index=True)
 
 
 def check_dataset_description(root: Path) -> None:
@@ -88,32 +106,23 @@ def check_dataset_description(root: Path) -> None:
         raise InvalidInputError(path, f"expected a JSON object, got {type(desc).__name__}")
 
 
-def find_runs(bids_dir: str | Path, participant_label: list[str] | None = None) -> dict[str, Path]:
-    """Map participant label -> path of its ``task-rest`` BOLD run.
+def find_runs(
+    bids_dir: str | Path,
+    participant_label: list[str] | None = None,
+    session_label: list[str] | None = None,
+    task: str = "rest",
+    bids_filter: dict[str, Any] | None = None,
+) -> tuple[list[tuple[RunId, Path]], dict[str, str]]:
+    """Every matching BOLD run of a BIDS dataset (:func:`rsnflow.bids.find_runs`), after checking it is one.
 
     Raises
     ------
     InvalidInputError
-        When ``bids_dir`` is not a BIDS dataset or holds no resting-state run.
+        Not a BIDS dataset, a label that matches nothing, or no matching run.
     """
     root = Path(bids_dir)
     check_dataset_description(root)
-    wanted = {p.removeprefix("sub-") for p in participant_label or []}
-    present = {d.name.removeprefix("sub-") for d in root.glob("sub-*") if d.is_dir()}
-    if wanted - present:
-        missing = ", ".join(f"sub-{p}" for p in sorted(wanted - present))
-        raise InvalidInputError(root, f"--participant-label: no such subject in the dataset: {missing}")
-    runs: dict[str, Path] = {}
-    for sub_dir in sorted(root.glob("sub-*")):
-        label = sub_dir.name.removeprefix("sub-")
-        if wanted and label not in wanted:
-            continue
-        found = sorted((sub_dir / "func").glob(f"sub-{label}_*task-rest*_bold.nii*"))
-        if found:
-            runs[label] = found[0]
-    if not runs:
-        raise InvalidInputError(root, "no sub-*/func/*task-rest*_bold.nii[.gz] runs found")
-    return runs
+    return bids.find_runs(root, participant_label, session_label, task, bids_filter)
 
 
 def ingest_cohort(
@@ -121,32 +130,42 @@ def ingest_cohort(
     participant_label: list[str] | None = None,
     min_volumes: int = 10,
     summary_tsv: str | Path | None = None,
+    session_label: list[str] | None = None,
+    task: str = "rest",
+    bids_filter: dict[str, Any] | None = None,
 ) -> CohortRuns:
-    """Validate every run of a BIDS cohort; report and skip the bad ones.
+    """Validate every matching run of a BIDS cohort; report and skip the bad ones.
 
     Parameters
     ----------
     bids_dir
         BIDS raw dataset.
-    participant_label
-        Only these subjects (default: all).
+    participant_label, session_label, task, bids_filter
+        Which runs (:func:`rsnflow.bids.find_runs`; default: every ``task-rest`` run).
     min_volumes
         Runs with fewer volumes are refused (the temporal filter and ICA need a
         series, not a handful of volumes).
     summary_tsv
-        Optional path for the per-subject status table.
+        Optional path for the per-run status table.
     """
     result = CohortRuns(Path(bids_dir))
-    for label, path in progress(find_runs(bids_dir, participant_label).items(), "ingest", unit="subject"):
+    runs, unmatched = find_runs(bids_dir, participant_label, session_label, task, bids_filter)
+    for participant, why in unmatched.items():
+        log.warning("%s skipped: %s", participant, why)
+        result.failed[participant] = why
+    for run, path in progress(runs, "ingest", unit="run"):
         try:
             bold = load_bold(path, min_volumes=min_volumes)
         except InvalidInputError as exc:
-            log.warning("sub-%s skipped: %s", label, exc)
-            result.failed[label] = str(exc)
+            log.warning("%s skipped: %s", run, exc)
+            result.failed[str(run)] = str(exc)
             continue
         zooms = tuple(float(z) for z in bold.img.header.get_zooms()[:3])
-        result.runs.append(SubjectRun(label, path, bold.tr, tuple(bold.img.shape), zooms))
-    log.info("ingest: %d valid runs, %d skipped", len(result.runs), len(result.failed))
+        result.runs.append(SubjectRun(run, path, bold.tr, tuple(bold.img.shape), zooms))
+    log.info(
+        "ingest: %d valid runs of %d subjects, %d skipped",
+        len(result.runs), len(result.subjects), len(result.failed),
+    )  # fmt: skip
     if summary_tsv is not None:
         write_text(result.summary().to_csv(sep="\t", index=False), summary_tsv)
     return result

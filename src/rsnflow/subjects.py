@@ -37,7 +37,7 @@ def failed_row(row: dict[str, Any], reason: str) -> dict[str, Any]:
 
 
 def guarded(
-    subject: str,
+    name: str,
     work: Callable[[], dict[str, Any] | None],
     row: dict[str, Any],
     expected: tuple[type[Exception], ...] = (InvalidInputError,),
@@ -52,10 +52,10 @@ def guarded(
     try:
         extra = work() or {}
     except expected as exc:
-        log.error("sub-%s failed: %s", subject, exc)
+        log.error("%s failed: %s", name, exc)
         return {**row, "status": "failed", "reason": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
     except Exception as exc:  # one subject must not sink the cohort
-        log.error("sub-%s failed: %s\n%s", subject, exc, traceback.format_exc())
+        log.error("%s failed: %s\n%s", name, exc, traceback.format_exc())
         reason = f"{type(exc).__name__}: {exc}"
         return {**row, "status": "failed", "reason": reason, "seconds": round(time.perf_counter() - t0, 2)}
     return {**row, "status": "ok", "reason": "", "seconds": round(time.perf_counter() - t0, 2), **extra}

@@ -98,8 +98,13 @@ def fit_order_to_profile(config: Config) -> Config:
     return config
 
 
-def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | None = None) -> int:
-    """Run the KFP pipeline locally on a simulated cohort under ``work_dir``.
+def run_local(
+    work_dir: str | Path,
+    config: Config,
+    arguments: dict[str, Any] | None = None,
+    cohort_uri: str | None = None,
+) -> int:
+    """Run the KFP pipeline locally on a cohort under ``work_dir``.
 
     Parameters
     ----------
@@ -110,6 +115,9 @@ def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | 
         to every task as ``overrides``.
     arguments
         Extra pipeline arguments (defaults: the profile's entry of :data:`DEMO_BUDGET`).
+    cohort_uri
+        A BIDS folder (absolute path) or ``s3://bucket/prefix``; default
+        ``sim://PROFILE``, a cohort simulated by the first task.
 
     Returns
     -------
@@ -128,20 +136,23 @@ def run_local(work_dir: str | Path, config: Config, arguments: dict[str, Any] | 
     tracking_uri = config.tracking.uri or f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
     (work / "mlflow").mkdir(exist_ok=True)
     profile = config.simulate.profile
-    config = fit_order_to_profile(config)
+    if cohort_uri is None:
+        cohort_uri = f"sim://{profile}"
+        config = fit_order_to_profile(config)
     args: dict[str, Any] = {
-        "cohort_uri": f"sim://{profile}",
+        "cohort_uri": cohort_uri,
         "seed": config.seed,
         "overrides": _overrides(config),
         "tracking_uri": tracking_uri,
         "gpu_limit": 0,
-        **DEMO_BUDGET.get(profile, {}),
+        # The demo budget is for simulated cohorts; a real cohort trains with the paper's settings.
+        **(DEMO_BUDGET.get(profile, {}) if cohort_uri.startswith("sim://") else {}),
         **(arguments or {}),
     }
     write_json({**provenance(config_to_dict(config)), "pipeline_arguments": args}, work / "provenance.json")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "pipeline_root"))
     t0 = time.perf_counter()
-    log.info("running the rsnflow pipeline with kfp.local (profile %s) under %s", profile, work)
+    log.info("running the rsnflow pipeline with kfp.local on %s under %s", cohort_uri, work)
     try:
         task = rsn_pipeline(**args)
     finally:

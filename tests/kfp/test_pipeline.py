@@ -1,4 +1,4 @@
-"""The KFP pipeline: its compiled IR YAML, and a whole run through kfp.local on the tiny profile."""
+"""The KFP pipeline: its compiled IR YAML, and a whole run through kfp.local on a tiny BIDS folder."""
 
 from __future__ import annotations
 
@@ -91,22 +91,41 @@ def test_resources_accelerators_caching_and_retries(compiled: list[dict]) -> Non
     assert any("rsnflow-train" in i for i in images) and any("rsnflow-pipeline" in i for i in images)
 
 
-def test_tiny_pipeline_through_kfp_local(tmp_path: Path) -> None:
-    from rsnflow.config import load_config
-    from rsnflow.workflow import run_local
+def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
+    """``rsnflow run BIDS_DIR``: a plain BIDS folder (one subject with two sessions) through the pipeline."""
+    import shutil
 
+    from rsnflow.config import load_config
+    from rsnflow.simulate import simulate_cohort
+    from rsnflow.workflow import DEMO_BUDGET, run_local
+
+    bids = tmp_path / "bids"
+    simulate_cohort(bids, profile="tiny", seed=3, n_subjects=4, n_volumes=100, bad_subjects=["nan"])
+    shutil.rmtree(bids / "derivatives")  # a user's folder: no ground truth beside it
+    func = bids / "sub-01" / "func"
+    for ses in ("1", "2"):  # sub-01 scanned twice: its run moves into two sessions
+        target = bids / "sub-01" / f"ses-{ses}" / "func"
+        target.mkdir(parents=True)
+        shutil.copy2(
+            func / "sub-01_task-rest_bold.nii.gz", target / f"sub-01_ses-{ses}_task-rest_bold.nii.gz"
+        )
+    shutil.rmtree(func)
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("simulate:\n  subjects: 4\n  volumes: 100\n  bad_subjects: [nan]\nica:\n  order: 20\n")
+    cfg.write_text("ica:\n  order: 20\n")
     config = load_config(cfg, {"simulate": {"profile": "tiny"}})
     work = tmp_path / "work"
-    # Threshold 0 so that the registration branch runs too.
-    status = run_local(work, config, {"accuracy_threshold": 0.0})
+    # Threshold 0 so that the registration branch runs too; the tiny budget, as the demo profile's.
+    status = run_local(work, config, {**DEMO_BUDGET["tiny"], "accuracy_threshold": 0.0}, cohort_uri=str(bids))
     assert status == EXIT_PARTIAL  # the NaN subject is reported and skipped; the run goes on
     page = (work / "report.html").resolve()
     text = page.read_text()
     assert "Table 1" in text and "mlp" in text and "r3d18" in text and "skipped" in text
     run_dir = page.parents[1]
     assert len(list(run_dir.glob("train*/model/weights.pt"))) == 3
+    ingest = (next(run_dir.glob("ingest/table")) / "subjects.tsv").read_text()
+    assert "sub-01_ses-1_task-rest" in ingest and "sub-01_ses-2_task-rest" in ingest
+    pattern = "for-loop-*/dual-regression/maps/sub-01/ses-*/func/*desc-dr_components.nii.gz"
+    assert len(list(run_dir.glob(pattern))) == 2
     with sqlite3.connect(work / "mlflow" / "mlflow.db") as db:
         runs = {r[0] for r in db.execute("select name from runs")}
         aliases = list(db.execute("select alias from registered_model_aliases"))

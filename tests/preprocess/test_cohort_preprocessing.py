@@ -16,8 +16,8 @@ def test_cohort_with_bad_subjects(tiny_cohort, tmp_path: Path) -> None:
     deriv = tmp_path / "derivatives" / "rsnflow"
     labels = ["01", "02", *tiny_cohort.bad_subjects]
     result = preprocess_cohort(tiny_cohort.bids_dir, deriv, load_config().preprocess, labels, device="cpu")
-    assert result.succeeded == ["sub-01", "sub-02"]
-    assert sorted(result.failed) == sorted(f"sub-{s}" for s in tiny_cohort.bad_subjects)
+    assert result.succeeded == ["sub-01_task-rest", "sub-02_task-rest"]
+    assert sorted(result.failed) == sorted(f"sub-{s}_task-rest" for s in tiny_cohort.bad_subjects)
     summary = pd.read_csv(deriv / "preprocess_summary.tsv", sep="\t")
     for _, row in summary[summary["status"] == "failed"].iterrows():
         assert row["participant_id"] in row["reason"]
@@ -62,6 +62,6 @@ def test_failed_registration_is_reported_not_written(tiny_cohort, tmp_path: Path
     monkeypatch.setattr(participant, "register_to_mni", far_away)
     deriv = tmp_path / "deriv"
     result = preprocess_cohort(tiny_cohort.bids_dir, deriv, load_config().preprocess, ["01"], device="cpu")
-    assert result.failed == ["sub-01"]
+    assert result.failed == ["sub-01_task-rest"]
     assert "registration to MNI failed" in result.summary["reason"][0]
     assert not subject_outputs(deriv, "01").bold.exists()

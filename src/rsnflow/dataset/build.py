@@ -4,7 +4,7 @@ Layout of ``DATASET_DIR``::
 
     maps.npy        (N, 45, 54, 45) float16 (or float32) array, read as a memory map
     mask.npy        (45, 54, 45) bool: the group mask the maps were normalised in
-    index.tsv       sample, subject, component, label, class_index, network, split
+    index.tsv       sample, subject, session, run, component, label, class_index, network, split
     manifest.json   shapes, hashes, taxonomy version, normalisation, split, class weights, config
 
 The directory is built under a temporary name beside the target and renamed
@@ -26,11 +26,12 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from rsnflow.atlas import load_taxonomy
+from rsnflow.bids import RunId
 from rsnflow.config import DatasetConfig
 from rsnflow.dataset.split import SPLITS, subject_split
 from rsnflow.dataset.verify import block_digests
 from rsnflow.ica.dr_cohort import dr_outputs, dr_status
-from rsnflow.ica.group import group_paths, preprocessed_subjects
+from rsnflow.ica.group import group_paths, preprocessed_runs
 from rsnflow.io import (
     InvalidInputError,
     load_nifti,
@@ -132,17 +133,17 @@ def _swap_into_place(new: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
-def current_subjects(deriv: Path) -> list[str]:
-    """Subjects whose dual-regression maps are complete and come from the current group maps.
+def current_runs(deriv: Path) -> list[RunId]:
+    """Runs whose dual-regression maps are complete and come from the current group maps.
 
     Raises
     ------
     InvalidInputError
-        A subject's maps were made from other group maps (group ICA rerun,
+        A run's maps were made from other group maps (group ICA rerun,
         dual regression not): pairing them with the new labels would be wrong.
     """
     found = []
-    for s in preprocessed_subjects(deriv):
+    for s in preprocessed_runs(deriv):
         state = dr_status(deriv, s)
         if state.state in ("stale", "incomplete"):  # a run without a record never finished: left out
             raise InvalidInputError(
@@ -193,11 +194,13 @@ def build_dataset(
     check_labels_current(deriv)
     labels = pd.read_csv(lpath, sep="\t", keep_default_na=False)
     taxonomy = load_taxonomy()
-    subjects = current_subjects(deriv)
+    runs = current_runs(deriv)
+    subjects = sorted({r.subject for r in runs})
     if len(subjects) < 3:
         raise InvalidInputError(deriv, f"{len(subjects)} subjects with dual-regression maps; a split needs 3")
     mask = load_nifti(group_paths(deriv)["mask"], ndim=3).get_fdata() > 0
     k = len(labels)
+    # By subject: every run of a subject lands on the same side of the split.
     split = subject_split(subjects, config.split, seed)
     class_idx = np.array([taxonomy.index(lab) for lab in labels["label"]])
 
@@ -206,10 +209,10 @@ def build_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{temp_marker()}", dir=out.parent))
     try:
         arr = np.lib.format.open_memmap(
-            tmp / "maps.npy", mode="w+", dtype=np.dtype(config.dtype), shape=(len(subjects) * k, *MNI4_SHAPE)
+            tmp / "maps.npy", mode="w+", dtype=np.dtype(config.dtype), shape=(len(runs) * k, *MNI4_SHAPE)
         )
         rows = []
-        for s_i, s in enumerate(progress(subjects, "dataset", unit="subject")):
+        for s_i, s in enumerate(progress(runs, "dataset", unit="run")):
             path = dr_outputs(deriv, s)["maps"]
             img = load_nifti(path, ndim=4)
             if img.shape[:3] != MNI4_SHAPE or img.shape[3] != k:
@@ -222,12 +225,14 @@ def build_dataset(
                 pd.DataFrame(
                     {
                         "sample": np.arange(s_i * k, (s_i + 1) * k),
-                        "subject": s,
+                        "subject": s.subject,
+                        "session": s.session or "",
+                        "run": str(s),
                         "component": labels["component"],
                         "label": labels["label"],
                         "class_index": class_idx,
                         "network": labels["network"],
-                        "split": split[s],
+                        "split": split[s.subject],
                     }
                 )
             )
@@ -248,6 +253,7 @@ def build_dataset(
             "shape": [len(index), *MNI4_SHAPE],
             "dtype": config.dtype,
             "n_subjects": len(subjects),
+            "n_runs": len(runs),
             "n_components": k,
             "maps": "dual-regression stage-2 maps (desc-dr_components)",
             "normalisation": NORMALISATION,
@@ -285,8 +291,9 @@ def build_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info(
-        "dataset: %d maps of %d subjects (%s) in %s",
+        "dataset: %d maps of %d runs of %d subjects (%s) in %s",
         len(index),
+        len(runs),
         len(subjects),
         ", ".join(f"{sp} {manifest['split']['samples'][sp]}" for sp in SPLITS),
         out,

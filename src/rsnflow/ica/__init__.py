@@ -20,7 +20,7 @@ from rsnflow.ica.group import (
     group_paths,
     group_record,
     migp_rows,
-    preprocessed_subjects,
+    preprocessed_runs,
 )
 from rsnflow.ica.matching import ComponentMatch, match_components, spatial_correlation
 
@@ -46,7 +46,7 @@ __all__ = [
     "migp",
     "migp_rows",
     "normalise_subject",
-    "preprocessed_subjects",
+    "preprocessed_runs",
     "regress_maps",
     "spatial_correlation",
     "subject_pca",

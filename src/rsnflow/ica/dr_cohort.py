@@ -18,9 +18,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rsnflow.bids import RunId
 from rsnflow.config import ConfigError
 from rsnflow.ica.dual_regression import dual_regression
-from rsnflow.ica.group import group_paths, group_record, preprocessed_subjects
+from rsnflow.ica.group import group_paths, group_record, preprocessed_runs
 from rsnflow.io import (
     InvalidInputError,
     derivative_path,
@@ -47,8 +48,8 @@ __all__ = [
 log = get_logger(__name__)
 
 
-def dr_outputs(deriv_dir: str | Path, subject: str) -> dict[str, Path]:
-    """Paths of one subject's dual-regression outputs."""
+def dr_outputs(deriv_dir: str | Path, subject: RunId | str) -> dict[str, Path]:
+    """Paths of one run's dual-regression outputs (a participant label: its plain ``task-rest`` run)."""
     space = {"space": SPACE_NAME, "res": 4}
     return {
         "maps": derivative_path(deriv_dir, subject, "components", desc="dr", **space),
@@ -73,8 +74,8 @@ def check_order_fits(order: int | str, n_volumes: int, where: str) -> None:
         )
 
 
-def dr_identity(deriv_dir: str | Path, subject: str, des_norm: bool) -> tuple[dict[str, str], str]:
-    """What a subject's dual-regression outputs are made from: its run, the group maps and mask, des_norm."""
+def dr_identity(deriv_dir: str | Path, subject: RunId | str, des_norm: bool) -> tuple[dict[str, str], str]:
+    """What a run's dual-regression outputs are made from: the run, the group maps and mask, des_norm."""
     deriv = Path(deriv_dir)
     group = group_record(deriv)
     paths = group_paths(deriv)
@@ -87,8 +88,8 @@ def dr_identity(deriv_dir: str | Path, subject: str, des_norm: bool) -> tuple[di
     return inputs, config_digest({"des_norm": des_norm})
 
 
-def dr_status(deriv_dir: str | Path, subject: str, des_norm: bool | None = None) -> RecordStatus:
-    """Whether a subject's dual regression is complete for the current group maps (and ``des_norm``).
+def dr_status(deriv_dir: str | Path, subject: RunId | str, des_norm: bool | None = None) -> RecordStatus:
+    """Whether a run's dual regression is complete for the current group maps (and ``des_norm``).
 
     Without ``des_norm`` the recorded setting is taken as is (the dataset stage
     only needs the maps to come from these group maps and this run).
@@ -102,26 +103,27 @@ def dr_status(deriv_dir: str | Path, subject: str, des_norm: bool | None = None)
 
 @dataclass(frozen=True)
 class DualRegressionCohort:
-    """Outcome of :func:`dual_regression_cohort`; one summary row per subject."""
+    """Outcome of :func:`dual_regression_cohort`; one summary row per run."""
 
     summary: pd.DataFrame
 
     @property
     def failed(self) -> list[str]:
-        return list(self.summary.loc[self.summary["status"] == "failed", "participant_id"])
+        """The runs that failed (their prefixes)."""
+        return list(self.summary.loc[self.summary["status"] == "failed", "run"])
 
 
-def _one(args: tuple[Path, str, bool, bool]) -> dict[str, object]:
+def _one(args: tuple[Path, RunId, bool, bool]) -> dict[str, object]:
     deriv, subject, des_norm, force = args
     out = dr_outputs(deriv, subject)
-    row: dict[str, object] = {"participant_id": f"sub-{subject}"}
+    row: dict[str, object] = {"participant_id": subject.participant_id, "run": str(subject)}
     remove_leftovers(out["maps"].parent)
     if not force:
         state = dr_status(deriv, subject, des_norm)
         if state.complete:
             return skipped(row)
         if state.state != "missing":
-            log.info("sub-%s: redoing dual regression: %s", subject, state)
+            log.info("%s: redoing dual regression: %s", subject, state)
 
     def work() -> None:
         out["record"].unlink(missing_ok=True)
@@ -147,11 +149,11 @@ def _one(args: tuple[Path, str, bool, bool]) -> dict[str, object]:
             "dual-regression", inputs, cfg, [out["maps"], out["zmaps"], out["timeseries"]]
         )
 
-    return guarded(subject, work, row)
+    return guarded(str(subject), work, row)
 
 
-def _killed(job: tuple[Path, str, bool, bool], reason: str) -> dict[str, object]:
-    return failed_row({"participant_id": f"sub-{job[1]}"}, reason)
+def _killed(job: tuple[Path, RunId, bool, bool], reason: str) -> dict[str, object]:
+    return failed_row({"participant_id": job[1].participant_id, "run": str(job[1])}, reason)
 
 
 def dual_regression_cohort(
@@ -161,9 +163,9 @@ def dual_regression_cohort(
     force: bool = False,
     recompute: bool = True,
 ) -> DualRegressionCohort:
-    """Dual regression of every preprocessed subject against the group maps.
+    """Dual regression of every preprocessed run (each session and run of each subject) on the group maps.
 
-    A subject whose outputs were made from these group maps, this run and
+    A run whose outputs were made from these group maps, this run and
     ``des_norm`` is skipped (unless ``force``); one made from other group maps
     (group ICA rerun) is redone, or refused when ``recompute`` is false.
 
@@ -177,7 +179,7 @@ def dual_regression_cohort(
     deriv = Path(deriv_dir)
     paths = group_paths(deriv)
     group_record(deriv)
-    subjects = preprocessed_subjects(deriv)
+    subjects = preprocessed_runs(deriv)
     if not recompute and not force:
         for s in subjects:
             state = dr_status(deriv, s, des_norm)

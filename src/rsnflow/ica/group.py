@@ -28,6 +28,7 @@ import torch
 from numpy.typing import NDArray
 from scipy import stats
 
+from rsnflow.bids import RunId
 from rsnflow.config import IcaConfig
 from rsnflow.ica.decomposition import (
     FastICAResult,
@@ -56,7 +57,7 @@ __all__ = [
     "group_paths",
     "group_record",
     "migp_rows",
-    "preprocessed_subjects",
+    "preprocessed_runs",
 ]
 
 log = get_logger(__name__)
@@ -77,9 +78,14 @@ class GroupICA:
     mask: NDArray[np.bool_]  # (45, 54, 45)
     mixing: NDArray[np.float32]  # (rows, K)
     explained_variance: NDArray[np.float64]
-    subjects: list[str]
+    runs: list[RunId]
     order: int
     converged: bool
+
+    @property
+    def subjects(self) -> list[str]:
+        """The participant labels of the runs, each once, in run order."""
+        return list(dict.fromkeys(r.subject for r in self.runs))
 
 
 def group_paths(deriv_dir: str | Path) -> dict[str, Path]:
@@ -118,27 +124,35 @@ def group_record(deriv_dir: str | Path) -> Record:
     return record
 
 
-def preprocessed_subjects(deriv_dir: str | Path) -> list[str]:
-    """Participant labels whose preprocessing is complete, sorted."""
-    found = []
-    for d in sorted(Path(deriv_dir).glob("sub-*")):
-        label = d.name.removeprefix("sub-")
-        if subject_outputs(deriv_dir, label).complete():
-            found.append(label)
-    return found
+_PREPROC_RECORD = "_desc-preproc_record.json"
 
 
-def common_mask(deriv_dir: str | Path, subjects: list[str]) -> NDArray[np.bool_]:
-    """Voxels inside every listed subject's brain mask (MELODIC's group mask)."""
+def preprocessed_runs(deriv_dir: str | Path) -> list[RunId]:
+    """The runs (every session and run of every subject) whose preprocessing is complete, sorted."""
+    root = Path(deriv_dir)
+    found = set()
+    for pattern in (f"sub-*/func/*{_PREPROC_RECORD}", f"sub-*/ses-*/func/*{_PREPROC_RECORD}"):
+        for record in root.glob(pattern):
+            try:
+                run = RunId.parse(record.name.removesuffix(_PREPROC_RECORD))
+            except ValueError:
+                continue
+            if subject_outputs(root, run).complete():
+                found.add(run)
+    return sorted(found)
+
+
+def common_mask(deriv_dir: str | Path, runs: list[RunId] | list[str]) -> NDArray[np.bool_]:
+    """Voxels inside every listed run's brain mask (MELODIC's group mask)."""
     mask = np.ones(MNI4_SHAPE, dtype=bool)
-    for label in subjects:
-        mask &= load_nifti(subject_outputs(deriv_dir, label).mask, ndim=3).get_fdata() > 0
+    for run in runs:
+        mask &= load_nifti(subject_outputs(deriv_dir, run).mask, ndim=3).get_fdata() > 0
     return mask
 
 
 def group_migp(
     deriv_dir: str | Path,
-    subjects: list[str],
+    subjects: list[RunId] | list[str],
     mask: NDArray[np.bool_],
     dim: int,
     device: torch.device | str = "cpu",
@@ -156,15 +170,15 @@ def group_migp(
     return migp(stream, dim, device)
 
 
-def migp_rows(deriv_dir: str | Path, label: str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
-    """One subject's ``(T, V)`` rows as MIGP takes them: voxels variance-normalised, volumes centred."""
+def migp_rows(deriv_dir: str | Path, label: RunId | str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """One run's ``(T, V)`` rows as MIGP takes them: voxels variance-normalised, volumes centred."""
     x = normalise_subject(_load_subject(Path(deriv_dir), label, mask))
     x -= x.mean(1, keepdims=True)
     return x
 
 
 def _subject_rows(
-    deriv_dir: str | Path, label: str, mask: NDArray[np.bool_], subject_dim: int | None
+    deriv_dir: str | Path, label: RunId | str, mask: NDArray[np.bool_], subject_dim: int | None
 ) -> NDArray[np.float32]:
     """What one subject brings to MIGP: its volumes (:func:`migp_rows`), or their subject PCA."""
     x = migp_rows(deriv_dir, label, mask)
@@ -173,9 +187,9 @@ def _subject_rows(
     reduced = subject_pca(x, subject_dim)
     if reduced.shape[0] < subject_dim:
         log.warning(
-            "sub-%s: %d volumes hold %d eigenmaps, fewer than ica.subject_dim %d: all of them are whitened, "
+            "%s: %d volumes hold %d eigenmaps, fewer than ica.subject_dim %d: all of them are whitened, "
             "noise included",
-            label, x.shape[0], reduced.shape[0], subject_dim,
+            RunId.of(label), x.shape[0], reduced.shape[0], subject_dim,
         )  # fmt: skip
     return reduced
 
@@ -198,7 +212,7 @@ def _prefetch(func: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterato
             yield pending.popleft().result()
 
 
-def _load_subject(deriv: Path, label: str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
+def _load_subject(deriv: Path, label: RunId | str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
     img = load_nifti(subject_outputs(deriv, label).bold, ndim=4)
     return np.ascontiguousarray(np.asarray(img.dataobj, dtype=np.float32)[mask].T)  # (T, V)
 
@@ -210,7 +224,7 @@ def group_ica(
     device: str = "auto",
     report: bool = True,
 ) -> GroupICA:
-    """Temporal-concatenation group ICA of every preprocessed subject in ``deriv_dir``.
+    """Temporal-concatenation group ICA of every preprocessed run in ``deriv_dir`` (all sessions and runs).
 
     Raises
     ------
@@ -220,15 +234,16 @@ def group_ica(
     deriv = Path(deriv_dir)
     group_paths(deriv)["record"].unlink(missing_ok=True)  # the old outputs stop being complete now
     remove_leftovers(deriv / "group")
-    subjects = preprocessed_subjects(deriv)
-    if not subjects:
-        raise InvalidInputError(deriv, "no preprocessed subjects found (run `rsnflow preprocess` first)")
+    runs = preprocessed_runs(deriv)
+    if not runs:
+        raise InvalidInputError(deriv, "no preprocessed runs found (run `rsnflow preprocess` first)")
     dev = pick_device(device)
-    mask = common_mask(deriv, subjects)
+    mask = common_mask(deriv, runs)
     n_vox = int(mask.sum())
-    log.info("group ICA: %d subjects, %d voxels in the common mask", len(subjects), n_vox)
+    n_subjects = len({r.subject for r in runs})
+    log.info("group ICA: %d runs of %d subjects, %d voxels in the common mask", len(runs), n_subjects, n_vox)
 
-    order_of_subjects = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
+    order_of_subjects = [runs[i] for i in np.random.default_rng(seed).permutation(len(runs))]
     pca = group_migp(deriv, order_of_subjects, mask, config.migp_dim, dev, config.subject_dim)
     n_rows = len(pca.eigenvalues)
     if config.order == "auto":
@@ -265,20 +280,20 @@ def group_ica(
 
     result = GroupICA(
         zmaps.astype(np.float32), mask, mixing.astype(np.float32), explained,
-        subjects, order, ica.converged,
+        runs, order, ica.converged,
     )  # fmt: skip
     _write(deriv, result, skew, config, seed, ica.n_iter)
     if report:
         _report(deriv, result, order_of_subjects[0])
     paths = group_paths(deriv)
     outputs = [paths[k] for k in ("maps", "mask", "mixing", "table", "json", "report") if paths[k].exists()]
-    inputs = {f"sub-{s}": _bold_digest(deriv, s) for s in subjects}
+    inputs = {str(r): _bold_digest(deriv, r) for r in runs}
     cfg = config_digest({**asdict(config), "seed": seed})
     Record(paths["record"]).write("group-ica", inputs, cfg, outputs)  # last: marks the group ICA complete
     return result
 
 
-def _bold_digest(deriv: Path, label: str) -> str:
+def _bold_digest(deriv: Path, label: RunId) -> str:
     out = subject_outputs(deriv, label)
     return Record(out.record).digest(out.bold)
 
@@ -335,13 +350,14 @@ def _write(
         "n_restarts": cfg.n_restarts,
     }  # fmt: skip
     write_json(
-        {**provenance(params), "subjects": res.subjects, "converged": res.converged, "n_iter": n_iter,
+        {**provenance(params), "subjects": res.subjects, "runs": [str(r) for r in res.runs],
+         "converged": res.converged, "n_iter": n_iter,
          "n_voxels": int(res.mask.sum()), "maps": "z statistics (map over residual noise std, as MELODIC)"},
         paths["json"],
     )  # fmt: skip
 
 
-def _report(deriv: Path, res: GroupICA, example: str) -> None:
+def _report(deriv: Path, res: GroupICA, example: RunId) -> None:
     from rsnflow.figures import component_montage
     from rsnflow.report import Report
     from rsnflow.space import load_template
@@ -359,8 +375,8 @@ def _report(deriv: Path, res: GroupICA, example: str) -> None:
     vol = unmask(res.zmaps, res.mask)
     report = Report("rsnflow group ICA")
     report.text(
-        f"{len(res.subjects)} subjects, model order {res.order}, FastICA converged: {res.converged}. "
-        f"Maps: z statistics, |z| > 3 over the MNI template; spectra from sub-{example}."
+        f"{len(res.runs)} runs of {len(res.subjects)} subjects, model order {res.order}, FastICA converged: "
+        f"{res.converged}. Maps: z statistics, |z| > 3 over the MNI template; spectra from {example}."
     )
     titles = [f"IC {k}: {100 * res.explained_variance[k]:.2f}% variance" for k in range(res.order)]
     for png, caption in component_montage(vol, template, titles, fig_dir / "group_ica", (freqs, power)):

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from rsnflow.atlas import NOISE, UNKNOWN, load_taxonomy
 from rsnflow.config import LabelingConfig
 from rsnflow.ica.dr_cohort import dr_outputs, dr_status
-from rsnflow.ica.group import group_paths, group_record, preprocessed_subjects
+from rsnflow.ica.group import group_paths, group_record, preprocessed_runs
 from rsnflow.io import InvalidInputError, load_nifti, write_text
 from rsnflow.labeling.auto import auto_labels, reference_scores
 from rsnflow.labeling.expert import WRITTEN_COLUMNS, read_expert_labels
@@ -120,7 +120,7 @@ def label_components(
     # A bad expert file is refused before anything on disk changes.
     expert = None if expert_labels is None else read_expert_labels(expert_labels, len(zmaps), taxonomy)
     labels_record(deriv).path.unlink(missing_ok=True)
-    subjects = [s for s in preprocessed_subjects(deriv) if dr_status(deriv, s).complete]
+    subjects = [r for r in preprocessed_runs(deriv) if dr_status(deriv, r).complete]
     if not subjects:
         log.warning("no dual-regression time courses: temporal noise features are unavailable")
     features = pd.concat(
@@ -157,9 +157,7 @@ def label_components(
     if expert_labels is not None:
         inputs["expert_labels"] = file_digest(expert_labels)
     for s in subjects:
-        inputs[f"sub-{s}_dr"] = Record(dr_outputs(deriv, s)["record"]).digest(
-            dr_outputs(deriv, s)["timeseries"]
-        )
+        inputs[f"{s}_dr"] = Record(dr_outputs(deriv, s)["record"]).digest(dr_outputs(deriv, s)["timeseries"])
     labels_record(deriv).write("label", inputs, config_digest(config), [labels_path(deriv)])
     return table
 

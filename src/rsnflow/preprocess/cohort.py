@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from rsnflow.bids import RunId
 from rsnflow.config import PreprocessConfig
 from rsnflow.ingest import find_runs
 from rsnflow.io import InvalidInputError, remove_leftovers, write_dataset_description, write_text
@@ -28,57 +30,66 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class CohortPreprocessing:
-    """Outcome of :func:`preprocess_cohort`; ``summary`` has one row per subject."""
+    """Outcome of :func:`preprocess_cohort`; ``summary`` has one row per run (and per subject without one)."""
 
     deriv_dir: Path
     summary: pd.DataFrame
 
     @property
     def failed(self) -> list[str]:
-        return list(self.summary.loc[self.summary["status"] == "failed", "participant_id"])
+        """The runs that failed (their prefixes)."""
+        return list(self.summary.loc[self.summary["status"] == "failed", "run"])
 
     @property
     def succeeded(self) -> list[str]:
-        return list(self.summary.loc[self.summary["status"] != "failed", "participant_id"])
+        """The runs preprocessed now or before."""
+        return list(self.summary.loc[self.summary["status"].isin(["ok", "skipped (complete)"]), "run"])
 
 
-def _one(args: tuple[str, Path, Path, PreprocessConfig, str, bool, int]) -> dict[str, object]:
-    subject, bold, deriv, config, device, force, threads = args
+Job = tuple[RunId, Path, Path, PreprocessConfig, str, bool, int]
+
+
+def _row(run: RunId, bold: Path) -> dict[str, object]:
+    return {"participant_id": run.participant_id, "run": str(run), "source": str(bold)}
+
+
+def _one(args: Job) -> dict[str, object]:
+    run, bold, deriv, config, device, force, threads = args
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    row: dict[str, object] = {"participant_id": f"sub-{subject}", "source": str(bold)}
-    remove_leftovers(deriv / f"sub-{subject}")
+    row = _row(run, bold)
+    remove_leftovers(deriv / run.folder())
     if not force:
-        state = Record(subject_outputs(deriv, subject).record).status(*preprocess_identity(bold, config))
+        state = Record(subject_outputs(deriv, run).record).status(*preprocess_identity(bold, config))
         if state.complete:
             return skipped(row)
         if state.state != "missing":
-            log.info("sub-%s: redoing preprocessing: %s", subject, state)
+            log.info("%s: redoing preprocessing: %s", run, state)
 
     def work() -> dict[str, object]:
-        qc = preprocess_subject(bold, deriv, subject, config, device)
+        qc = preprocess_subject(bold, deriv, run, config, device)
         return {"mean_fd_mm": qc["mean_fd_mm"], "mask_dice": qc["mask_dice_with_template"]}
 
-    return guarded(subject, work, row, (InvalidInputError, PreprocessingError))
+    return guarded(str(run), work, row, (InvalidInputError, PreprocessingError))
 
 
-def _killed(job: tuple[str, Path, Path, PreprocessConfig, str, bool, int], reason: str) -> dict[str, object]:
-    return failed_row({"participant_id": f"sub-{job[0]}", "source": str(job[1])}, reason)
+def _killed(job: Job, reason: str) -> dict[str, object]:
+    return failed_row(_row(job[0], job[1]), reason)
 
 
-def check_not_stale(deriv: Path, runs: dict[str, Path], config: PreprocessConfig) -> None:
+def check_not_stale(deriv: Path, runs: list[tuple[RunId, Path]], config: PreprocessConfig) -> None:
     """Raise :class:`~rsnflow.records.StaleOutputError` naming the first output made from other inputs."""
-    for subject, bold in runs.items():
+    for run, bold in runs:
         try:
             identity = preprocess_identity(bold, config)
         except OSError:
-            continue  # an unreadable input is reported by the subject's own row
-        state = Record(subject_outputs(deriv, subject).record).status(*identity)
+            continue  # an unreadable input is reported by the run's own row
+        state = Record(subject_outputs(deriv, run).record).status(*identity)
         if state.state == "stale":
             raise StaleOutputError(
-                subject_outputs(deriv, subject).bold,
+                subject_outputs(deriv, run).bold,
                 f"stale ({state.reason}); rerun without --no-recompute to redo it",
             )
 
@@ -91,21 +102,26 @@ def preprocess_cohort(
     device: str = "auto",
     force: bool = False,
     recompute: bool = True,
+    session_label: list[str] | None = None,
+    task: str = "rest",
+    bids_filter: dict[str, Any] | None = None,
 ) -> CohortPreprocessing:
-    """Preprocess every subject of a BIDS cohort into ``deriv_dir``.
+    """Preprocess every matching run of a BIDS cohort into ``deriv_dir``.
 
-    Subjects run independently (``config.n_jobs`` processes). A subject that
-    fails is logged with its reason and listed in
-    ``deriv_dir/preprocess_summary.tsv``; the others go on, also when a
-    worker process is killed. Subjects whose outputs are complete (their
-    record names the same input files and settings) are skipped unless
-    ``force``; outputs made from other inputs or settings are redone, or
-    refused when ``recompute`` is false.
+    Every run of every session is preprocessed on its own (``config.n_jobs``
+    processes), its derivatives named with all its entities. A run that fails
+    is logged with its reason and listed in ``deriv_dir/preprocess_summary.tsv``
+    (one row per run, and one per subject without a matching run); the others
+    go on, also when a worker process is killed. Runs whose outputs are
+    complete (their record names the same input files and settings) are
+    skipped unless ``force``; outputs made from other inputs or settings are
+    redone, or refused when ``recompute`` is false.
 
     Raises
     ------
     InvalidInputError
-        ``deriv_dir`` is or lies inside ``bids_dir`` (it would write into the raw dataset).
+        ``deriv_dir`` is or lies inside ``bids_dir`` (it would write into the raw
+        dataset); a participant or session label that matches nothing.
     StaleOutputError
         ``recompute`` is false and some outputs are stale.
     """
@@ -116,17 +132,31 @@ def preprocess_cohort(
         raise InvalidInputError(
             deriv, f"lies inside the raw BIDS dataset {bids}; write derivatives elsewhere"
         )
-    runs = find_runs(bids_dir, participant_label)
+    runs, unmatched = find_runs(bids_dir, participant_label, session_label, task, bids_filter)
     if not recompute and not force:
         check_not_stale(deriv, runs, config)
     write_dataset_description(deriv, name="rsnflow preprocessing", source=str(bids))
     n_jobs = max(1, min(config.n_jobs, len(runs)))
     threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
-    jobs = [(s, p, deriv, config, device, force, threads) for s, p in runs.items()]
-    log.info("preprocessing %d subjects with %d process(es)", len(jobs), n_jobs)
+    jobs = [(r, p, deriv, config, device, force, threads) for r, p in runs]
+    n_subjects = len({r.subject for r, _ in runs})
+    log.info("preprocessing %d runs of %d subjects with %d process(es)", len(jobs), n_subjects, n_jobs)
+    for participant, why in unmatched.items():
+        log.warning("%s: nothing to preprocess: %s", participant, why)
     rows = map_subjects(_one, jobs, n_jobs, "preprocess", on_killed=_killed)
+    rows += [
+        {
+            "participant_id": p,
+            "run": "",
+            "source": "",
+            "status": "skipped (no run)",
+            "reason": why,
+            "seconds": 0.0,
+        }
+        for p, why in unmatched.items()
+    ]
     summary = pd.DataFrame(rows)
     write_text(summary.to_csv(sep="\t", index=False, na_rep="n/a"), deriv / "preprocess_summary.tsv")
     n_failed = int((summary["status"] == "failed").sum())
-    log.info("preprocess: %d ok or complete, %d failed", len(summary) - n_failed, n_failed)
+    log.info("preprocess: %d runs ok or complete, %d failed", len(runs) - n_failed, n_failed)
     return CohortPreprocessing(deriv, summary)

@@ -21,12 +21,19 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from rsnflow.bids import RunId
 from rsnflow.config import PreprocessConfig
 from rsnflow.errors import PreprocessingError
 from rsnflow.figures import carpet_plot, motion_plot, registration_plot
 from rsnflow.io import derivative_path, find_sidecar, load_bold, save_nifti, write_json, write_text
 from rsnflow.log import get_logger
-from rsnflow.preprocess.confounds import confounds_table, dvars
+from rsnflow.preprocess.confounds import (
+    confounds_table,
+    dvars,
+    non_steady_state_volumes,
+    std_dvars,
+    tissue_signals,
+)
 from rsnflow.preprocess.motion import apply_motion_mean, estimate_motion
 from rsnflow.preprocess.registration import AffineRegistration, register_to_mni
 from rsnflow.preprocess.smoothing import smooth_in_mask
@@ -35,7 +42,7 @@ from rsnflow.preprocess.to_mni import dice, epi_brain_mask, mask_to_mni, resampl
 from rsnflow.records import Record, config_digest, file_digest
 from rsnflow.report import Report
 from rsnflow.resample import pick_device
-from rsnflow.space import MNI4_AFFINE, SPACE_NAME, load_brain_mask
+from rsnflow.space import MNI4_AFFINE, SPACE_NAME, load_brain_mask, load_tissue_probabilities
 
 __all__ = [
     "MIN_VOLUMES",
@@ -83,8 +90,12 @@ class SubjectOutputs:
         return Record(self.record).intact().complete
 
 
-def subject_outputs(deriv_dir: str | Path, subject: str) -> SubjectOutputs:
-    """Where :func:`preprocess_subject` writes for ``subject``."""
+def subject_outputs(deriv_dir: str | Path, subject: RunId | str) -> SubjectOutputs:
+    """Where :func:`preprocess_subject` writes for a run.
+
+    ``subject`` is a :class:`~rsnflow.bids.RunId`, or a participant label for
+    its plain ``task-rest`` run.
+    """
     space = {"space": SPACE_NAME, "res": 4}
     return SubjectOutputs(
         bold=derivative_path(deriv_dir, subject, "bold", desc="preproc", **space),
@@ -170,7 +181,7 @@ class _Timer:
 def preprocess_subject(
     bold_path: str | Path,
     deriv_dir: str | Path,
-    subject: str,
+    subject: RunId | str,
     config: PreprocessConfig,
     device: str = "auto",
 ) -> dict[str, Any]:
@@ -205,6 +216,7 @@ def preprocess_subject(
     timer.lap("load")
 
     check_field_of_view(bold_path, run.img)
+    n_non_steady = non_steady_state_volumes(data)
     try:
         motion = estimate_motion(
             data, affine, reference=config.motion_reference, device=dev, show_progress=False
@@ -229,7 +241,14 @@ def preprocess_subject(
             f"inside the field of view (correlation-ratio cost {reg.cost:.3f})"
         )
     timer.lap("resample")
-    conf = confounds_table(motion.params, dvars(bold_mni, mask))
+    conf = confounds_table(
+        motion.params,
+        dvars(bold_mni, mask),
+        centre=motion.centre,
+        std_dvars_values=std_dvars(bold_mni, mask),
+        signals=tissue_signals(bold_mni, mask, load_tissue_probabilities()),
+        n_non_steady=n_non_steady,
+    )
     epi_mask = mask_to_mni(epi_brain_mask(mean_native), affine, reg.mni_to_epi)
     mean_mni = bold_mni.mean(-1)
     tsnr = _tsnr(bold_mni[mask])
@@ -256,10 +275,12 @@ def preprocess_subject(
     write_text(conf.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g"), out.confounds)
     fd = conf["framewise_displacement"].to_numpy()
     qc: dict[str, Any] = {
-        "subject": subject,
+        "subject": RunId.of(subject).subject,
+        "run": str(RunId.of(subject)),
         "source": str(bold_path),
         "repetition_time": run.tr,
         "n_volumes": run.n_volumes,
+        "n_non_steady_state": n_non_steady,
         "motion_reference": config.motion_reference,
         "mean_fd_mm": float(np.nanmean(fd)),
         "max_fd_mm": float(np.nanmax(fd)),
@@ -282,8 +303,9 @@ def preprocess_subject(
     inputs, cfg_digest = preprocess_identity(bold_path, config)
     Record(out.record).write("preprocess", inputs, cfg_digest, out.files())  # last: marks the run complete
     log.info(
-        "sub-%s: mean FD %.3f mm, registration cost %.3f, mask Dice %.3f, %.1f s",
-        subject, qc["mean_fd_mm"], reg.cost, qc["mask_dice_with_template"], sum(timer.seconds.values()),
+        "%s: mean FD %.3f mm, registration cost %.3f, mask Dice %.3f, %.1f s",
+        RunId.of(subject), qc["mean_fd_mm"], reg.cost, qc["mask_dice_with_template"],
+        sum(timer.seconds.values()),
     )  # fmt: skip
     return qc
 
@@ -298,7 +320,7 @@ def _tsnr(ts: np.ndarray) -> np.ndarray:
 
 def _qc_page(
     out: SubjectOutputs,
-    subject: str,
+    subject: RunId | str,
     conf: Any,
     mean_mni: np.ndarray,
     template_mask: np.ndarray,
@@ -307,20 +329,19 @@ def _qc_page(
     qc: dict[str, Any],
 ) -> None:
     fig_dir = out.qc_html.parent / "figures"
+    name = str(RunId.of(subject))
     motion_png = motion_plot(
-        conf, f"sub-{subject}: estimated motion", fig_dir / f"sub-{subject}_motion.png", fd_threshold=0.5
+        conf, f"{name}: estimated motion", fig_dir / f"{name}_motion.png", fd_threshold=0.5
     )
     reg_png = registration_plot(
         mean_mni,
         template_mask,
-        f"sub-{subject}: mean EPI in MNI, template outline",
-        fig_dir / f"sub-{subject}_reg.png",
+        f"{name}: mean EPI in MNI, template outline",
+        fig_dir / f"{name}_reg.png",
     )
     fd = conf["framewise_displacement"].fillna(0).to_numpy()
-    carpet_png = carpet_plot(
-        bold, mask, fd, f"sub-{subject}: preprocessed BOLD", fig_dir / f"sub-{subject}_carpet.png"
-    )
-    report = Report(f"rsnflow preprocessing QC: sub-{subject}")
+    carpet_png = carpet_plot(bold, mask, fd, f"{name}: preprocessed BOLD", fig_dir / f"{name}_carpet.png")
+    report = Report(f"rsnflow preprocessing QC: {name}")
     summary = {k: v for k, v in qc.items() if k not in ("mni_to_epi", "seconds")}
     report.heading("Summary").items(
         [f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items()]
