@@ -69,6 +69,15 @@ def rsnflow_serve(
     model: str, log_path: Path, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[str]:
     """Serve ``model`` with ``rsnflow serve`` on 127.0.0.1; yield its base URL once it is ready."""
+    with rsnflow_serve_process(model, log_path, *extra, env=env) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def rsnflow_serve_process(
+    model: str, log_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`rsnflow_serve`, yielding the server process too (its PID, for memory probes)."""
     (port,) = free_ports()
     url = f"http://127.0.0.1:{port}"
     cmd = [
@@ -87,8 +96,8 @@ def rsnflow_serve(
     def ready() -> bool:
         return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
 
-    with running(cmd, log_path, ready, env={**os.environ, **(env or {})}):
-        yield url
+    with running(cmd, log_path, ready, env={**os.environ, **(env or {})}) as proc:
+        yield url, proc
 
 
 def v2_binary_request(tensor: np.ndarray, declared: list[int] | None = None) -> dict[str, Any]:

@@ -101,10 +101,10 @@ def test_derivative_names_keep_the_entities_and_pybids_reads_them_back() -> None
         "res-4mm_desc-preproc_bold.nii.gz"
     )
     ents = parse_file_entities(str(path))
-    assert {k: str(v) for k, v in ents.items()} >= {
+    assert {k: str(v) for k, v in ents.items()}.items() >= {
         "subject": "01", "session": "2", "task": "rest", "acquisition": "mb", "direction": "AP", "run": "1",
         "echo": "2", "space": "MNI152NLin2009aSym", "res": "4mm", "desc": "preproc", "suffix": "bold",
-    }  # fmt: skip
+    }.items()  # fmt: skip
     assert RunId.parse(str(run)) == run and RunId.of("sub-01") == RunId("01")
     assert derivative_path("/d", "01", "mask", desc="brain") == Path(
         "/d/sub-01/func/sub-01_task-rest_desc-brain_mask.nii.gz"
@@ -194,3 +194,20 @@ def test_pybids_indexes_every_output_as_a_derivative(sessions_cohort) -> None:
     sessions = {f.get_entities().get("session") for f in preproc}
     assert sessions == {"1", "2", None}
     assert len(lay.get(desc="dr", suffix="components")) == 7
+
+
+def test_the_bids_apps_entry_point(tiny_group, tmp_path: Path) -> None:
+    """``rsnflow bids BIDS_DIR OUTPUT_DIR participant|group``, as fMRIPrep users call it."""
+    from rsnflow.cli import main
+
+    bids = tiny_group["cohort"].bids_dir
+    out = tmp_path / "out"
+    labels = ["--participant-label", "01", "02", "03"]
+    assert main(["bids", str(bids), str(out), "participant", *labels, "--nprocs", "2"]) == 0
+    assert sorted(pd.read_csv(out / "preprocess_summary.tsv", sep="\t")["participant_id"]) == [
+        "sub-01", "sub-02", "sub-03"
+    ]  # fmt: skip
+    assert main(["bids", str(bids), str(out), "group", "--order", "10"]) == 0
+    assert (out / "group" / "group_task-rest_desc-ica_labels.tsv").exists()
+    assert len(pd.read_csv(out / "group" / "dual_regression_summary.tsv", sep="\t")) == 3
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetType"] == "derivative"

@@ -148,6 +148,27 @@ def test_sidecar_wins_over_header_and_inherits(tmp_path: Path) -> None:
     assert read_tr(p) == 2.5
 
 
+def test_sidecars_follow_bids_inheritance_with_sessions_and_runs(tmp_path: Path) -> None:
+    from rsnflow.io import read_sidecar, sidecars
+
+    (tmp_path / "dataset_description.json").write_text("{}")
+    top = tmp_path / "task-rest_bold.json"
+    top.write_text(json.dumps({"RepetitionTime": 2.5, "TaskName": "rest", "EchoTime": 0.03}))
+    subject = tmp_path / "sub-01" / "sub-01_task-rest_bold.json"
+    subject.parent.mkdir()
+    subject.write_text(json.dumps({"RepetitionTime": 2.0}))
+    p = _bold(tmp_path / "sub-01" / "ses-2" / "func" / "sub-01_ses-2_task-rest_run-1_bold.nii.gz", tr=9.0)
+    own = p.with_name("sub-01_ses-2_task-rest_run-1_bold.json")
+    own.write_text(json.dumps({"EchoTime": 0.025}))
+    other_run = p.with_name("sub-01_ses-2_task-rest_run-2_bold.json")  # another run's: does not apply
+    other_run.write_text(json.dumps({"RepetitionTime": 0.7}))
+    (tmp_path / "task-motor_bold.json").write_text(json.dumps({"RepetitionTime": 3.0}))
+    assert sidecars(p) == [top, subject, own]
+    meta = read_sidecar(p)
+    assert meta["RepetitionTime"] == (2.0, subject) and meta["EchoTime"] == (0.025, own)
+    assert read_tr(p) == 2.0
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out" / "img.nii.gz"
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:

@@ -46,6 +46,7 @@ class PreprocessConfig:
     fwhm_mm: float
     highpass_cutoff_s: float
     highpass_method: Literal["fsl", "butterworth", "cosine"]
+    slice_timing: bool
     registration_dof: Literal[6, 9, 12]
     registration_max_cost: float
     registration_max_scale: float

@@ -39,10 +39,12 @@ __all__ = [
     "load_nifti",
     "nifti_class",
     "nifti_from_bytes",
+    "read_sidecar",
     "read_tr",
     "remove_leftovers",
     "save_nifti",
     "sha256_file",
+    "sidecars",
     "temp_marker",
     "write_dataset_description",
     "write_json",
@@ -362,35 +364,62 @@ def _check_claimed_size(
             )
 
 
-def find_sidecar(bold_path: str | os.PathLike[str]) -> Path | None:
-    """The BIDS JSON sidecar of a BOLD run, following BIDS inheritance upwards.
+def sidecars(bold_path: str | os.PathLike[str]) -> list[Path]:
+    """Every JSON sidecar that applies to a BOLD run under BIDS inheritance, the least specific first.
 
-    ``sub-01/func/sub-01_task-rest_bold.nii.gz`` looks for
-    ``sub-01_task-rest_bold.json`` beside it, then ``task-rest_bold.json`` in
-    the folders above up to the dataset root (the folder holding
-    ``dataset_description.json``).
+    A ``*_bold.json`` applies when its entities are a subset of the run's and
+    it lies in the run's folder or one above it, up to the dataset root (the
+    folder with ``dataset_description.json``): ``task-rest_bold.json`` at the
+    root, ``sub-01/sub-01_task-rest_bold.json``,
+    ``sub-01/ses-2/func/sub-01_ses-2_task-rest_run-1_bold.json``. Values of a
+    later file override those of an earlier one (:func:`read_sidecar`).
     """
     p = Path(bold_path)
     stem = p.name.removesuffix(".gz").removesuffix(".nii")
-    same = p.with_name(stem + ".json")
-    if same.exists():
-        return same
-    entities = [e for e in stem.split("_") if not e.startswith(("sub-", "ses-"))]
-    inherited = "_".join(entities) + ".json"
-    for parent in p.parents:
-        candidate = parent / inherited
-        if candidate.exists():
-            return candidate
-        if (parent / "dataset_description.json").exists():
+    *entities, suffix = stem.split("_")
+    own = set(entities)
+    found: list[tuple[int, int, Path]] = []
+    for depth, folder in enumerate([p.parent, *p.parents]):
+        for candidate in sorted(folder.glob(f"*{suffix}.json")):
+            parts = candidate.name.removesuffix(".json").split("_")
+            if parts[-1] == suffix and set(parts[:-1]) <= own:
+                found.append((-depth, len(parts), candidate))
+        if (folder / "dataset_description.json").exists():
             break
-    return None
+    return [path for _, _, path in sorted(found)]
+
+
+def find_sidecar(bold_path: str | os.PathLike[str]) -> Path | None:
+    """The most specific JSON sidecar of a BOLD run (:func:`sidecars`), or None."""
+    found = sidecars(bold_path)
+    return found[-1] if found else None
+
+
+def read_sidecar(bold_path: str | os.PathLike[str]) -> dict[str, tuple[Any, Path]]:
+    """The run's metadata merged along BIDS inheritance: key -> (value, the file that set it).
+
+    Raises
+    ------
+    InvalidInputError
+        A sidecar that is not a JSON object.
+    """
+    merged: dict[str, tuple[Any, Path]] = {}
+    for path in sidecars(bold_path):
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInputError(path, f"sidecar is not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise InvalidInputError(path, f"sidecar must be a JSON object, got {type(meta).__name__}")
+        merged.update({key: (value, path) for key, value in meta.items()})
+    return merged
 
 
 def read_tr(path: str | os.PathLike[str], img: nib.Nifti1Image | None = None) -> float:
     """The repetition time in seconds of a 4D BOLD run.
 
-    Taken from the BIDS sidecar's ``RepetitionTime`` (seconds by the BIDS
-    standard) when there is one, otherwise from the NIfTI header's 4th pixdim
+    Taken from the ``RepetitionTime`` of the BIDS sidecars (seconds by the
+    BIDS standard, inheritance followed: :func:`read_sidecar`), otherwise from the NIfTI header's 4th pixdim
     and its time unit (``msec`` and ``usec`` are converted).
 
     Raises
@@ -401,17 +430,12 @@ def read_tr(path: str | os.PathLike[str], img: nib.Nifti1Image | None = None) ->
         are declared).
     """
     p = Path(path)
-    sidecar = find_sidecar(p)
-    if sidecar is not None:
-        try:
-            meta = json.loads(sidecar.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InvalidInputError(sidecar, f"sidecar is not valid JSON ({exc})") from exc
-        if "RepetitionTime" in meta:
-            tr = meta["RepetitionTime"]
-            if not isinstance(tr, int | float) or isinstance(tr, bool):
-                raise InvalidInputError(sidecar, f"RepetitionTime must be a number, got {tr!r}")
-            return _check_tr(sidecar, float(tr), "RepetitionTime in the sidecar (seconds)")
+    meta = read_sidecar(p)
+    if "RepetitionTime" in meta:
+        tr, sidecar = meta["RepetitionTime"]
+        if not isinstance(tr, int | float) or isinstance(tr, bool):
+            raise InvalidInputError(sidecar, f"RepetitionTime must be a number, got {tr!r}")
+        return _check_tr(sidecar, float(tr), "RepetitionTime in the sidecar (seconds)")
     if img is None:
         img = nib.load(p)
     if len(img.shape) < 4:

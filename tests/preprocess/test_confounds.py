@@ -33,7 +33,9 @@ def test_rmsd_of_a_translation_and_of_a_rotation_about_the_centre() -> None:
     out = rmsd(params, centre)
     assert np.isnan(out[0])
     assert out[1] == pytest.approx(1.0)
-    expected = RMS_RADIUS_MM * np.sqrt(0.2 * 4 * (1 - np.cos(theta)))  # R^2/5 tr(A^T A), A = R_z - I
+    # Volume 2 relative to volume 1 is a rotation about centre + (1, 0, 0): R^2/5 tr(A^T A) + |A t|^2,
+    # A = R_z - I, tr(A^T A) = 4 (1 - cos), |A (1, 0, 0)|^2 = 2 (1 - cos).
+    expected = np.sqrt(RMS_RADIUS_MM**2 / 5 * 4 * (1 - np.cos(theta)) + 2 * (1 - np.cos(theta)))
     assert out[2] == pytest.approx(expected, rel=1e-9)
 
 
@@ -43,8 +45,8 @@ def test_std_dvars_is_one_for_white_noise_and_higher_for_a_jump() -> None:
     mask = np.ones((10, 10, 10), bool)
     s = std_dvars(data, mask)
     assert np.isnan(s[0]) and np.nanmedian(s) == pytest.approx(1.0, abs=0.05)
-    data[..., 100] += 6
-    assert std_dvars(data, mask)[100] > 2
+    data[..., 100] += 15  # a 5-sd jump of the whole volume: DVARS sqrt(2 * 9 + 225) against sqrt(2) * 3
+    assert std_dvars(data, mask)[100] == pytest.approx(np.sqrt(18 + 225) / (np.sqrt(2) * 3), rel=0.1)
 
 
 def test_the_table_has_fmriprep_columns() -> None:

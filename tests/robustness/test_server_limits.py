@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,28 +14,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from servers import free_ports, running
+from servers import rsnflow_serve_process
 
 
 @pytest.fixture(scope="module")
 def server(tiny_mlp: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """``rsnflow serve`` with the default limits (64 MB bodies, 128 maps); yields its URL and PID."""
-    (port,) = free_ports()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "rsnflow.cli",
-        "serve",
-        str(tiny_mlp),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
     log = tmp_path_factory.mktemp("srv") / "serve.log"
-    ready = lambda: httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200  # noqa: E731
-    with running(cmd, log, ready) as proc:
+    with rsnflow_serve_process(str(tiny_mlp), log) as (url, proc):
         yield url, proc.pid
 
 

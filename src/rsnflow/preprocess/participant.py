@@ -20,12 +20,13 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from numpy.typing import NDArray
 
 from rsnflow.bids import RunId
 from rsnflow.config import PreprocessConfig
 from rsnflow.errors import PreprocessingError
 from rsnflow.figures import carpet_plot, motion_plot, registration_plot
-from rsnflow.io import derivative_path, find_sidecar, load_bold, save_nifti, write_json, write_text
+from rsnflow.io import derivative_path, load_bold, read_sidecar, save_nifti, write_json, write_text
 from rsnflow.log import get_logger
 from rsnflow.preprocess.confounds import (
     confounds_table,
@@ -36,6 +37,7 @@ from rsnflow.preprocess.confounds import (
 )
 from rsnflow.preprocess.motion import apply_motion_mean, estimate_motion
 from rsnflow.preprocess.registration import AffineRegistration, register_to_mni
+from rsnflow.preprocess.slice_timing import check_slice_timing, shift_slices
 from rsnflow.preprocess.smoothing import smooth_in_mask
 from rsnflow.preprocess.temporal import highpass
 from rsnflow.preprocess.to_mni import dice, epi_brain_mask, mask_to_mni, resample_run_to_mni
@@ -111,12 +113,28 @@ def subject_outputs(deriv_dir: str | Path, subject: RunId | str) -> SubjectOutpu
 def preprocess_identity(bold_path: str | Path, config: PreprocessConfig) -> tuple[dict[str, str], str]:
     """What a run's preprocessing outputs are made from: input digests and the config digest.
 
-    The raw run and its sidecar (which may set the TR) by content; the
+    The raw run by content and its merged sidecar metadata (which may set the TR); the
     ``preprocess`` settings except ``n_jobs``, which does not change a result.
     """
-    sidecar = find_sidecar(bold_path)
-    inputs = {"bold": file_digest(bold_path), "sidecar": file_digest(sidecar) if sidecar else ""}
+    meta = {key: value for key, (value, _) in read_sidecar(bold_path).items()}
+    inputs = {"bold": file_digest(bold_path), "sidecar": config_digest(meta) if meta else ""}
     return inputs, config_digest(config, exclude=("n_jobs",))
+
+
+def _correct_slice_timing(
+    bold_path: str | Path, data: NDArray[np.float32], tr: float
+) -> tuple[NDArray[np.float32], bool]:
+    """Slice-timing correction when the sidecar has ``SliceTiming`` (a note in the log when it has none)."""
+    meta = read_sidecar(bold_path)
+    if "SliceTiming" not in meta:
+        log.info("%s: no SliceTiming in the sidecar: slice timing not corrected", bold_path)
+        return data, False
+    values = {key: value for key, (value, _) in meta.items()}
+    try:
+        times, axis = check_slice_timing(values, data.shape, tr)
+    except ValueError as exc:
+        raise PreprocessingError(f"{meta['SliceTiming'][1]}: {exc}") from exc
+    return shift_slices(data, times, axis, tr), True
 
 
 def check_field_of_view(bold_path: str | Path, img: nib.Nifti1Image) -> None:
@@ -217,6 +235,9 @@ def preprocess_subject(
 
     check_field_of_view(bold_path, run.img)
     n_non_steady = non_steady_state_volumes(data)
+    slice_timed = False
+    if config.slice_timing:
+        data, slice_timed = _correct_slice_timing(bold_path, data, run.tr)
     try:
         motion = estimate_motion(
             data, affine, reference=config.motion_reference, device=dev, show_progress=False
@@ -269,6 +290,7 @@ def preprocess_subject(
     write_json(
         {"RepetitionTime": run.tr, "SkullStripped": False, "Sources": [str(bold_path)],
          "SmoothingFWHM": config.fwhm_mm, "HighpassCutoff": config.highpass_cutoff_s,
+         "SliceTimingCorrected": slice_timed,
          "HighpassMethod": config.highpass_method},
         out.sidecar,
     )  # fmt: skip
@@ -276,11 +298,12 @@ def preprocess_subject(
     fd = conf["framewise_displacement"].to_numpy()
     qc: dict[str, Any] = {
         "subject": RunId.of(subject).subject,
-        "run": str(RunId.of(subject)),
+        "run_name": str(RunId.of(subject)),  # not "run": pybids reads this JSON as the page's sidecar
         "source": str(bold_path),
         "repetition_time": run.tr,
         "n_volumes": run.n_volumes,
         "n_non_steady_state": n_non_steady,
+        "slice_timing_corrected": slice_timed,
         "motion_reference": config.motion_reference,
         "mean_fd_mm": float(np.nanmean(fd)),
         "max_fd_mm": float(np.nanmax(fd)),
