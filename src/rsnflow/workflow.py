@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from rsnflow.log import get_logger
 from rsnflow.provenance import provenance
 from rsnflow.report import Report
 
-__all__ = ["DEMO_BUDGET", "run_local", "run_report"]
+__all__ = ["DEMO_BUDGET", "publish_site", "run_local", "run_report"]
 
 log = get_logger(__name__)
 
@@ -161,10 +162,8 @@ def run_local(
         else:
             os.environ["TMPDIR"] = old_tmpdir
     seconds = time.perf_counter() - t0
-    page = Path(task.output)
-    run_dir = page.parents[1]
-    (work / "report.html").unlink(missing_ok=True)
-    (work / "report.html").symlink_to(page)
+    run_dir = Path(task.output).parents[1]
+    page = publish_site(run_dir, work)
     ingest = pd.read_csv(run_dir / "ingest" / "table" / "subjects.tsv", sep="\t", dtype=str)
     skipped = set(ingest.loc[ingest["status"] != "ok", "participant_id"])
     for summary in run_dir.rglob("preprocess_summary.tsv"):
@@ -173,7 +172,7 @@ def run_local(
     skipped = sorted(skipped)
     models = sorted(run_dir.glob("train*/model"))
     print(f"\nrsnflow pipeline (kfp.local) finished in {seconds / 60:.1f} min under {work}")
-    print(f"  report:    {page}  (also {work / 'report.html'})")
+    print(f"  report:    {page}  (every stage's page under {page.with_suffix('')})")
     print(f"  run:       {run_dir}  (one folder per task)")
     for m in models:
         print(f"  model:     {m}")
@@ -183,6 +182,46 @@ def run_local(
         print(f"  {len(skipped)} subjects skipped: {', '.join(skipped)} (see the report)")
         return 3
     return 0
+
+
+#: The file that marks ``WORK/report/`` as rsnflow's own site (so a rerun may replace it).
+_SITE_MARK = ".rsnflow-site"
+
+
+def publish_site(run_dir: Path, work: Path) -> Path:
+    """The run's pages as a folder a browser opens: ``WORK/report.html`` and ``WORK/report/*.html``.
+
+    KFP names an HTML artifact after its output (``report/page``, no
+    extension), and a browser shows such a file as source text; its links
+    point into other tasks' folders. Here every stage page is copied under a
+    ``.html`` name (the evaluation with its TSV and PNG files), and the front
+    page is written again with links that resolve from where it is.
+    """
+    site = work / "report"
+    if site.exists() and not (site / _SITE_MARK).exists():
+        raise FileExistsError(f"{site}: exists and is not an rsnflow report folder; move it away")
+    shutil.rmtree(site, ignore_errors=True)
+    site.mkdir(parents=True)
+    (site / _SITE_MARK).write_text("written by rsnflow run; replaced by the next run\n")
+    pages = {"ingest": run_dir / "ingest" / "summary", "group-ica": run_dir / "group-ica" / "report",
+             "labels": run_dir / "label" / "review"}  # fmt: skip
+    for name, src in pages.items():
+        shutil.copyfile(src, site / f"{name}.html")
+    table = run_dir / "evaluate" / "table"
+    shutil.copytree(table, site / "evaluation", ignore=shutil.ignore_patterns("models"))
+    qc_pages, statuses = [], []
+    for task in sorted(run_dir.glob("for-loop-*/preprocess")):
+        subjects = sorted(p.name for p in (task / "derivatives").glob("sub-*"))
+        status = json.loads((task / "executor_output.json").read_text())
+        statuses.append(str(status.get("parameterValues", {}).get("Output", "ok")))
+        if subjects and (task / "qc").exists():
+            shutil.copyfile(task / "qc", site / f"qc-{subjects[0]}.html")
+            qc_pages.append(str(site / f"qc-{subjects[0]}.html"))
+    ingest_table = run_dir / "ingest" / "table" / "subjects.tsv"
+    return run_report(
+        work / "report.html", site / "ingest.html", ingest_table, qc_pages, site / "group-ica.html",
+        site / "labels.html", table / "table1.md", site / "evaluation" / "index.html", statuses,
+    )  # fmt: skip
 
 
 def run_report(

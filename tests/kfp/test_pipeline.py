@@ -117,10 +117,15 @@ def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
     # Threshold 0 so that the registration branch runs too; the tiny budget, as the demo profile's.
     status = run_local(work, config, {**DEMO_BUDGET["tiny"], "accuracy_threshold": 0.0}, cohort_uri=str(bids))
     assert status == EXIT_PARTIAL  # the NaN subject is reported and skipped; the run goes on
-    page = (work / "report.html").resolve()
+    page = work / "report.html"
     text = page.read_text()
     assert "Table 1" in text and "mlp" in text and "r3d18" in text and "skipped" in text
-    run_dir = page.parents[1]
+    # A real .html file (a browser shows an extension-less file as source), whose links all resolve.
+    assert not page.is_symlink()
+    linked = _resolving_links(page)
+    assert ".html" in {p.suffix for p in linked} <= {".html", ".tsv", ".png"}
+    assert len([p for p in linked if p.name.startswith("qc-")]) == 4  # the four good subjects
+    (run_dir,) = (work / "pipeline_root").glob("rsnflow-*")
     assert len(list(run_dir.glob("train*/model/weights.pt"))) == 3
     ingest = (next(run_dir.glob("ingest/table")) / "subjects.tsv").read_text()
     assert "sub-01_ses-1_task-rest" in ingest and "sub-01_ses-2_task-rest" in ingest
@@ -131,6 +136,30 @@ def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
         aliases = list(db.execute("select alias from registered_model_aliases"))
     assert {"train-mlp", "train-resnet2p5d", "train-r3d18"} <= runs
     assert aliases == [("champion",)]
+
+
+def _resolving_links(page: Path, depth: int = 2) -> set[Path]:
+    """Every local file ``page`` links to (href, src), followed ``depth`` pages deep; each must exist."""
+    from html.parser import HTMLParser
+
+    class Links(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.found += [v for k, v in attrs if k in ("href", "src") and v and not v.startswith("data:")]
+
+    parser = Links()
+    parser.feed(page.read_text())
+    out = set()
+    for href in parser.found:
+        target = (page.parent / href).resolve()
+        assert target.is_file(), f"{page}: link {href!r} does not resolve"
+        out.add(target)
+        if depth > 1 and target.suffix == ".html":
+            out |= _resolving_links(target, depth - 1)
+    return out
 
 
 def test_recurring_run_request() -> None:
