@@ -264,7 +264,12 @@ def run_report(
             css="warn",
         )
     for i, q in enumerate(qc_pages):
-        report.link(rel(q), f"preprocessing QC {i + 1} of {len(qc_pages)}")
+        name = (
+            Path(q).stem.removeprefix("qc-")
+            if Path(q).name.startswith("qc-")
+            else f"{i + 1} of {len(qc_pages)}"
+        )
+        report.link(rel(q), f"preprocessing QC: {name}")
     report.link(rel(ica_report), "group ICA: component montage")
     report.link(rel(review), "labels: review page")
     return report.write(out)
