@@ -379,7 +379,7 @@ def sidecars(bold_path: str | os.PathLike[str]) -> list[Path]:
     *entities, suffix = stem.split("_")
     own = set(entities)
     found: list[tuple[int, int, Path]] = []
-    for depth, folder in enumerate([p.parent, *p.parents]):
+    for depth, folder in enumerate(p.parents):
         for candidate in sorted(folder.glob(f"*{suffix}.json")):
             parts = candidate.name.removesuffix(".json").split("_")
             if parts[-1] == suffix and set(parts[:-1]) <= own:

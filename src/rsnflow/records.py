@@ -48,7 +48,8 @@ class StaleOutputError(InvalidInputError):
 
 def config_digest(section: Any, exclude: Iterable[str] = ()) -> str:
     """SHA-256 of a config section (a dataclass or mapping), leaving out keys that do not shape outputs."""
-    data = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else dict(section)
+    is_instance = dataclasses.is_dataclass(section) and not isinstance(section, type)
+    data = dataclasses.asdict(section) if is_instance else dict(section)
     for key in exclude:
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

@@ -20,6 +20,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from rsnflow.atlas import NOISE, UNKNOWN, load_taxonomy
+from rsnflow.bids import RunId
 from rsnflow.config import LabelingConfig
 from rsnflow.ica.dr_cohort import dr_outputs, dr_status
 from rsnflow.ica.group import group_paths, group_record, preprocessed_runs
@@ -79,7 +80,7 @@ def load_group_maps(deriv_dir: str | Path) -> tuple[NDArray[np.float32], NDArray
 
 
 def _runs(
-    deriv: Path, subjects: list[str]
+    deriv: Path, subjects: list[RunId]
 ) -> Iterator[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
     for s in subjects:
         tcs = pd.read_csv(dr_outputs(deriv, s)["timeseries"], sep="\t").to_numpy(dtype=np.float64)
