@@ -210,13 +210,14 @@ def publish_site(run_dir: Path, work: Path) -> Path:
     table = run_dir / "evaluate" / "table"
     shutil.copytree(table, site / "evaluation", ignore=shutil.ignore_patterns("models"))
     qc_pages, statuses = [], []
-    for task in sorted(run_dir.glob("for-loop-*/preprocess")):
+    for task in run_dir.glob("for-loop-*/preprocess"):
         subjects = sorted(p.name for p in (task / "derivatives").glob("sub-*"))
         status = json.loads((task / "executor_output.json").read_text())
         statuses.append(str(status.get("parameterValues", {}).get("Output", "ok")))
         if subjects and (task / "qc").exists():
             shutil.copyfile(task / "qc", site / f"qc-{subjects[0]}.html")
             qc_pages.append(str(site / f"qc-{subjects[0]}.html"))
+    qc_pages.sort()  # by subject (the tasks' folders sort as iteration-1, -10, -11, ..., -2)
     ingest_table = run_dir / "ingest" / "table" / "subjects.tsv"
     return run_report(
         work / "report.html", site / "ingest.html", ingest_table, qc_pages, site / "group-ica.html",
