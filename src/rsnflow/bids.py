@@ -24,7 +24,7 @@ from typing import Any
 
 from rsnflow.io import InvalidInputError
 
-__all__ = ["ENTITIES", "RunId", "find_runs", "read_filter_file"]
+__all__ = ["ENTITIES", "RunId", "check_dataset_description", "find_runs", "read_filter_file"]
 
 #: Entities of a functional run that a derivative keeps, in the BIDS order (name in files, field).
 ENTITIES: tuple[tuple[str, str], ...] = (
@@ -175,6 +175,19 @@ def read_filter_file(path: str | Path) -> dict[str, Any]:
     return query
 
 
+def check_dataset_description(root: Path) -> None:
+    """Raise unless ``root/dataset_description.json`` exists and is a JSON object."""
+    path = root / "dataset_description.json"
+    if not path.exists():
+        raise InvalidInputError(root, "not a BIDS dataset (no dataset_description.json)")
+    try:
+        desc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(desc, dict):
+        raise InvalidInputError(path, f"expected a JSON object, got {type(desc).__name__}")
+
+
 def find_runs(
     bids_dir: str | Path,
     participant_label: Iterable[str] | None = None,
@@ -197,6 +210,7 @@ def find_runs(
         Not a BIDS dataset; a participant or session label that matches nothing; no run at all.
     """
     root = Path(bids_dir)
+    check_dataset_description(root)
     wanted = {p.removeprefix("sub-") for p in participant_label or []}
     sessions = {s.removeprefix("ses-") for s in session_label or []}
     present = {d.name.removeprefix("sub-") for d in root.glob("sub-*") if d.is_dir()}

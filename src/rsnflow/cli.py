@@ -561,7 +561,7 @@ def _cmd_run(args: argparse.Namespace, config: Any) -> int:
 
     cohort = args.cohort
     if cohort is not None and not str(cohort).startswith(("s3://", "sim://")):
-        from rsnflow.ingest import check_dataset_description
+        from rsnflow.bids import check_dataset_description
 
         check_dataset_description(Path(cohort))
         cohort = str(Path(cohort).resolve())

@@ -7,7 +7,6 @@ validated one at a time, so memory does not grow with the cohort.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from rsnflow import bids
-from rsnflow.bids import RunId
+from rsnflow.bids import RunId, check_dataset_description, find_runs
 from rsnflow.io import InvalidInputError, load_bold, write_text
 from rsnflow.log import get_logger, progress
 
@@ -91,38 +89,6 @@ class CohortRuns:
             for key, why in self.failed.items()
         ]
         return pd.DataFrame(rows).sort_values(["participant_id", "run"], ignore_index=True)
-
-
-def check_dataset_description(root: Path) -> None:
-    """Raise unless ``root/dataset_description.json`` exists and is a JSON object."""
-    path = root / "dataset_description.json"
-    if not path.exists():
-        raise InvalidInputError(root, "not a BIDS dataset (no dataset_description.json)")
-    try:
-        desc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(path, f"not valid JSON ({exc})") from exc
-    if not isinstance(desc, dict):
-        raise InvalidInputError(path, f"expected a JSON object, got {type(desc).__name__}")
-
-
-def find_runs(
-    bids_dir: str | Path,
-    participant_label: list[str] | None = None,
-    session_label: list[str] | None = None,
-    task: str = "rest",
-    bids_filter: dict[str, Any] | None = None,
-) -> tuple[list[tuple[RunId, Path]], dict[str, str]]:
-    """Every matching BOLD run of a BIDS dataset (:func:`rsnflow.bids.find_runs`), after checking it is one.
-
-    Raises
-    ------
-    InvalidInputError
-        Not a BIDS dataset, a label that matches nothing, or no matching run.
-    """
-    root = Path(bids_dir)
-    check_dataset_description(root)
-    return bids.find_runs(root, participant_label, session_label, task, bids_filter)
 
 
 def ingest_cohort(

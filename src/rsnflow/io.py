@@ -44,6 +44,7 @@ __all__ = [
     "remove_leftovers",
     "save_nifti",
     "sha256_file",
+    "sidecar_metadata",
     "sidecars",
     "temp_marker",
     "write_dataset_description",
@@ -413,6 +414,11 @@ def read_sidecar(bold_path: str | os.PathLike[str]) -> dict[str, tuple[Any, Path
             raise InvalidInputError(path, f"sidecar must be a JSON object, got {type(meta).__name__}")
         merged.update({key: (value, path) for key, value in meta.items()})
     return merged
+
+
+def sidecar_metadata(bold_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run's merged sidecar metadata, values only (:func:`read_sidecar` without the files)."""
+    return {key: value for key, (value, _) in read_sidecar(bold_path).items()}
 
 
 def read_tr(path: str | os.PathLike[str], img: nib.Nifti1Image | None = None) -> float:

@@ -118,7 +118,9 @@ class Record:
 
     def intact(self) -> RecordStatus:
         """Whether the record exists and every output it lists has the recorded size."""
-        data = self.read()
+        return self._intact(self.read())
+
+    def _intact(self, data: dict[str, Any] | None) -> RecordStatus:
         if data is None:
             return RecordStatus("missing", "no completeness record (never finished)", self.path)
         for rel, meta in data["outputs"].items():
@@ -132,24 +134,20 @@ class Record:
 
     def status(self, inputs: Mapping[str, str], config: str) -> RecordStatus:
         """Complete when intact and made from exactly ``inputs`` under ``config``; else why not."""
-        state = self.intact()
+        data = self.read()
+        state = self._intact(data)
         if not state.complete:
             return state
-        data = self.read()
         assert data is not None
+        # The main output (the first the record was given) is the file a message names.
+        primary = self.path.parent / (data.get("primary") or next(iter(data["outputs"]), ""))
         if data["config"] != config:
-            return RecordStatus("stale", "made with other settings", self.first_output())
+            return RecordStatus("stale", "made with other settings", primary)
         recorded = data["inputs"]
         for name in sorted(set(recorded) | set(inputs)):
             if recorded.get(name) != inputs.get(name):
-                return RecordStatus("stale", f"made from another {name}", self.first_output())
+                return RecordStatus("stale", f"made from another {name}", primary)
         return RecordStatus("complete")
-
-    def first_output(self) -> Path:
-        """The record's main output (the first it was given), the file a message names."""
-        data = self.read() or {}
-        primary = data.get("primary") or next(iter(data.get("outputs", {})), "")
-        return self.path.parent / primary if primary else self.path
 
     def digest(self, output: str | os.PathLike[str]) -> str:
         """The recorded SHA-256 of one output (by path), the output's identity for downstream stages.

@@ -198,9 +198,11 @@ def publish_site(run_dir: Path, work: Path) -> Path:
     page is written again with links that resolve from where it is.
     """
     site = work / "report"
-    if site.exists() and not (site / _SITE_MARK).exists():
+    # Only a real folder that carries rsnflow's mark is ever removed (never a link, a file, a user's folder).
+    if site.is_symlink() or (site.exists() and not (site.is_dir() and (site / _SITE_MARK).is_file())):
         raise FileExistsError(f"{site}: exists and is not an rsnflow report folder; move it away")
-    shutil.rmtree(site, ignore_errors=True)
+    if site.exists():
+        shutil.rmtree(site)
     site.mkdir(parents=True)
     (site / _SITE_MARK).write_text("written by rsnflow run; replaced by the next run\n")
     pages = {"ingest": run_dir / "ingest" / "summary", "group-ica": run_dir / "group-ica" / "report",

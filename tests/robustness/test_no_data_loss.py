@@ -70,3 +70,25 @@ def test_an_existing_dataset_needs_overwrite(cli, deriv: Path, tiny_dataset: Pat
     assert cli("dataset", deriv, out, "--seed", "4", "--overwrite")[0] == 0
     assert json.loads((out / "manifest.json").read_text())["split"]["seed"] == 4
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_the_run_report_folder_replaces_only_its_own(tmp_path: Path) -> None:
+    """WORK/report/ is rewritten only when it carries rsnflow's mark: never a user's folder or a link."""
+    from rsnflow.workflow import publish_site
+
+    work = tmp_path / "work"
+    mine = work / "report"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not an rsnflow report folder"):
+        publish_site(tmp_path / "no-run", work)
+    assert (mine / "notes.txt").read_text() == "mine"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".rsnflow-site").write_text("")
+    (elsewhere / "keep.txt").write_text("keep")
+    mine.rename(tmp_path / "moved")
+    mine.symlink_to(elsewhere)
+    with pytest.raises(FileExistsError, match="not an rsnflow report folder"):
+        publish_site(tmp_path / "no-run", work)
+    assert (elsewhere / "keep.txt").read_text() == "keep"

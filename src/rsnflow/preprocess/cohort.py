@@ -9,9 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from rsnflow.bids import RunId
+from rsnflow.bids import RunId, find_runs
 from rsnflow.config import PreprocessConfig
-from rsnflow.ingest import find_runs
 from rsnflow.io import InvalidInputError, remove_leftovers, write_dataset_description, write_text
 from rsnflow.log import get_logger
 from rsnflow.preprocess.participant import (

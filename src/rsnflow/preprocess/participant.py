@@ -26,7 +26,15 @@ from rsnflow.bids import RunId
 from rsnflow.config import PreprocessConfig
 from rsnflow.errors import PreprocessingError
 from rsnflow.figures import carpet_plot, motion_plot, registration_plot
-from rsnflow.io import derivative_path, load_bold, read_sidecar, save_nifti, write_json, write_text
+from rsnflow.io import (
+    derivative_path,
+    load_bold,
+    read_sidecar,
+    save_nifti,
+    sidecar_metadata,
+    write_json,
+    write_text,
+)
 from rsnflow.log import get_logger
 from rsnflow.preprocess.confounds import (
     confounds_table,
@@ -116,7 +124,7 @@ def preprocess_identity(bold_path: str | Path, config: PreprocessConfig) -> tupl
     The raw run by content and its merged sidecar metadata (which may set the TR); the
     ``preprocess`` settings except ``n_jobs``, which does not change a result.
     """
-    meta = {key: value for key, (value, _) in read_sidecar(bold_path).items()}
+    meta = sidecar_metadata(bold_path)
     inputs = {"bold": file_digest(bold_path), "sidecar": config_digest(meta) if meta else ""}
     return inputs, config_digest(config, exclude=("n_jobs",))
 
@@ -129,9 +137,8 @@ def _correct_slice_timing(
     if "SliceTiming" not in meta:
         log.info("%s: no SliceTiming in the sidecar: slice timing not corrected", bold_path)
         return data, False
-    values = {key: value for key, (value, _) in meta.items()}
     try:
-        times, axis = check_slice_timing(values, data.shape, tr)
+        times, axis = check_slice_timing({key: value for key, (value, _) in meta.items()}, data.shape, tr)
     except ValueError as exc:
         raise PreprocessingError(f"{meta['SliceTiming'][1]}: {exc}") from exc
     return shift_slices(data, times, axis, tr), True
