@@ -48,7 +48,7 @@ def _child(method: str, deriv: str, subjects: list[str], order: int, seed: int) 
         importlib.import_module(module)  # every child pays the same imports before the clock starts
 
     from rsnflow.ica import common_mask
-    from rsnflow.preprocess.participant import subject_outputs
+    from rsnflow.layout import subject_outputs
 
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()

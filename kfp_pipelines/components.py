@@ -102,7 +102,8 @@ def preprocess(
 
     from rsnflow.bids import RunId
     from rsnflow.config import load_config
-    from rsnflow.preprocess import preprocess_cohort, subject_outputs
+    from rsnflow.layout import subject_outputs
+    from rsnflow.preprocess import preprocess_cohort
 
     cfg = load_config(overrides=overrides)
     res = preprocess_cohort(cohort.path, derivatives.path, cfg.preprocess, [subject], cfg.device)
@@ -135,8 +136,8 @@ def group_ica(
 
     from rsnflow.config import load_config
     from rsnflow.ica import group_ica as run_group_ica
-    from rsnflow.ica import group_paths
     from rsnflow.io import link_tree
+    from rsnflow.layout import group_paths
 
     cfg = load_config(overrides={**overrides, "seed": seed})
     states = {p.metadata.get("subject", "?"): p.metadata.get("status", "") for p in preprocessed}
@@ -158,17 +159,18 @@ def dual_regression(group: Input[Dataset], subject: str, overrides: dict, maps: 
     from pathlib import Path
 
     from rsnflow.config import load_config
-    from rsnflow.ica import dr_outputs, dual_regression_cohort, preprocessed_runs
+    from rsnflow.ica import dual_regression_cohort, preprocessed_runs
     from rsnflow.io import link_tree
+    from rsnflow.layout import dr_outputs, group_paths, subject_dir
 
     cfg = load_config(overrides=overrides)
     src = Path(group.path)
-    if not (src / f"sub-{subject}").exists():
+    if not subject_dir(src, subject).exists():
         maps.metadata.update({"subject": subject, "status": "skipped: not preprocessed"})
         return "skipped: not preprocessed"
     with tempfile.TemporaryDirectory() as work:
-        link_tree(src / "group", Path(work) / "group")
-        link_tree(src / f"sub-{subject}", Path(work) / f"sub-{subject}")
+        link_tree(group_paths(src)["dir"], group_paths(work)["dir"])
+        link_tree(subject_dir(src, subject), subject_dir(work, subject))
         res = dual_regression_cohort(work, cfg.dual_regression.des_norm)
         for run in preprocessed_runs(work):  # every session and run of the subject
             for path in dr_outputs(work, run).values():
@@ -202,6 +204,7 @@ def label(
     from rsnflow.config import load_config
     from rsnflow.io import link_tree
     from rsnflow.labeling import label_components, labels_path, labels_record
+    from rsnflow.layout import group_paths
 
     cfg = load_config(overrides=overrides)
     states = {m.metadata.get("subject", "?"): m.metadata.get("status", "") for m in maps}
@@ -216,7 +219,7 @@ def label(
         Path(labels.path).mkdir(parents=True, exist_ok=True)
         for path in (labels_path(work), labels_record(work).path):
             shutil.copyfile(path, Path(labels.path) / path.name)
-        shutil.copyfile(Path(work) / "group" / "group_task-rest_desc-labels_report.html", review.path)
+        shutil.copyfile(group_paths(work)["labels_report"], review.path)
     n_networks = int((~table["label"].isin([NOISE, UNKNOWN])).sum())
     labels.metadata.update({"networks": n_networks, "source": str(table["source"].iloc[0])})
     return n_networks
@@ -233,18 +236,18 @@ def dataset(
 ) -> int:
     """Build the classification dataset; returns the number of maps."""
     import tempfile
-    from pathlib import Path
 
     from rsnflow.config import load_config
     from rsnflow.dataset import build_dataset
     from rsnflow.io import link_tree
+    from rsnflow.layout import group_paths
 
     cfg = load_config(overrides={**overrides, "seed": seed})
     with tempfile.TemporaryDirectory() as work:
         link_tree(group.path, work)
         for part in maps:
             link_tree(part.path, work)
-        link_tree(labels.path, Path(work) / "group")
+        link_tree(labels.path, group_paths(work)["dir"])
         # The output artifact is this task's own: a retried task replaces what it half-built.
         manifest = build_dataset(work, data.path, cfg.dataset, seed=seed, overwrite=True)
     data.metadata.update({"samples": manifest["n_samples"], "sha256": manifest["sha256"]["dataset"]})

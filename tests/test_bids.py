@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from rsnflow.bids import RunId, find_runs, read_filter_file
-from rsnflow.io import InvalidInputError, derivative_path
+from rsnflow.io import InvalidInputError
+from rsnflow.layout import derivative_path
 
 RAW = [
     "sub-01/ses-1/func/sub-01_ses-1_task-rest_run-1_bold.nii.gz",

@@ -12,7 +12,6 @@ import pytest
 from rsnflow.io import (
     InvalidInputError,
     atomic_path,
-    derivative_path,
     find_sidecar,
     load_bold,
     load_nifti,
@@ -21,6 +20,7 @@ from rsnflow.io import (
     save_nifti,
     write_dataset_description,
 )
+from rsnflow.layout import derivative_path
 
 
 def _bold(

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("simulate", "write a simulated BIDS cohort with ground truth")
     p.add_argument("out_bids_dir", type=Path, metavar="OUT_BIDS_DIR")
-    p.add_argument("--profile", choices=["tiny", "demo", "beijing"], default=None)
+    p.add_argument("--profile", choices=["tiny", "demo", "beijing", "multiband"], default=None)
     p.add_argument("--subjects", type=int, default=None, help="override the profile's subject count")
     p.add_argument(
         "--bad-subjects",
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BIDS_DIR|s3://BUCKET/PREFIX",
         help="the cohort (default: a simulated one, sim://PROFILE)",
     )
-    p.add_argument("--profile", choices=["tiny", "demo", "beijing"], default=None)
+    p.add_argument("--profile", choices=["tiny", "demo", "beijing", "multiband"], default=None)
     p.add_argument("--subjects", type=int, default=None)
     p.add_argument("--work-dir", type=Path, default=Path("work"), metavar="DIR")
     p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
@@ -352,6 +352,7 @@ def _cmd_simulate(args: argparse.Namespace, config: Any) -> int:
 
 
 def _cmd_preprocess(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.layout import preprocess_summary_path
     from rsnflow.preprocess import preprocess_cohort
 
     result = preprocess_cohort(
@@ -365,7 +366,7 @@ def _cmd_preprocess(args: argparse.Namespace, config: Any) -> int:
         **_selection(args),
     )
     print(f"preprocessed {len(result.succeeded)} runs into {args.deriv_dir}")
-    print(f"summary: {Path(args.deriv_dir) / 'preprocess_summary.tsv'}")
+    print(f"summary: {preprocess_summary_path(args.deriv_dir)}")
     if result.failed:
         print(f"failed: {', '.join(result.failed)} (reasons in the summary)", file=sys.stderr)
         return EXIT_ERROR if not result.succeeded else EXIT_PARTIAL
@@ -373,7 +374,8 @@ def _cmd_preprocess(args: argparse.Namespace, config: Any) -> int:
 
 
 def _cmd_group_ica(args: argparse.Namespace, config: Any) -> int:
-    from rsnflow.ica import group_ica, group_paths
+    from rsnflow.ica import group_ica
+    from rsnflow.layout import group_paths
 
     result = group_ica(args.deriv_dir, config.ica, seed=config.seed, device=config.device)
     paths = group_paths(args.deriv_dir)
@@ -384,6 +386,7 @@ def _cmd_group_ica(args: argparse.Namespace, config: Any) -> int:
 
 def _cmd_dual_regression(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.ica import dual_regression_cohort
+    from rsnflow.layout import group_paths
 
     result = dual_regression_cohort(
         args.deriv_dir,
@@ -395,7 +398,7 @@ def _cmd_dual_regression(args: argparse.Namespace, config: Any) -> int:
     print(f"dual regression: {int((result.summary['status'] != 'failed').sum())} subjects done")
     if result.failed:
         print(
-            f"failed: {', '.join(result.failed)} (reasons in group/dual_regression_summary.tsv)",
+            f"failed: {', '.join(result.failed)} (reasons in {group_paths(args.deriv_dir)['dr_summary']})",
             file=sys.stderr,
         )
         return EXIT_ERROR if len(result.failed) == len(result.summary) else EXIT_PARTIAL
@@ -405,6 +408,7 @@ def _cmd_dual_regression(args: argparse.Namespace, config: Any) -> int:
 def _cmd_label(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.atlas import NOISE, UNKNOWN
     from rsnflow.labeling import label_components, labels_path
+    from rsnflow.layout import group_paths
 
     table = label_components(args.deriv_dir, config.labeling, args.expert_labels)
     n_noise = int((table["label"] == NOISE).sum())
@@ -414,7 +418,7 @@ def _cmd_label(args: argparse.Namespace, config: Any) -> int:
         f"{len(table) - n_noise - n_unknown} networks, {n_noise} Noise, {n_unknown} Unknown"
     )
     print(f"labels: {labels_path(args.deriv_dir)}")
-    print(f"review page: {Path(args.deriv_dir) / 'group' / 'group_task-rest_desc-labels_report.html'}")
+    print(f"review page: {group_paths(args.deriv_dir)['labels_report']}")
     return EXIT_OK
 
 

@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SimulateConfig:
-    profile: Literal["tiny", "demo", "beijing"]
+    profile: Literal["tiny", "demo", "beijing", "multiband"]
     subjects: int | None
     volumes: int | None
     bad_subjects: list[str]

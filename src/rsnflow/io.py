@@ -32,7 +32,6 @@ __all__ = [
     "InvalidInputError",
     "atomic_path",
     "check_image",
-    "derivative_path",
     "find_sidecar",
     "link_tree",
     "load_bold",
@@ -493,40 +492,6 @@ def load_bold(path: str | os.PathLike[str], min_volumes: int = 2) -> BoldRun:
 
 
 # --------------------------------------------------------------------------- BIDS derivatives
-
-
-def derivative_path(
-    root: str | os.PathLike[str],
-    run: Any,
-    suffix: str,
-    *,
-    desc: str | None = None,
-    space: str | None = None,
-    res: str | int | None = None,
-    extension: str = ".nii.gz",
-    datatype: str = "func",
-) -> Path:
-    """A BIDS-Derivatives path under ``root`` that keeps every entity of the source run.
-
-    ``run`` is a :class:`rsnflow.bids.RunId` or a participant label (its plain
-    ``task-rest`` run). ``derivative_path(d, "01", "bold", space="MNI152NLin2009aSym", res=4,
-    desc="preproc")`` is
-    ``d/sub-01/func/sub-01_task-rest_space-MNI152NLin2009aSym_res-4mm_desc-preproc_bold.nii.gz``;
-    for ``RunId("01", session="2", run="1")`` the folder is ``sub-01/ses-2/func`` and the name
-    starts ``sub-01_ses-2_task-rest_run-1_``.
-    """
-    from rsnflow.bids import RunId
-
-    rid = RunId.of(run)
-    parts = [str(rid)]
-    if space:
-        parts.append(f"space-{space}")
-    if res is not None:
-        parts.append(f"res-{res}mm" if str(res).isdigit() else f"res-{res}")
-    if desc:
-        parts.append(f"desc-{desc}")
-    name = "_".join(parts) + f"_{suffix}{extension}"
-    return Path(root) / rid.folder(datatype) / name
 
 
 def write_dataset_description(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rsnflow.io import derivative_path
+from rsnflow.layout import derivative_path
 from rsnflow.models import load_classifier
 from rsnflow.space import SPACE_NAME
 from servers import rsnflow_serve

@@ -30,8 +30,8 @@ from rsnflow.bids import RunId
 from rsnflow.config import DatasetConfig
 from rsnflow.dataset.split import SPLITS, subject_split
 from rsnflow.dataset.verify import block_digests
-from rsnflow.ica.dr_cohort import dr_outputs, dr_status
-from rsnflow.ica.group import group_paths, preprocessed_runs
+from rsnflow.ica.dr_cohort import dr_status
+from rsnflow.ica.group import preprocessed_runs
 from rsnflow.io import (
     InvalidInputError,
     load_nifti,
@@ -42,6 +42,7 @@ from rsnflow.io import (
     write_text,
 )
 from rsnflow.labeling.stage import check_labels_current, labels_path
+from rsnflow.layout import dr_outputs, group_paths
 from rsnflow.log import get_logger, progress
 from rsnflow.provenance import provenance
 from rsnflow.space import MNI4_SHAPE

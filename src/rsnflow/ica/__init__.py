@@ -10,19 +10,19 @@ from rsnflow.ica.decomposition import (
     regress_maps,
     subject_pca,
 )
-from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_outputs, dr_status, dual_regression_cohort
+from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_status, dual_regression_cohort
 from rsnflow.ica.dual_regression import DualRegression, dual_regression, t_to_z
 from rsnflow.ica.group import (
     GroupICA,
     common_mask,
     group_ica,
     group_migp,
-    group_paths,
     group_record,
     migp_rows,
     preprocessed_runs,
 )
 from rsnflow.ica.matching import ComponentMatch, match_components, spatial_correlation
+from rsnflow.layout import dr_outputs, group_paths
 
 __all__ = [
     "ComponentMatch",

@@ -21,42 +21,29 @@ import pandas as pd
 from rsnflow.bids import RunId
 from rsnflow.config import ConfigError
 from rsnflow.ica.dual_regression import dual_regression
-from rsnflow.ica.group import group_paths, group_record, preprocessed_runs
+from rsnflow.ica.group import group_record, preprocessed_runs
 from rsnflow.io import (
     InvalidInputError,
-    derivative_path,
     load_nifti,
     remove_leftovers,
     save_nifti,
     write_text,
 )
+from rsnflow.layout import dr_outputs, group_paths, subject_outputs
 from rsnflow.log import get_logger
-from rsnflow.preprocess.participant import subject_outputs
 from rsnflow.records import Record, RecordStatus, StaleOutputError, config_digest
-from rsnflow.space import MNI4_AFFINE, SPACE_NAME, unmask
+from rsnflow.space import MNI4_AFFINE, unmask
 from rsnflow.subjects import failed_row, guarded, map_subjects, skipped
 
 __all__ = [
     "DualRegressionCohort",
     "check_order_fits",
     "dr_identity",
-    "dr_outputs",
     "dr_status",
     "dual_regression_cohort",
 ]
 
 log = get_logger(__name__)
-
-
-def dr_outputs(deriv_dir: str | Path, subject: RunId | str) -> dict[str, Path]:
-    """Paths of one run's dual-regression outputs (a participant label: its plain ``task-rest`` run)."""
-    space = {"space": SPACE_NAME, "res": 4}
-    return {
-        "maps": derivative_path(deriv_dir, subject, "components", desc="dr", **space),
-        "zmaps": derivative_path(deriv_dir, subject, "components", desc="drz", **space),
-        "timeseries": derivative_path(deriv_dir, subject, "timeseries", desc="dr", extension=".tsv"),
-        "record": derivative_path(deriv_dir, subject, "record", desc="dr", extension=".json"),
-    }
 
 
 def check_order_fits(order: int | str, n_volumes: int, where: str) -> None:
@@ -191,5 +178,5 @@ def dual_regression_cohort(
     jobs = [(deriv, s, des_norm, force) for s in subjects]
     rows = map_subjects(_one, jobs, n_jobs, "dual regression", on_killed=_killed)
     summary = pd.DataFrame(rows)
-    write_text(summary.to_csv(sep="\t", index=False), paths["maps"].parent / "dual_regression_summary.tsv")
+    write_text(summary.to_csv(sep="\t", index=False), paths["dr_summary"])
     return DualRegressionCohort(summary)

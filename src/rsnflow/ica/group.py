@@ -41,12 +41,12 @@ from rsnflow.ica.decomposition import (
     subject_pca,
 )
 from rsnflow.io import InvalidInputError, load_nifti, remove_leftovers, save_nifti, write_json, write_text
+from rsnflow.layout import group_paths, preprocessed_records, subject_outputs
 from rsnflow.log import get_logger, progress
-from rsnflow.preprocess.participant import subject_outputs
 from rsnflow.provenance import provenance
 from rsnflow.records import Record, config_digest
 from rsnflow.resample import pick_device
-from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, SPACE_NAME, unmask
+from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, unmask
 
 __all__ = [
     "GroupICA",
@@ -54,7 +54,6 @@ __all__ = [
     "common_mask",
     "group_ica",
     "group_migp",
-    "group_paths",
     "group_record",
     "migp_rows",
     "preprocessed_runs",
@@ -88,21 +87,6 @@ class GroupICA:
         return list(dict.fromkeys(r.subject for r in self.runs))
 
 
-def group_paths(deriv_dir: str | Path) -> dict[str, Path]:
-    """Where the group-ICA outputs live."""
-    g = Path(deriv_dir) / "group"
-    space = f"space-{SPACE_NAME}_res-4mm"
-    return {
-        "maps": g / f"group_task-rest_{space}_desc-ica_components.nii.gz",
-        "mask": g / f"group_task-rest_{space}_desc-ica_mask.nii.gz",
-        "mixing": g / "group_task-rest_desc-ica_mixing.tsv",
-        "table": g / "group_task-rest_desc-ica_components.tsv",
-        "json": g / "group_task-rest_desc-ica_components.json",
-        "report": g / "group_task-rest_desc-ica_report.html",
-        "record": g / "group_task-rest_desc-ica_record.json",
-    }
-
-
 def group_record(deriv_dir: str | Path) -> Record:
     """The completeness record of the group ICA; raise unless it is intact.
 
@@ -124,22 +108,11 @@ def group_record(deriv_dir: str | Path) -> Record:
     return record
 
 
-_PREPROC_RECORD = "_desc-preproc_record.json"
-
-
 def preprocessed_runs(deriv_dir: str | Path) -> list[RunId]:
     """The runs (every session and run of every subject) whose preprocessing is complete, sorted."""
-    root = Path(deriv_dir)
-    found = set()
-    for pattern in (f"sub-*/func/*{_PREPROC_RECORD}", f"sub-*/ses-*/func/*{_PREPROC_RECORD}"):
-        for record in root.glob(pattern):
-            try:
-                run = RunId.parse(record.name.removesuffix(_PREPROC_RECORD))
-            except ValueError:
-                continue
-            if subject_outputs(root, run).complete():
-                found.add(run)
-    return sorted(found)
+    return sorted(
+        {run for run, _ in preprocessed_records(deriv_dir) if subject_outputs(deriv_dir, run).complete()}
+    )
 
 
 def common_mask(deriv_dir: str | Path, runs: list[RunId] | list[str]) -> NDArray[np.bool_]:
@@ -233,7 +206,7 @@ def group_ica(
     """
     deriv = Path(deriv_dir)
     group_paths(deriv)["record"].unlink(missing_ok=True)  # the old outputs stop being complete now
-    remove_leftovers(deriv / "group")
+    remove_leftovers(group_paths(deriv)["dir"])
     runs = preprocessed_runs(deriv)
     if not runs:
         raise InvalidInputError(deriv, "no preprocessed runs found (run `rsnflow preprocess` first)")
@@ -352,7 +325,6 @@ def _report(deriv: Path, res: GroupICA, example: RunId) -> None:
     from rsnflow.space import load_template
 
     paths = group_paths(deriv)
-    fig_dir = paths["report"].parent / "figures"
     template = load_template().get_fdata()
     # Time courses of one subject (stage 1 of dual regression) for the spectra.
     data = _load_subject(deriv, example, res.mask)
@@ -368,6 +340,6 @@ def _report(deriv: Path, res: GroupICA, example: RunId) -> None:
         f"{res.converged}. Maps: z statistics, |z| > 3 over the MNI template; spectra from {example}."
     )
     titles = [f"IC {k}: {100 * res.explained_variance[k]:.2f}% variance" for k in range(res.order)]
-    for png, caption in component_montage(vol, template, titles, fig_dir / "group_ica", (freqs, power)):
+    for png, caption in component_montage(vol, template, titles, paths["ica_figures"], (freqs, power)):
         report.figure(png, caption)
     report.write(paths["report"])

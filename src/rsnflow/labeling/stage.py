@@ -22,14 +22,14 @@ from numpy.typing import NDArray
 from rsnflow.atlas import NOISE, UNKNOWN, load_taxonomy
 from rsnflow.bids import RunId
 from rsnflow.config import LabelingConfig
-from rsnflow.ica.dr_cohort import dr_outputs, dr_status
-from rsnflow.ica.group import group_paths, group_record, preprocessed_runs
+from rsnflow.ica.dr_cohort import dr_status
+from rsnflow.ica.group import group_record, preprocessed_runs
 from rsnflow.io import InvalidInputError, load_nifti, write_text
 from rsnflow.labeling.auto import auto_labels, reference_scores
 from rsnflow.labeling.expert import WRITTEN_COLUMNS, read_expert_labels
 from rsnflow.labeling.features import MOTION_COLUMNS, spatial_features, temporal_features
+from rsnflow.layout import dr_outputs, group_paths, subject_outputs
 from rsnflow.log import get_logger
-from rsnflow.preprocess.participant import subject_outputs
 from rsnflow.records import Record, config_digest, file_digest
 
 __all__ = ["check_labels_current", "label_components", "labels_path", "labels_record", "load_group_maps"]
@@ -39,12 +39,12 @@ log = get_logger(__name__)
 
 def labels_path(deriv_dir: str | Path) -> Path:
     """Where the label table of ``deriv_dir`` lives."""
-    return Path(deriv_dir) / "group" / "group_task-rest_desc-ica_labels.tsv"
+    return group_paths(deriv_dir)["labels"]
 
 
 def labels_record(deriv_dir: str | Path) -> Record:
     """The completeness record of the label table (it names the group maps the labels belong to)."""
-    return Record(Path(deriv_dir) / "group" / "group_task-rest_desc-labels_record.json")
+    return Record(group_paths(deriv_dir)["labels_record"])
 
 
 def check_labels_current(deriv_dir: str | Path) -> None:
@@ -168,7 +168,7 @@ def _report(deriv: Path, table: pd.DataFrame, zmaps: NDArray[np.float32], mask: 
     from rsnflow.report import Report
     from rsnflow.space import load_template, unmask
 
-    out = deriv / "group" / "group_task-rest_desc-labels_report.html"
+    out = group_paths(deriv)["labels_report"]
     report = Report("rsnflow component labels")
     n_net = int((~table["label"].isin([NOISE, UNKNOWN])).sum())
     report.text(
@@ -185,7 +185,7 @@ def _report(deriv: Path, table: pd.DataFrame, zmaps: NDArray[np.float32], mask: 
     ]
     template = load_template().get_fdata()
     for png, caption in component_montage(
-        unmask(zmaps, mask), template, titles, deriv / "group" / "figures" / "labels"
+        unmask(zmaps, mask), template, titles, group_paths(deriv)["labels_figures"]
     ):
         report.figure(png, caption)
     report.write(out)

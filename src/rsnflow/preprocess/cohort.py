@@ -12,13 +12,9 @@ import pandas as pd
 from rsnflow.bids import RunId, find_runs
 from rsnflow.config import PreprocessConfig
 from rsnflow.io import InvalidInputError, remove_leftovers, write_dataset_description, write_text
+from rsnflow.layout import preprocess_summary_path, subject_outputs
 from rsnflow.log import get_logger
-from rsnflow.preprocess.participant import (
-    PreprocessingError,
-    preprocess_identity,
-    preprocess_subject,
-    subject_outputs,
-)
+from rsnflow.preprocess.participant import PreprocessingError, preprocess_identity, preprocess_subject
 from rsnflow.records import Record, StaleOutputError
 from rsnflow.subjects import failed_row, guarded, map_subjects, skipped
 
@@ -155,7 +151,7 @@ def preprocess_cohort(
         for p, why in unmatched.items()
     ]
     summary = pd.DataFrame(rows)
-    write_text(summary.to_csv(sep="\t", index=False, na_rep="n/a"), deriv / "preprocess_summary.tsv")
+    write_text(summary.to_csv(sep="\t", index=False, na_rep="n/a"), preprocess_summary_path(deriv))
     n_failed = int((summary["status"] == "failed").sum())
     log.info("preprocess: %d runs ok or complete, %d failed", len(runs) - n_failed, n_failed)
     return CohortPreprocessing(deriv, summary)

@@ -27,7 +27,7 @@ RMS_RADIUS_MM = 80.0
 
 def dvars(data: NDArray[np.floating], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Power's DVARS: RMS over the mask of the volume-to-volume change; NaN for volume 0."""
-    ts = np.asarray(data, dtype=np.float64)[mask]
+    ts = np.asarray(np.asarray(data)[mask], dtype=np.float64)
     d = np.sqrt(np.mean(np.diff(ts, axis=1) ** 2, axis=0))
     return np.concatenate([[np.nan], d])
 
@@ -39,7 +39,7 @@ def std_dvars(data: NDArray[np.floating], mask: NDArray[np.bool_]) -> NDArray[np
     standard deviation (IQR / 1.349); averaged over the mask it is the scale
     that makes DVARS comparable across runs and scanners.
     """
-    ts = np.asarray(data, dtype=np.float64)[mask]
+    ts = np.asarray(np.asarray(data)[mask], dtype=np.float64)
     ts = ts[ts.std(1) > 0]
     if len(ts) == 0 or ts.shape[1] < 3:
         return np.full(np.asarray(data).shape[-1], np.nan)
@@ -93,13 +93,13 @@ def tissue_signals(
     data: NDArray[np.floating], mask: NDArray[np.bool_], tissues: dict[str, NDArray[np.floating]]
 ) -> dict[str, NDArray[np.float64]]:
     """Mean signal per volume in the brain mask (``global_signal``) and in WM and CSF (probability > 0.9)."""
-    out = {"global_signal": np.asarray(data, dtype=np.float64)[mask].mean(0)}
+    out = {"global_signal": np.asarray(data)[mask].mean(0, dtype=np.float64)}
     for column, tissue in (("white_matter", "wm"), ("csf", "csf")):
         region = mask & (tissues[tissue] > 0.9)
         if region.sum() < 10:  # a field of view that misses the tissue: no estimate
             region = mask & (tissues[tissue] > 0.5)
         out[column] = (
-            np.asarray(data, dtype=np.float64)[region].mean(0)
+            np.asarray(data)[region].mean(0, dtype=np.float64)
             if region.any()
             else np.full(data.shape[-1], np.nan)
         )

@@ -77,7 +77,7 @@ def _reference_mask(ref: NDArray[np.float32]) -> NDArray[np.bool_]:
 
 
 def _align(
-    moving: NDArray[np.float32],
+    moving: NDArray[np.generic],
     reference: NDArray[np.float32],
     affine: NDArray[np.float64],
     centre: NDArray[np.float64],
@@ -92,7 +92,6 @@ def _align(
     params = init.copy()
     cost = np.zeros(n)
     for sigma_mm, stride, n_iter in LEVELS:
-        mov = _smooth(moving, sigma_mm, voxel)
         ref = _smooth(reference, sigma_mm, voxel)
         mask = _reference_mask(ref)
         sub = np.zeros_like(mask)
@@ -109,7 +108,10 @@ def _align(
         bar = progress(starts, f"motion {sigma_mm:g} mm", total=len(starts), unit="chunk")
         for start in bar if show else starts:
             stop = min(start + chunk, n)
-            vol = volumes_first(mov, start, stop, device)
+            # Smoothed a chunk at a time (in space only: the same as smoothing the run), so a
+            # multiband run is never copied whole in float32.
+            block = _smooth(np.asarray(moving[..., start:stop], dtype=np.float32), sigma_mm, voxel)
+            vol = volumes_first(block, 0, stop - start, device)
             grads = torch.gradient(vol, dim=(1, 2, 3))
             stack = torch.stack([vol, *grads], dim=1)  # (B, 4, X, Y, Z)
             p = torch.from_numpy(params[start:stop]).to(device, torch.float64)
@@ -154,7 +156,8 @@ def estimate_motion(
     Parameters
     ----------
     data
-        ``(X, Y, Z, T)`` native BOLD run.
+        ``(X, Y, Z, T)`` native BOLD run, in any real dtype (read in float32 a
+        chunk at a time: an int16 run is never converted whole).
     affine
         Its voxel-to-world affine.
     reference
@@ -172,12 +175,13 @@ def estimate_motion(
     if reference not in ("middle", "mean"):
         raise ValueError(f"reference must be 'middle' or 'mean', got {reference!r}")
     dev = torch.device(device)
-    vols = np.asarray(data, dtype=np.float32)
+    vols = np.asanyarray(data)
     n = vols.shape[-1]
     centre = fov_centre(vols.shape, affine)
     ref_index = n // 2
     zeros = np.zeros((n, 6))
-    params, cost = _align(vols, vols[..., ref_index], affine, centre, zeros, dev, chunk, show_progress)
+    reference_volume = np.asarray(vols[..., ref_index], dtype=np.float32)
+    params, cost = _align(vols, reference_volume, affine, centre, zeros, dev, chunk, show_progress)
     if reference == "mean":
         mean = apply_motion_mean(vols, affine, params, centre, dev)
         params, cost = _align(vols, mean, affine, centre, params, dev, chunk, show_progress)
@@ -188,7 +192,7 @@ def estimate_motion(
 
 
 def apply_motion_mean(
-    data: NDArray[np.float32],
+    data: NDArray[np.generic],
     affine: NDArray[np.float64],
     params: NDArray[np.float64],
     centre: NDArray[np.float64],

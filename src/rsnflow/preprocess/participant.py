@@ -27,7 +27,6 @@ from rsnflow.config import PreprocessConfig
 from rsnflow.errors import PreprocessingError
 from rsnflow.figures import carpet_plot, motion_plot, registration_plot
 from rsnflow.io import (
-    derivative_path,
     load_bold,
     read_sidecar,
     save_nifti,
@@ -35,6 +34,7 @@ from rsnflow.io import (
     write_json,
     write_text,
 )
+from rsnflow.layout import SubjectOutputs, subject_outputs
 from rsnflow.log import get_logger
 from rsnflow.preprocess.confounds import (
     confounds_table,
@@ -52,17 +52,15 @@ from rsnflow.preprocess.to_mni import dice, epi_brain_mask, mask_to_mni, resampl
 from rsnflow.records import Record, config_digest, file_digest
 from rsnflow.report import Report
 from rsnflow.resample import pick_device
-from rsnflow.space import MNI4_AFFINE, SPACE_NAME, load_brain_mask, load_tissue_probabilities
+from rsnflow.space import MNI4_AFFINE, load_brain_mask, load_tissue_probabilities
 
 __all__ = [
     "MIN_VOLUMES",
     "PreprocessingError",
-    "SubjectOutputs",
     "check_field_of_view",
     "check_registration",
     "preprocess_identity",
     "preprocess_subject",
-    "subject_outputs",
 ]
 
 log = get_logger(__name__)
@@ -72,50 +70,6 @@ MIN_VOLUMES = 20
 #: A registration that leaves less of the template brain than this inside the
 #: field of view has failed (a 119 mm slab still covers about 85%).
 MIN_COVERAGE = 0.5
-
-
-@dataclass(frozen=True)
-class SubjectOutputs:
-    """Paths of one participant's derivatives (BIDS-Derivatives names)."""
-
-    bold: Path
-    mask: Path
-    confounds: Path
-    qc_json: Path
-    qc_html: Path
-    mean: Path
-    record: Path
-
-    @property
-    def sidecar(self) -> Path:
-        """The preprocessed run's JSON sidecar (TR, smoothing, filter)."""
-        return self.bold.with_name(self.bold.name.replace(".nii.gz", ".json"))
-
-    def files(self) -> list[Path]:
-        """Every output the record lists."""
-        return [self.bold, self.sidecar, self.mask, self.mean, self.confounds, self.qc_html, self.qc_json]
-
-    def complete(self) -> bool:
-        """The completeness record exists and every output has its recorded size (written last)."""
-        return Record(self.record).intact().complete
-
-
-def subject_outputs(deriv_dir: str | Path, subject: RunId | str) -> SubjectOutputs:
-    """Where :func:`preprocess_subject` writes for a run.
-
-    ``subject`` is a :class:`~rsnflow.bids.RunId`, or a participant label for
-    its plain ``task-rest`` run.
-    """
-    space = {"space": SPACE_NAME, "res": 4}
-    return SubjectOutputs(
-        bold=derivative_path(deriv_dir, subject, "bold", desc="preproc", **space),
-        mask=derivative_path(deriv_dir, subject, "mask", desc="brain", **space),
-        confounds=derivative_path(deriv_dir, subject, "timeseries", desc="confounds", extension=".tsv"),
-        qc_json=derivative_path(deriv_dir, subject, "qc", extension=".json"),
-        qc_html=derivative_path(deriv_dir, subject, "qc", extension=".html"),
-        mean=derivative_path(deriv_dir, subject, "boldref", desc="mean", **space),
-        record=derivative_path(deriv_dir, subject, "record", desc="preproc", extension=".json"),
-    )
 
 
 def preprocess_identity(bold_path: str | Path, config: PreprocessConfig) -> tuple[dict[str, str], str]:
@@ -130,7 +84,7 @@ def preprocess_identity(bold_path: str | Path, config: PreprocessConfig) -> tupl
 
 
 def _correct_slice_timing(
-    bold_path: str | Path, data: NDArray[np.float32], tr: float
+    bold_path: str | Path, data: NDArray[np.generic], tr: float
 ) -> tuple[NDArray[np.float32], bool]:
     """Slice-timing correction when the sidecar has ``SliceTiming`` (a note in the log when it has none)."""
     meta = read_sidecar(bold_path)
@@ -235,16 +189,20 @@ def preprocess_subject(
     out = subject_outputs(deriv_dir, subject)
     out.record.unlink(missing_ok=True)  # outputs being replaced are not complete until the new record
     run = load_bold(bold_path, min_volumes=MIN_VOLUMES)
-    data = np.asarray(run.img.dataobj, dtype=np.float32)
-    affine = run.img.affine
+    check_field_of_view(bold_path, run.img)
+    # The run stays in its file's dtype (int16 for most scanners: half of float32); every
+    # step reads it in float32 a chunk of volumes at a time, so a 104x104x72x1200 multiband
+    # run is held once (1.9 GB) and never copied whole.
+    data = np.asanyarray(run.img.dataobj)
+    affine, tr, n_volumes = run.img.affine, run.tr, run.n_volumes
+    del run  # the image held the same array: nothing else may keep the run alive below
     dev = pick_device(device)
     timer.lap("load")
 
-    check_field_of_view(bold_path, run.img)
     n_non_steady = non_steady_state_volumes(data)
     slice_timed = False
     if config.slice_timing:
-        data, slice_timed = _correct_slice_timing(bold_path, data, run.tr)
+        data, slice_timed = _correct_slice_timing(bold_path, data, tr)
     try:
         motion = estimate_motion(
             data, affine, reference=config.motion_reference, device=dev, show_progress=False
@@ -284,18 +242,18 @@ def preprocess_subject(
     bold_mni = smooth_in_mask(bold_mni, mask, zooms, config.fwhm_mm)
     timer.lap("smoothing")
     # Filter the brain's time series only (a third of the grid); outside stays 0.
-    bold_mni[mask] = highpass(bold_mni[mask], run.tr, config.highpass_cutoff_s, config.highpass_method)
+    bold_mni[mask] = highpass(bold_mni[mask], tr, config.highpass_cutoff_s, config.highpass_method)
     bold_mni[~mask] = 0
     timer.lap("highpass")
 
     img = nib.Nifti1Image(bold_mni, MNI4_AFFINE)
     img.header.set_xyzt_units("mm", "sec")
-    img.header.set_zooms((*zooms, run.tr))
+    img.header.set_zooms((*zooms, tr))
     save_nifti(img, out.bold)
     save_nifti(nib.Nifti1Image(mask.astype(np.uint8), MNI4_AFFINE), out.mask)
     save_nifti(nib.Nifti1Image(mean_mni.astype(np.float32), MNI4_AFFINE), out.mean)
     write_json(
-        {"RepetitionTime": run.tr, "SkullStripped": False, "Sources": [str(bold_path)],
+        {"RepetitionTime": tr, "SkullStripped": False, "Sources": [str(bold_path)],
          "SmoothingFWHM": config.fwhm_mm, "HighpassCutoff": config.highpass_cutoff_s,
          "SliceTimingCorrected": slice_timed,
          "HighpassMethod": config.highpass_method},
@@ -307,8 +265,8 @@ def preprocess_subject(
         "subject": RunId.of(subject).subject,
         "run_name": str(RunId.of(subject)),  # not "run": pybids reads this JSON as the page's sidecar
         "source": str(bold_path),
-        "repetition_time": run.tr,
-        "n_volumes": run.n_volumes,
+        "repetition_time": tr,
+        "n_volumes": n_volumes,
         "n_non_steady_state": n_non_steady,
         "slice_timing_corrected": slice_timed,
         "motion_reference": config.motion_reference,
@@ -358,19 +316,16 @@ def _qc_page(
     mask: np.ndarray,
     qc: dict[str, Any],
 ) -> None:
-    fig_dir = out.qc_html.parent / "figures"
     name = str(RunId.of(subject))
-    motion_png = motion_plot(
-        conf, f"{name}: estimated motion", fig_dir / f"{name}_motion.png", fd_threshold=0.5
-    )
+    motion_png = motion_plot(conf, f"{name}: estimated motion", out.figure("motion"), fd_threshold=0.5)
     reg_png = registration_plot(
         mean_mni,
         template_mask,
         f"{name}: mean EPI in MNI, template outline",
-        fig_dir / f"{name}_reg.png",
+        out.figure("reg"),
     )
     fd = conf["framewise_displacement"].fillna(0).to_numpy()
-    carpet_png = carpet_plot(bold, mask, fd, f"{name}: preprocessed BOLD", fig_dir / f"{name}_carpet.png")
+    carpet_png = carpet_plot(bold, mask, fd, f"{name}: preprocessed BOLD", out.figure("carpet"))
     report = Report(f"rsnflow preprocessing QC: {name}")
     summary = {k: v for k, v in qc.items() if k not in ("mni_to_epi", "seconds")}
     report.heading("Summary").items(

@@ -180,7 +180,7 @@ def simulate_cohort(
     out_dir
         BIDS root to create (may exist; subjects in it are overwritten).
     profile
-        ``tiny``, ``demo`` or ``beijing`` (:data:`~rsnflow.simulate.profiles.PROFILES`).
+        ``tiny``, ``demo``, ``beijing`` or ``multiband`` (:data:`~rsnflow.simulate.profiles.PROFILES`).
     seed
         Cohort seed; the same seed writes the same bytes.
     n_subjects

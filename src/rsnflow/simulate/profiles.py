@@ -42,6 +42,9 @@ PROFILES: dict[str, Profile] = {
     "demo": Profile("demo", 16, (64, 64, 33), (3.125, 3.125, 3.6), 150, 2.0),
     # The 1000 Functional Connectomes Beijing-Zhang release (shared/DESIGN.md).
     "beijing": Profile("beijing", 176, (64, 64, 33), (3.125, 3.125, 3.6), 225, 2.0),
+    # A modern multiband run (HCP-like: 2 mm isotropic, TR 0.72 s, 1,200 volumes):
+    # 29 times a beijing run's voxels x volumes, for the bounded-memory checks.
+    "multiband": Profile("multiband", 1, (104, 104, 72), (2.0, 2.0, 2.0), 1200, 0.72),
 }
 
 

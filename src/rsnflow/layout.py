@@ -1,0 +1,197 @@
+"""The derivatives layout: every path rsnflow writes under a derivatives folder, in one place.
+
+Stages ask this module where a file goes; none builds a derivative path by
+hand. Names follow BIDS-Derivatives and keep every entity of the source run::
+
+    DERIV/dataset_description.json                 GeneratedBy, SourceDatasets
+    DERIV/preprocess_summary.tsv                   one row per run, processed or not
+    DERIV/sub-01[/ses-2]/func/
+        sub-01[_ses-2]_task-rest[_run-1]_space-MNI152NLin2009aSym_res-4mm_desc-preproc_bold.nii.gz
+        ..._desc-preproc_bold.json                 TR, smoothing, filter
+        ..._space-..._desc-brain_mask.nii.gz, ..._desc-mean_boldref.nii.gz
+        ..._desc-confounds_timeseries.tsv          fMRIPrep's column names
+        ..._qc.json, ..._qc.html, figures/*.png    per-run QC page
+        ..._space-..._desc-dr_components.nii.gz    dual regression (desc-drz: z-scored)
+        ..._desc-dr_timeseries.tsv
+        ..._desc-{preproc,dr}_record.json          completeness records (written last)
+    DERIV/group/
+        group_task-rest_space-..._desc-ica_{components,mask}.nii.gz
+        group_task-rest_desc-ica_{mixing.tsv,components.tsv,components.json,report.html,record.json}
+        dual_regression_summary.tsv                one row per run
+        group_task-rest_desc-ica_labels.tsv, group_task-rest_desc-labels_{report.html,record.json}
+        figures/, figures/labels/                  the group pages' images
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rsnflow.records import Record
+from rsnflow.space import SPACE_NAME
+
+__all__ = [
+    "GROUP_DIR",
+    "SUMMARY_NAME",
+    "SubjectOutputs",
+    "derivative_path",
+    "dr_outputs",
+    "group_paths",
+    "preprocess_summary_path",
+    "preprocessed_records",
+    "subject_dir",
+    "subject_outputs",
+]
+
+#: The folder of group-level outputs.
+GROUP_DIR = "group"
+#: The per-run summary of the preprocessing stage.
+SUMMARY_NAME = "preprocess_summary.tsv"
+#: Output space of every volume rsnflow writes.
+_SPACE: dict[str, Any] = {"space": SPACE_NAME, "res": 4}
+_PREPROC_RECORD = "_desc-preproc_record.json"
+
+
+def subject_dir(root: str | os.PathLike[str], subject: str) -> Path:
+    """A participant's folder (every session and run of it below)."""
+    return Path(root) / f"sub-{subject.removeprefix('sub-')}"
+
+
+def derivative_path(
+    root: str | os.PathLike[str],
+    run: Any,
+    suffix: str,
+    *,
+    desc: str | None = None,
+    space: str | None = None,
+    res: str | int | None = None,
+    extension: str = ".nii.gz",
+    datatype: str = "func",
+) -> Path:
+    """A BIDS-Derivatives path under ``root`` that keeps every entity of the source run.
+
+    ``run`` is a :class:`rsnflow.bids.RunId` or a participant label (its plain
+    ``task-rest`` run). ``derivative_path(d, "01", "bold", space="MNI152NLin2009aSym", res=4,
+    desc="preproc")`` is
+    ``d/sub-01/func/sub-01_task-rest_space-MNI152NLin2009aSym_res-4mm_desc-preproc_bold.nii.gz``;
+    for ``RunId("01", session="2", run="1")`` the folder is ``sub-01/ses-2/func`` and the name
+    starts ``sub-01_ses-2_task-rest_run-1_``.
+    """
+    from rsnflow.bids import RunId
+
+    rid = RunId.of(run)
+    parts = [str(rid)]
+    if space:
+        parts.append(f"space-{space}")
+    if res is not None:
+        parts.append(f"res-{res}mm" if str(res).isdigit() else f"res-{res}")
+    if desc:
+        parts.append(f"desc-{desc}")
+    name = "_".join(parts) + f"_{suffix}{extension}"
+    return Path(root) / rid.folder(datatype) / name
+
+
+@dataclass(frozen=True)
+class SubjectOutputs:
+    """Paths of one run's preprocessing derivatives (BIDS-Derivatives names)."""
+
+    bold: Path
+    mask: Path
+    confounds: Path
+    qc_json: Path
+    qc_html: Path
+    mean: Path
+    record: Path
+
+    @property
+    def sidecar(self) -> Path:
+        """The preprocessed run's JSON sidecar (TR, smoothing, filter)."""
+        return self.bold.with_name(self.bold.name.replace(".nii.gz", ".json"))
+
+    @property
+    def figures(self) -> Path:
+        """The folder of the QC page's images."""
+        return self.qc_html.parent / "figures"
+
+    def figure(self, kind: str) -> Path:
+        """A QC image (``kind``: motion, reg, carpet), named after the run."""
+        return self.figures / f"{self.qc_html.name.removesuffix('_qc.html')}_{kind}.png"
+
+    def files(self) -> list[Path]:
+        """Every output the record lists."""
+        return [self.bold, self.sidecar, self.mask, self.mean, self.confounds, self.qc_html, self.qc_json]
+
+    def complete(self) -> bool:
+        """The completeness record exists and every output has its recorded size (written last)."""
+        return Record(self.record).intact().complete
+
+
+def subject_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> SubjectOutputs:
+    """Where the preprocessing of a run writes.
+
+    ``run`` is a :class:`~rsnflow.bids.RunId`, or a participant label for its
+    plain ``task-rest`` run.
+    """
+    return SubjectOutputs(
+        bold=derivative_path(deriv_dir, run, "bold", desc="preproc", **_SPACE),
+        mask=derivative_path(deriv_dir, run, "mask", desc="brain", **_SPACE),
+        confounds=derivative_path(deriv_dir, run, "timeseries", desc="confounds", extension=".tsv"),
+        qc_json=derivative_path(deriv_dir, run, "qc", extension=".json"),
+        qc_html=derivative_path(deriv_dir, run, "qc", extension=".html"),
+        mean=derivative_path(deriv_dir, run, "boldref", desc="mean", **_SPACE),
+        record=derivative_path(deriv_dir, run, "record", desc="preproc", extension=".json"),
+    )
+
+
+def preprocessed_records(deriv_dir: str | os.PathLike[str]) -> Iterator[tuple[Any, Path]]:
+    """Every preprocessing record under ``deriv_dir`` with the run it names (sessions included)."""
+    from rsnflow.bids import RunId
+
+    root = Path(deriv_dir)
+    for pattern in (f"sub-*/func/*{_PREPROC_RECORD}", f"sub-*/ses-*/func/*{_PREPROC_RECORD}"):
+        for record in sorted(root.glob(pattern)):
+            try:
+                yield RunId.parse(record.name.removesuffix(_PREPROC_RECORD)), record
+            except ValueError:  # a file rsnflow did not name
+                continue
+
+
+def dr_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> dict[str, Path]:
+    """Paths of one run's dual-regression outputs (a participant label: its plain ``task-rest`` run)."""
+    return {
+        "maps": derivative_path(deriv_dir, run, "components", desc="dr", **_SPACE),
+        "zmaps": derivative_path(deriv_dir, run, "components", desc="drz", **_SPACE),
+        "timeseries": derivative_path(deriv_dir, run, "timeseries", desc="dr", extension=".tsv"),
+        "record": derivative_path(deriv_dir, run, "record", desc="dr", extension=".json"),
+    }
+
+
+def group_paths(deriv_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Where the group-level outputs live: group ICA, its labels, their pages and figures."""
+    g = Path(deriv_dir) / GROUP_DIR
+    space = f"space-{SPACE_NAME}_res-4mm"
+    return {
+        "dir": g,
+        "maps": g / f"group_task-rest_{space}_desc-ica_components.nii.gz",
+        "mask": g / f"group_task-rest_{space}_desc-ica_mask.nii.gz",
+        "mixing": g / "group_task-rest_desc-ica_mixing.tsv",
+        "table": g / "group_task-rest_desc-ica_components.tsv",
+        "json": g / "group_task-rest_desc-ica_components.json",
+        "report": g / "group_task-rest_desc-ica_report.html",
+        "record": g / "group_task-rest_desc-ica_record.json",
+        "dr_summary": g / "dual_regression_summary.tsv",
+        "figures": g / "figures",
+        "ica_figures": g / "figures" / "group_ica",
+        "labels": g / "group_task-rest_desc-ica_labels.tsv",
+        "labels_report": g / "group_task-rest_desc-labels_report.html",
+        "labels_record": g / "group_task-rest_desc-labels_record.json",
+        "labels_figures": g / "figures" / "labels",
+    }
+
+
+def preprocess_summary_path(deriv_dir: str | os.PathLike[str]) -> Path:
+    """The per-run summary of the preprocessing stage."""
+    return Path(deriv_dir) / SUMMARY_NAME
