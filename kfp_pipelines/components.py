@@ -309,7 +309,7 @@ def evaluate(
     report: Output[HTML],
     table: Output[Dataset],
     metrics: Output[Metrics],
-) -> NamedTuple("EvaluateOutputs", champion=str, champion_test_accuracy=float):
+) -> NamedTuple("EvaluateOutputs", champion=str, champion_test_accuracy=float):  # type: ignore[valid-type]
     """Table 1 of the three models; returns the champion and its test accuracy (no alias set here)."""
     import shutil
     from collections import namedtuple
@@ -341,7 +341,7 @@ def evaluate(
         metrics.log_metric(f"{name}_test_accuracy", float(r["test_accuracy"]))
         metrics.log_metric(f"{name}_val_macro_f1", float(r["val_macro_f1"]))
     champion = summary["champion"]
-    result = namedtuple("EvaluateOutputs", ["champion", "champion_test_accuracy"])
+    result = namedtuple("result", ["champion", "champion_test_accuracy"])  # KFP reads the fields only
     return result(champion, float(summary["models"][champion]["test_accuracy"]))
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "load_nifti",
     "nifti_class",
     "nifti_from_bytes",
+    "open_nifti",
     "read_sidecar",
     "read_tr",
     "remove_leftovers",
@@ -228,6 +229,17 @@ def load_nifti(
     return check_image(img, p, ndim, min_volumes, available=p.stat().st_size)
 
 
+def open_nifti(path: str | os.PathLike[str]) -> nib.Nifti1Image:
+    """A NIfTI image whose data is read only when asked (headers, one volume); no validation.
+
+    For files rsnflow wrote itself; a user's file goes through :func:`load_nifti`.
+    """
+    img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise InvalidInputError(path, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+    return img
+
+
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -260,7 +272,7 @@ def nifti_from_bytes(
         inflate = isal_zlib.decompressobj(wbits=31)  # gzip framing; same API as zlib's
         try:
             raw = inflate.decompress(data, max_bytes or 0)
-        except isal_zlib.error as exc:
+        except isal_zlib.error as exc:  # type: ignore[misc]  # isal's stubs declare error as a module attribute
             raise InvalidInputError(where, f"corrupt gzip stream ({exc})") from exc
         if inflate.unconsumed_tail:
             raise InvalidInputError(
@@ -279,7 +291,7 @@ def nifti_from_bytes(
 
 
 def check_image(
-    img: nib.spatialimages.SpatialImage,
+    img: nib.filebasedimages.FileBasedImage,
     where: str | os.PathLike[str],
     ndim: int | None = None,
     min_volumes: int = 1,
@@ -442,7 +454,7 @@ def read_tr(path: str | os.PathLike[str], img: nib.Nifti1Image | None = None) ->
             raise InvalidInputError(sidecar, f"RepetitionTime must be a number, got {tr!r}")
         return _check_tr(sidecar, float(tr), "RepetitionTime in the sidecar (seconds)")
     if img is None:
-        img = nib.load(p)
+        img = open_nifti(p)
     if len(img.shape) < 4:
         raise InvalidInputError(p, "no repetition time: image is not 4D and has no sidecar")
     zooms = img.header.get_zooms()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -108,7 +109,7 @@ def resample_to_grid(
     return nib.Nifti1Image(np.asarray(out.dataobj, dtype=np.float32), MNI4_AFFINE)
 
 
-def _cached(name: str, build: callable) -> nib.Nifti1Image:  # type: ignore[valid-type]
+def _cached(name: str, build: Callable[[], nib.Nifti1Image]) -> nib.Nifti1Image:
     path = cache_dir() / f"{name}.nii.gz"
     if path.exists():
         try:

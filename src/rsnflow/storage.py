@@ -15,6 +15,7 @@ Kubernetes Secret reaches a pod (``envFrom``): ``RSNFLOW_S3_ENDPOINT`` (or
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -161,12 +162,15 @@ class ObjectStore:
         for rel, path in files.items():
             key = f"{prefix}/{rel}" if prefix else rel
             digest = sha256_file(path)
-            self._call(
-                f"s3://{bucket}/{key}",
-                lambda k=key, p=path, d=digest: self.client.fput_object(
-                    bucket, k, str(p), metadata={"sha256": d}, part_size=PART_SIZE
-                ),
+            upload = functools.partial(
+                self.client.fput_object,
+                bucket,
+                key,
+                str(path),
+                metadata={"sha256": digest},
+                part_size=PART_SIZE,
             )
+            self._call(f"s3://{bucket}/{key}", upload)
             hashes[rel] = digest
         self._put_json(
             bucket,
@@ -200,7 +204,7 @@ class ObjectStore:
             tmp = target.with_name(f".{target.name}.part")
             key = f"{prefix}/{rel}"
             self._call(
-                f"s3://{bucket}/{key}", lambda k=key, t=tmp: self.client.fget_object(bucket, k, str(t))
+                f"s3://{bucket}/{key}", functools.partial(self.client.fget_object, bucket, key, str(tmp))
             )
             if sha256_file(tmp) != digest:
                 tmp.unlink()

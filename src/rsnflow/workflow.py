@@ -169,7 +169,7 @@ def run_local(
     for summary in run_dir.rglob("preprocess_summary.tsv"):
         rows = pd.read_csv(summary, sep="\t", dtype=str)
         skipped |= set(rows.loc[rows["status"] == "failed", "participant_id"])
-    skipped = sorted(skipped)
+    skipped_labels = sorted(skipped)
     models = sorted(run_dir.glob("train*/model"))
     print(f"\nrsnflow pipeline (kfp.local) finished in {seconds / 60:.1f} min under {work}")
     print(f"  report:    {page}  (every stage's page under {page.with_suffix('')})")
@@ -178,8 +178,8 @@ def run_local(
         print(f"  model:     {m}")
     print(f"  MLflow:    {tracking_uri}")
     print(f"             browse: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1")
-    if skipped:
-        print(f"  {len(skipped)} subjects skipped: {', '.join(skipped)} (see the report)")
+    if skipped_labels:
+        print(f"  {len(skipped_labels)} subjects skipped: {', '.join(skipped_labels)} (see the report)")
         return 3
     return 0
 

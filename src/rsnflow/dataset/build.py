@@ -248,7 +248,7 @@ def build_dataset(
             sp: (index.loc[index["split"] == sp, "label"].value_counts(normalize=True).round(6).to_dict())
             for sp in SPLITS
         }
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": DATASET_FORMAT,
             "n_samples": len(index),
             "shape": [len(index), *MNI4_SHAPE],

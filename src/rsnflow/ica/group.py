@@ -40,7 +40,15 @@ from rsnflow.ica.decomposition import (
     regress_maps,
     subject_pca,
 )
-from rsnflow.io import InvalidInputError, load_nifti, remove_leftovers, save_nifti, write_json, write_text
+from rsnflow.io import (
+    InvalidInputError,
+    load_nifti,
+    open_nifti,
+    remove_leftovers,
+    save_nifti,
+    write_json,
+    write_text,
+)
 from rsnflow.layout import group_paths, preprocessed_records, subject_outputs
 from rsnflow.log import get_logger, progress
 from rsnflow.provenance import provenance
@@ -330,7 +338,7 @@ def _report(deriv: Path, res: GroupICA, example: RunId) -> None:
     data = _load_subject(deriv, example, res.mask)
     design = res.zmaps - res.zmaps.mean(1, keepdims=True)
     tcs = np.linalg.lstsq(design.T, (data - data.mean(1, keepdims=True)).T, rcond=None)[0]  # (K, T)
-    tr = float(nib.load(subject_outputs(deriv, example).bold).header.get_zooms()[3])
+    tr = float(open_nifti(subject_outputs(deriv, example).bold).header.get_zooms()[3])
     freqs = np.fft.rfftfreq(tcs.shape[1], d=tr)
     power = np.abs(np.fft.rfft(tcs - tcs.mean(1, keepdims=True), axis=1)) ** 2
     vol = unmask(res.zmaps, res.mask)

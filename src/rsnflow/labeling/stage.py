@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -24,7 +23,7 @@ from rsnflow.bids import RunId
 from rsnflow.config import LabelingConfig
 from rsnflow.ica.dr_cohort import dr_status
 from rsnflow.ica.group import group_record, preprocessed_runs
-from rsnflow.io import InvalidInputError, load_nifti, write_text
+from rsnflow.io import InvalidInputError, load_nifti, open_nifti, write_text
 from rsnflow.labeling.auto import auto_labels, reference_scores
 from rsnflow.labeling.expert import WRITTEN_COLUMNS, read_expert_labels
 from rsnflow.labeling.features import MOTION_COLUMNS, spatial_features, temporal_features
@@ -86,7 +85,7 @@ def _runs(
         tcs = pd.read_csv(dr_outputs(deriv, s)["timeseries"], sep="\t").to_numpy(dtype=np.float64)
         outputs = subject_outputs(deriv, s)
         motion = pd.read_csv(outputs.confounds, sep="\t")[list(MOTION_COLUMNS)].to_numpy(dtype=np.float64)
-        tr = float(nib.load(outputs.bold).header.get_zooms()[3])
+        tr = float(open_nifti(outputs.bold).header.get_zooms()[3])
         yield tcs, motion, tr
 
 

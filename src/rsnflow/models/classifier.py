@@ -38,7 +38,11 @@ __all__ = [
 Arch = Literal["mlp", "resnet2p5d", "r3d18"]
 ARCHS: tuple[str, ...] = ("mlp", "resnet2p5d", "r3d18")
 #: The input view each architecture is trained on (rsnflow.dataset.MapDataset).
-VIEWS = {"mlp": "volume", "resnet2p5d": "projection", "r3d18": "volume"}
+VIEWS: dict[str, Literal["volume", "projection"]] = {
+    "mlp": "volume",
+    "resnet2p5d": "projection",
+    "r3d18": "volume",
+}
 
 
 def build_network(
@@ -102,6 +106,8 @@ def load_pretrained(network: nn.Module, path: str | Path) -> list[str]:
 
 class RSNClassifier(nn.Module):
     """Component maps ``(N, 45, 54, 45)`` to logits over the taxonomy classes."""
+
+    mask: torch.Tensor  # buffer: the group mask the maps are normalised inside
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torchvision.models import resnet50
@@ -17,6 +19,9 @@ _STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 class ResNet2p5D(nn.Module):
     """torchvision ResNet-50 on the RGB sum-projection image ``(N, 3, S, S)`` scaled 0-255."""
+
+    mean: torch.Tensor  # buffers, declared for the type checker
+    std: torch.Tensor
 
     def __init__(self, n_classes: int) -> None:
         super().__init__()
@@ -47,11 +52,12 @@ class R3D18(nn.Module):
 
 def one_channel_conv(conv: nn.Conv3d) -> nn.Conv3d:
     """A copy of ``conv`` taking one input channel, its kernel summed over the input channels."""
-    new = nn.Conv3d(
-        1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
-    )
+    size = cast(tuple[int, int, int], conv.kernel_size)
+    stride = cast(tuple[int, int, int], conv.stride)
+    padding = cast(tuple[int, int, int], conv.padding)
+    new = nn.Conv3d(1, conv.out_channels, size, stride, padding, bias=conv.bias is not None)
     with torch.no_grad():
         new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
-        if conv.bias is not None:
+        if conv.bias is not None and new.bias is not None:
             new.bias.copy_(conv.bias)
     return new

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ class MLP(nn.Module):
     after the second, as in the paper.
     """
 
+    inputs: torch.Tensor | None  # buffer: the grid indices of the first layer's inputs
+
     def __init__(
         self,
         n_classes: int,
@@ -36,8 +39,10 @@ class MLP(nn.Module):
         super().__init__()
         n_in = MNI4_SHAPE[0] * MNI4_SHAPE[1] * MNI4_SHAPE[2]
         layers: list[nn.Module] = []
+        linears: list[nn.Linear] = []
         for i, width in enumerate(hidden):
-            layers += [nn.Linear(n_in, width), nn.ReLU(inplace=True)]
+            linears.append(nn.Linear(n_in, width))
+            layers += [linears[-1], nn.ReLU(inplace=True)]
             if i == 1:
                 layers.append(nn.Dropout(dropout))
             n_in = width
@@ -48,7 +53,7 @@ class MLP(nn.Module):
             # Initialised as the whole-grid layer, then its mask columns kept: the same
             # seed gives the same network as the paper's MLP, weights and training alike.
             flat = torch.as_tensor(np.flatnonzero(np.asarray(mask, dtype=bool).ravel()), dtype=torch.long)
-            full = layers[0]
+            full = linears[0] if linears else cast(nn.Linear, layers[0])
             first = nn.Linear(len(flat), full.out_features)
             with torch.no_grad():
                 first.weight.copy_(full.weight[:, flat])

@@ -85,7 +85,7 @@ def preprocess_identity(bold_path: str | Path, config: PreprocessConfig) -> tupl
 
 def _correct_slice_timing(
     bold_path: str | Path, data: NDArray[np.generic], tr: float
-) -> tuple[NDArray[np.float32], bool]:
+) -> tuple[NDArray[np.generic], bool]:
     """Slice-timing correction when the sidecar has ``SliceTiming`` (a note in the log when it has none)."""
     meta = read_sidecar(bold_path)
     if "SliceTiming" not in meta:

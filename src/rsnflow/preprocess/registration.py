@@ -149,7 +149,10 @@ class _Stage:
         valid = ((vox >= 0) & (vox <= size - 1)).all(-1)
         cost = _correlation_ratio(sample(self.vol, vox).double(), valid, self.bins, _N_BINS)
         cost.backward()
-        return float(cost.detach()), zt.grad.cpu().numpy()
+        grad = zt.grad
+        if grad is None:  # cannot happen: zt requires grad and the cost depends on it
+            raise RuntimeError("registration cost has no gradient")
+        return float(cost.detach()), grad.cpu().numpy()
 
 
 def register_to_mni(

@@ -51,7 +51,7 @@ def check_slice_timing(
 
 
 def shift_slices(
-    data: NDArray[np.floating], times: NDArray[np.float64], axis: int, tr: float
+    data: NDArray[np.generic], times: NDArray[np.float64], axis: int, tr: float
 ) -> NDArray[np.float32]:
     """``data`` ``(X, Y, Z, T)`` with every slice resampled to the reference time.
 

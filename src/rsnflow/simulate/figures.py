@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from rsnflow.figures import motion_plot, save_figure
+from rsnflow.io import open_nifti
 from rsnflow.space import SPACE_NAME, load_template
 
 __all__ = ["write_subject_figures"]
@@ -36,7 +36,7 @@ def write_subject_figures(bids_dir: str | Path, label: str, out_dir: str | Path)
     """
     bids, out = Path(bids_dir), Path(out_dir)
     gt = bids / "derivatives" / "groundtruth" / f"sub-{label}"
-    bold = nib.load(bids / f"sub-{label}" / "func" / f"sub-{label}_task-rest_bold.nii.gz")
+    bold = open_nifti(bids / f"sub-{label}" / "func" / f"sub-{label}_task-rest_bold.nii.gz")
     vol0 = np.asarray(bold.dataobj[..., 0], dtype=np.float32)
     written = []
 
@@ -60,7 +60,7 @@ def write_subject_figures(bids_dir: str | Path, label: str, out_dir: str | Path)
     written.append(motion_plot(motion, title, out / "sim_motion.png"))
 
     sources = pd.read_csv(bids / "derivatives" / "groundtruth" / "sources.tsv", sep="\t")
-    maps = nib.load(gt / f"sub-{label}_space-{SPACE_NAME}_res-4mm_desc-sources_components.nii.gz")
+    maps = open_nifti(gt / f"sub-{label}_space-{SPACE_NAME}_res-4mm_desc-sources_components.nii.gz")
     data = np.asarray(maps.dataobj, dtype=np.float32)
     template = load_template().get_fdata()
     fig, axes = plt.subplots(1, len(_SHOWN_NETWORKS), figsize=(3.2 * len(_SHOWN_NETWORKS), 3.4))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
 from rsnflow.atlas import NOISE, UNKNOWN
 from rsnflow.ica.matching import spatial_correlation
+from rsnflow.io import open_nifti
 from rsnflow.preprocess.smoothing import smooth_in_mask
 from rsnflow.space import MNI4_SHAPE, unmask
 
@@ -36,7 +36,7 @@ def mean_true_maps(
         raise FileNotFoundError(f"{gt}: no ground-truth source maps for {pattern} (not a simulated cohort?)")
     total = np.zeros((len(sources), int(mask.sum())))
     for f in files:
-        total += np.moveaxis(np.asarray(nib.load(f).dataobj, dtype=np.float32)[mask], 0, 1)
+        total += np.moveaxis(np.asarray(open_nifti(f).dataobj, dtype=np.float32)[mask], 0, 1)
     return total / len(files), sources
 
 
