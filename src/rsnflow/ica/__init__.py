@@ -12,8 +12,9 @@ from rsnflow.ica.decomposition import (
 )
 from rsnflow.ica.dr_cohort import DualRegressionCohort, dr_status, dual_regression_cohort
 from rsnflow.ica.dual_regression import DualRegression, dual_regression, t_to_z
+from rsnflow.ica.estimator import GroupICA, run_rows
 from rsnflow.ica.group import (
-    GroupICA,
+    GroupICAResult,
     common_mask,
     group_ica,
     group_migp,
@@ -30,6 +31,7 @@ __all__ = [
     "DualRegressionCohort",
     "FastICAResult",
     "GroupICA",
+    "GroupICAResult",
     "GroupPCA",
     "bic_order",
     "common_mask",
@@ -48,6 +50,7 @@ __all__ = [
     "normalise_subject",
     "preprocessed_runs",
     "regress_maps",
+    "run_rows",
     "spatial_correlation",
     "subject_pca",
     "t_to_z",

@@ -30,16 +30,8 @@ from scipy import stats
 
 from rsnflow.bids import RunId
 from rsnflow.config import IcaConfig
-from rsnflow.ica.decomposition import (
-    FastICAResult,
-    GroupPCA,
-    bic_order,
-    fastica,
-    migp,
-    normalise_subject,
-    regress_maps,
-    subject_pca,
-)
+from rsnflow.ica.decomposition import GroupPCA, migp
+from rsnflow.ica.estimator import GroupICA, InsufficientDataError, run_rows
 from rsnflow.io import (
     InvalidInputError,
     load_nifti,
@@ -53,13 +45,12 @@ from rsnflow.layout import group_paths, preprocessed_records, subject_outputs
 from rsnflow.log import get_logger, progress
 from rsnflow.provenance import provenance
 from rsnflow.records import Record, config_digest
-from rsnflow.resample import pick_device
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, unmask
 
 __all__ = [
-    "GroupICA",
-    "best_fastica",
+    "GroupICAResult",
     "common_mask",
+    "estimator_from_config",
     "group_ica",
     "group_migp",
     "group_record",
@@ -72,14 +63,10 @@ log = get_logger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Smoothness of preprocessed data (7 mm FWHM on 4 mm voxels) reduces the
-#: independent observations among voxels by about (7/4)^3 for the order estimate.
-_SMOOTHNESS_FACTOR = (7.0 / 4.0) ** 3
-
 
 @dataclass(frozen=True)
-class GroupICA:
-    """In-memory result of :func:`group_ica` (maps inside the mask)."""
+class GroupICAResult:
+    """What the :func:`group_ica` stage made (maps inside the mask), besides its files."""
 
     zmaps: NDArray[np.float32]  # (K, V)
     mask: NDArray[np.bool_]  # (45, 54, 45)
@@ -153,26 +140,14 @@ def group_migp(
 
 def migp_rows(deriv_dir: str | Path, label: RunId | str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
     """One run's ``(T, V)`` rows as MIGP takes them: voxels variance-normalised, volumes centred."""
-    x = normalise_subject(_load_subject(Path(deriv_dir), label, mask))
-    x -= x.mean(1, keepdims=True)
-    return x
+    return run_rows(_load_subject(Path(deriv_dir), label, mask), None)
 
 
 def _subject_rows(
     deriv_dir: str | Path, label: RunId | str, mask: NDArray[np.bool_], subject_dim: int | None
 ) -> NDArray[np.float32]:
-    """What one subject brings to MIGP: its volumes (:func:`migp_rows`), or their subject PCA."""
-    x = migp_rows(deriv_dir, label, mask)
-    if subject_dim is None:
-        return x
-    reduced = subject_pca(x, subject_dim)
-    if reduced.shape[0] < subject_dim:
-        log.warning(
-            "%s: %d volumes hold %d eigenmaps, fewer than ica.subject_dim %d: all of them are whitened, "
-            "noise included",
-            RunId.of(label), x.shape[0], reduced.shape[0], subject_dim,
-        )  # fmt: skip
-    return reduced
+    """What one run brings to MIGP (:func:`~rsnflow.ica.estimator.run_rows` of its preprocessed file)."""
+    return run_rows(_load_subject(Path(deriv_dir), label, mask), subject_dim)
 
 
 #: Subjects read, normalised and reduced (subject PCA) in background threads while
@@ -204,8 +179,12 @@ def group_ica(
     seed: int = 0,
     device: str = "auto",
     report: bool = True,
-) -> GroupICA:
-    """Temporal-concatenation group ICA of every preprocessed run in ``deriv_dir`` (all sessions and runs).
+) -> GroupICAResult:
+    """The group-ICA stage: :class:`~rsnflow.ica.estimator.GroupICA` over every preprocessed run.
+
+    Every session and run of ``deriv_dir`` in the common mask; the maps, mask,
+    mixing, component table, provenance JSON and report page are written where
+    :func:`rsnflow.layout.group_paths` says, the completeness record last.
 
     Raises
     ------
@@ -218,54 +197,32 @@ def group_ica(
     runs = preprocessed_runs(deriv)
     if not runs:
         raise InvalidInputError(deriv, "no preprocessed runs found (run `rsnflow preprocess` first)")
-    dev = pick_device(device)
     mask = common_mask(deriv, runs)
-    n_vox = int(mask.sum())
     n_subjects = len({r.subject for r in runs})
-    log.info("group ICA: %d runs of %d subjects, %d voxels in the common mask", len(runs), n_subjects, n_vox)
+    log.info(
+        "group ICA: %d runs of %d subjects, %d voxels in the common mask",
+        len(runs),
+        n_subjects,
+        int(mask.sum()),
+    )
+    est = estimator_from_config(config, seed, device)
 
-    order_of_subjects = [runs[i] for i in np.random.default_rng(seed).permutation(len(runs))]
-    pca = group_migp(deriv, order_of_subjects, mask, config.migp_dim, dev, config.subject_dim)
-    n_rows = len(pca.eigenvalues)
-    if config.order == "auto":
-        order = bic_order(pca.eigenvalues / n_vox, n_vox / _SMOOTHNESS_FACTOR, max_order=n_rows - 2)
-        log.info("estimated model order: %d", order)
-    else:
-        order = int(config.order)
-    if config.subject_dim is not None and config.subject_dim < order:
-        log.warning(
-            "ica.subject_dim %d is below the model order %d: each subject enters with fewer dimensions than "
-            "the group keeps (two-stage PCA wants more at the subject level)",
-            config.subject_dim, order,
-        )  # fmt: skip
-    if order > n_rows - 2:
-        raise InvalidInputError(
-            deriv, f"ica.order {order} needs more data: the group holds {n_rows} dimensions after MIGP"
-        )
-    whitened = pca.whitened(order)
+    def rows(i: int) -> NDArray[np.float32]:
+        return _subject_rows(deriv, runs[i], mask, config.subject_dim)
 
-    ica = best_fastica(whitened, config, seed, dev)
-    sources = ica.sources.astype(np.float64)
-    skew = stats.skew(sources, axis=1)
-    sources *= np.where(skew < 0, -1.0, 1.0)[:, None]
+    def stream(order: Iterable[int]) -> Iterator[NDArray[np.float32]]:
+        return _prefetch(rows, progress(list(order), "MIGP", unit="subject"), ahead=_READ_AHEAD)
 
-    # Back to data units: MIGP rows ~ mixing @ maps; residual noise per voxel gives z maps.
-    mixing, maps, noise = regress_maps(pca.rows, sources, order, dev)
-    zmaps = maps / np.maximum(noise, 1e-12)
-    total = float(pca.eigenvalues.sum())  # the rows' total sum of squares
-    # ||a_k s_k^T||^2 = ||a_k||^2 ||s_k||^2: no (rows x voxels) product per component.
-    explained = (mixing**2).sum(0) * (maps**2).sum(1) / total
-    ordering = np.argsort(explained)[::-1]
-    zmaps, mixing, explained = zmaps[ordering], mixing[:, ordering], explained[ordering]
-    skew = stats.skew(zmaps, axis=1)
-
-    result = GroupICA(
-        zmaps.astype(np.float32), mask, mixing.astype(np.float32), explained,
-        runs, order, ica.converged,
-    )  # fmt: skip
-    _write(deriv, result, skew, config, seed, ica.n_iter)
+    try:
+        est.fit_rows(rows, len(runs), mask, MNI4_AFFINE, stream=stream)
+    except InsufficientDataError as exc:
+        raise InvalidInputError(deriv, f"ica.order: {exc}") from exc
+    result = GroupICAResult(
+        est.components_, mask, est.mixing_, est.explained_variance_, runs, est.n_components_, est.converged_
+    )
+    _write(deriv, result, stats.skew(result.zmaps, axis=1), config, seed, est.n_iter_)
     if report:
-        _report(deriv, result, order_of_subjects[0])
+        _report(deriv, result, runs[est.run_order_[0]])
     paths = group_paths(deriv)
     outputs = [paths[k] for k in ("maps", "mask", "mixing", "table", "json", "report") if paths[k].exists()]
     inputs = {str(r): _bold_digest(deriv, r) for r in runs}
@@ -274,32 +231,22 @@ def group_ica(
     return result
 
 
+def estimator_from_config(config: IcaConfig, seed: int, device: str = "auto") -> GroupICA:
+    """The estimator the ``ica`` config section describes."""
+    return GroupICA(
+        n_components=config.order, migp_dim=config.migp_dim, subject_dim=config.subject_dim,
+        fun=config.nonlinearity, max_iter=config.max_iter, tol=config.tol,
+        n_restarts=config.n_restarts, random_state=seed, device=device,
+    )  # fmt: skip
+
+
 def _bold_digest(deriv: Path, label: RunId) -> str:
     out = subject_outputs(deriv, label)
     return Record(out.record).digest(out.bold)
 
 
-def best_fastica(
-    whitened: NDArray[np.float64], config: IcaConfig, seed: int, device: torch.device | str
-) -> FastICAResult:
-    """FastICA from ``config.n_restarts`` seeds; the converged one with the largest negentropy proxy.
-
-    Each call of :func:`fastica` already replaces a start that stalls, so a
-    start that did not converge is rare; it loses to any that did.
-    """
-    best: tuple[tuple[bool, float], FastICAResult] | None = None
-    for r in range(max(1, config.n_restarts)):
-        res = fastica(whitened, seed + r, config.max_iter, config.tol, config.nonlinearity, device)
-        # Negentropy proxy: sum over components of |E G(y) - E G(nu)|, G = log cosh.
-        score = float(np.abs(np.log(np.cosh(res.sources)).mean(1) - 0.3746).sum())
-        if best is None or (res.converged, score) > best[0]:
-            best = ((res.converged, score), res)
-    assert best is not None
-    return best[1]
-
-
 def _write(
-    deriv: Path, res: GroupICA, skew: NDArray[np.float64], cfg: IcaConfig, seed: int, n_iter: int
+    deriv: Path, res: GroupICAResult, skew: NDArray[np.float64], cfg: IcaConfig, seed: int, n_iter: int
 ) -> None:
     paths = group_paths(deriv)
     save_nifti(nib.Nifti1Image(unmask(res.zmaps, res.mask), MNI4_AFFINE), paths["maps"])
@@ -327,7 +274,7 @@ def _write(
     )  # fmt: skip
 
 
-def _report(deriv: Path, res: GroupICA, example: RunId) -> None:
+def _report(deriv: Path, res: GroupICAResult, example: RunId) -> None:
     from rsnflow.figures import component_montage
     from rsnflow.report import Report
     from rsnflow.space import load_template
