@@ -388,7 +388,7 @@ def report(
     """The run's front page: Table 1 and links to every stage's page; returns its path."""
     from pathlib import Path
 
-    from rsnflow.workflow import run_report
+    from kfp_pipelines.local import run_report
 
     run_report(
         page.path,

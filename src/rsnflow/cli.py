@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, parents=[common])
 
+    _add_data_commands(add)
+    _add_model_commands(add)
+    _add_pipeline_commands(add, common)
+    return parser
+
+
+def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """simulate, preprocess, group-ica, dual-regression, label, dataset."""
     p = add("simulate", "write a simulated BIDS cohort with ground truth")
     p.add_argument("out_bids_dir", type=Path, metavar="OUT_BIDS_DIR")
     p.add_argument("--profile", choices=["tiny", "demo", "beijing", "multiband"], default=None)
@@ -159,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an rsnflow dataset already in DATASET_DIR"
     )
 
+
+def _add_model_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """train, evaluate, serve."""
     p = add("train", "train one classifier")
     p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
@@ -230,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="MLflow tracking URI for models:/ URIs (default $MLFLOW_TRACKING_URI)",
     )
 
+
+def _add_pipeline_commands(
+    add: Callable[[str, str], argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """pipeline, run, bids, config."""
     p = add("pipeline", "the Kubeflow pipeline: compile, submit, schedule")
     psub = p.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
     pc = psub.add_parser("compile", help="write the pipeline IR YAML", parents=[common])
@@ -289,7 +305,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("config", "show the effective configuration")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     csub.add_parser("show", help="print the effective configuration as YAML", parents=[common])
-    return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -561,7 +576,7 @@ def _cmd_serve(args: argparse.Namespace, config: Any) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, config: Any) -> int:
-    from rsnflow.workflow import run_local
+    from kfp_pipelines.local import run_local
 
     cohort = args.cohort
     if cohort is not None and not str(cohort).startswith(("s3://", "sim://")):

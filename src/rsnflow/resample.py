@@ -40,7 +40,7 @@ def affine_points(matrices: ArrayLike, points: ArrayLike) -> NDArray[np.float64]
     return np.einsum("...ij,nj->...ni", m[..., :3, :3], p) + m[..., None, :3, 3]
 
 
-def volumes_first(data: NDArray[np.floating], start: int, stop: int, device: torch.device) -> torch.Tensor:
+def volumes_first(data: NDArray[np.generic], start: int, stop: int, device: torch.device) -> torch.Tensor:
     """Volumes ``start:stop`` of an ``(X, Y, Z, T)`` array as a ``(B, X, Y, Z)`` float32 tensor."""
     block = np.ascontiguousarray(np.moveaxis(data[..., start:stop], -1, 0), dtype=np.float32)
     return torch.from_numpy(block).to(device)

@@ -97,7 +97,7 @@ def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
 
     from rsnflow.config import load_config
     from rsnflow.simulate import simulate_cohort
-    from rsnflow.workflow import DEMO_BUDGET, run_local
+    from kfp_pipelines.local import DEMO_BUDGET, run_local
 
     bids = tmp_path / "bids"
     simulate_cohort(bids, profile="tiny", seed=3, n_subjects=4, n_volumes=100, bad_subjects=["nan"])

@@ -45,7 +45,7 @@ def test_the_removed_do_nothing_keys_are_refused(tmp_path: Path) -> None:
 
 
 def test_the_tiny_profile_gets_an_order_its_runs_hold(caplog) -> None:
-    from rsnflow.workflow import fit_order_to_profile
+    from kfp_pipelines.local import fit_order_to_profile
 
     with caplog.at_level("INFO", logger="rsnflow"):
         config = fit_order_to_profile(load_config(overrides={"simulate": {"profile": "tiny"}}))
@@ -56,7 +56,7 @@ def test_the_tiny_profile_gets_an_order_its_runs_hold(caplog) -> None:
 
 
 def test_an_order_the_tiny_runs_cannot_hold_is_refused_at_the_start() -> None:
-    from rsnflow.workflow import fit_order_to_profile
+    from kfp_pipelines.local import fit_order_to_profile
 
     config = load_config(overrides={"simulate": {"profile": "tiny"}, "ica": {"order": 70}})
     with pytest.raises(ConfigError, match=r"^ica\.order: 70 components need runs of more than 71 volumes"):

@@ -74,7 +74,7 @@ def test_an_existing_dataset_needs_overwrite(cli, deriv: Path, tiny_dataset: Pat
 
 def test_the_run_report_folder_replaces_only_its_own(tmp_path: Path) -> None:
     """WORK/report/ is rewritten only when it carries rsnflow's mark: never a user's folder or a link."""
-    from rsnflow.workflow import publish_site
+    from kfp_pipelines.local import publish_site
 
     work = tmp_path / "work"
     mine = work / "report"

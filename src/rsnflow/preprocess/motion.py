@@ -144,7 +144,7 @@ def _align(
 
 
 def estimate_motion(
-    data: NDArray[np.floating],
+    data: NDArray[np.generic],
     affine: NDArray[np.float64],
     reference: str = "middle",
     device: str | torch.device = "cpu",

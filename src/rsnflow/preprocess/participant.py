@@ -43,7 +43,7 @@ from rsnflow.preprocess.confounds import (
     std_dvars,
     tissue_signals,
 )
-from rsnflow.preprocess.motion import apply_motion_mean, estimate_motion
+from rsnflow.preprocess.motion import MotionEstimate, apply_motion_mean, estimate_motion
 from rsnflow.preprocess.registration import AffineRegistration, register_to_mni
 from rsnflow.preprocess.slice_timing import check_slice_timing, shift_slices
 from rsnflow.preprocess.smoothing import smooth_in_mask
@@ -172,9 +172,9 @@ def preprocess_subject(
         Native 4D BOLD run (validated here: a bad file raises
         :class:`~rsnflow.io.InvalidInputError` naming it).
     deriv_dir
-        ``derivatives/rsnflow`` root.
+        ``derivatives/rsnflow`` root (paths from :func:`rsnflow.layout.subject_outputs`).
     subject
-        Participant label.
+        The run's :class:`~rsnflow.bids.RunId`, or a participant label for its plain run.
     config
         The ``preprocess`` section of the configuration.
     device
@@ -196,13 +196,71 @@ def preprocess_subject(
     data = np.asanyarray(run.img.dataobj)
     affine, tr, n_volumes = run.img.affine, run.tr, run.n_volumes
     del run  # the image held the same array: nothing else may keep the run alive below
-    dev = pick_device(device)
     timer.lap("load")
-
     n_non_steady = non_steady_state_volumes(data)
     slice_timed = False
     if config.slice_timing:
         data, slice_timed = _correct_slice_timing(bold_path, data, tr)
+    aligned = _align_to_mni(bold_path, data, affine, config, pick_device(device), timer)
+    del data  # the native run is no longer needed: only the 4 mm grid from here
+    bold_mni, mask = aligned.bold, aligned.mask
+    conf = confounds_table(
+        aligned.motion.params,
+        dvars(bold_mni, mask),
+        centre=aligned.motion.centre,
+        std_dvars_values=std_dvars(bold_mni, mask),
+        signals=tissue_signals(bold_mni, mask, load_tissue_probabilities()),
+        n_non_steady=n_non_steady,
+    )
+    mean_mni = bold_mni.mean(-1)
+    tsnr = _tsnr(bold_mni[mask])
+    bold_mni = smooth_in_mask(bold_mni, mask, np.abs(np.diag(MNI4_AFFINE)[:3]), config.fwhm_mm)
+    timer.lap("smoothing")
+    # Filter the brain's time series only (a third of the grid); outside stays 0.
+    bold_mni[mask] = highpass(bold_mni[mask], tr, config.highpass_cutoff_s, config.highpass_method)
+    bold_mni[~mask] = 0
+    timer.lap("highpass")
+    _write_run(out, bold_path, bold_mni, mask, mean_mni, conf, tr, config, slice_timed)
+    epi_mask = mask_to_mni(epi_brain_mask(aligned.mean_native), affine, aligned.registration.mni_to_epi)
+    run_info = {"repetition_time": tr, "n_volumes": n_volumes, "n_non_steady_state": n_non_steady,
+                "slice_timing_corrected": slice_timed}  # fmt: skip
+    qc = _qc_record(subject, bold_path, run_info, aligned, conf, epi_mask, tsnr, config, timer.seconds)
+    _qc_page(out, subject, conf, mean_mni, aligned.template_mask, bold_mni, mask, qc)
+    timer.lap("outputs")
+    qc["seconds"] = timer.seconds
+    write_json(qc, out.qc_json)
+    inputs, cfg_digest = preprocess_identity(bold_path, config)
+    Record(out.record).write("preprocess", inputs, cfg_digest, out.files())  # last: marks the run complete
+    log.info(
+        "%s: mean FD %.3f mm, registration cost %.3f, mask Dice %.3f, %.1f s",
+        RunId.of(subject), qc["mean_fd_mm"], qc["registration_cost_corratio"], qc["mask_dice_with_template"],
+        sum(timer.seconds.values()),
+    )  # fmt: skip
+    return qc
+
+
+@dataclass(frozen=True)
+class _Aligned:
+    """A run in the MNI 4 mm grid, with the transforms that took it there."""
+
+    bold: NDArray[np.float32]  # (45, 54, 45, T)
+    mask: NDArray[np.bool_]  # template brain inside the field of view
+    coverage: NDArray[np.bool_]  # inside the native field of view in every volume
+    template_mask: NDArray[np.bool_]
+    motion: MotionEstimate
+    registration: AffineRegistration
+    mean_native: NDArray[np.float32]
+
+
+def _align_to_mni(
+    bold_path: str | Path,
+    data: NDArray[np.generic],
+    affine: NDArray[np.float64],
+    config: PreprocessConfig,
+    dev: Any,
+    timer: _Timer,
+) -> _Aligned:
+    """Motion, registration of the motion-corrected mean, then one resampling of every volume into MNI."""
     try:
         motion = estimate_motion(
             data, affine, reference=config.motion_reference, device=dev, show_progress=False
@@ -217,7 +275,6 @@ def preprocess_subject(
     check_registration(bold_path, reg, config)
     timer.lap("registration")
     bold_mni, coverage = resample_run_to_mni(data, affine, motion.matrices(), reg.mni_to_epi, dev)
-    del data
     template_mask = load_brain_mask().get_fdata() > 0
     mask = template_mask & coverage
     covered = mask.sum() / template_mask.sum()
@@ -227,28 +284,60 @@ def preprocess_subject(
             f"inside the field of view (correlation-ratio cost {reg.cost:.3f})"
         )
     timer.lap("resample")
-    conf = confounds_table(
-        motion.params,
-        dvars(bold_mni, mask),
-        centre=motion.centre,
-        std_dvars_values=std_dvars(bold_mni, mask),
-        signals=tissue_signals(bold_mni, mask, load_tissue_probabilities()),
-        n_non_steady=n_non_steady,
-    )
-    epi_mask = mask_to_mni(epi_brain_mask(mean_native), affine, reg.mni_to_epi)
-    mean_mni = bold_mni.mean(-1)
-    tsnr = _tsnr(bold_mni[mask])
-    zooms = np.abs(np.diag(MNI4_AFFINE)[:3])
-    bold_mni = smooth_in_mask(bold_mni, mask, zooms, config.fwhm_mm)
-    timer.lap("smoothing")
-    # Filter the brain's time series only (a third of the grid); outside stays 0.
-    bold_mni[mask] = highpass(bold_mni[mask], tr, config.highpass_cutoff_s, config.highpass_method)
-    bold_mni[~mask] = 0
-    timer.lap("highpass")
+    return _Aligned(bold_mni, mask, coverage, template_mask, motion, reg, mean_native)
 
+
+def _qc_record(
+    subject: RunId | str,
+    bold_path: str | Path,
+    run_info: dict[str, Any],
+    aligned: _Aligned,
+    conf: Any,
+    epi_mask: NDArray[np.bool_],
+    tsnr: NDArray[np.floating],
+    config: PreprocessConfig,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """The run's QC record: the run (``run_info``), motion, registration, masks and tSNR."""
+    fd = conf["framewise_displacement"].to_numpy()
+    motion, reg, mask = aligned.motion, aligned.registration, aligned.mask
+    return {
+        "subject": RunId.of(subject).subject,
+        "run_name": str(RunId.of(subject)),  # not "run": pybids reads this JSON as the page's sidecar
+        "source": str(bold_path),
+        **run_info,
+        "motion_reference": config.motion_reference,
+        "mean_fd_mm": float(np.nanmean(fd)),
+        "max_fd_mm": float(np.nanmax(fd)),
+        "n_fd_over_0_5mm": int(np.nansum(fd > 0.5)),
+        "max_translation_mm": float(np.abs(motion.params[:, :3]).max()),
+        "max_rotation_deg": float(np.rad2deg(np.abs(motion.params[:, 3:]).max())),
+        "registration_cost_corratio": reg.cost,
+        "registration_scales": reg.scales,
+        "registration_shears": reg.shears,
+        "mni_to_epi": reg.mni_to_epi,
+        "mask_dice_with_template": dice(epi_mask & aligned.coverage, mask),
+        "fov_coverage_of_template_mask": float(mask.sum() / aligned.template_mask.sum()),
+        "tsnr_median": float(np.median(tsnr)),
+        "seconds": seconds,
+    }
+
+
+def _write_run(
+    out: SubjectOutputs,
+    bold_path: str | Path,
+    bold_mni: NDArray[np.float32],
+    mask: NDArray[np.bool_],
+    mean_mni: NDArray[np.floating],
+    conf: Any,
+    tr: float,
+    config: PreprocessConfig,
+    slice_timed: bool,
+) -> None:
+    """The preprocessed run, its sidecar, brain mask, mean and confounds."""
     img = nib.Nifti1Image(bold_mni, MNI4_AFFINE)
     img.header.set_xyzt_units("mm", "sec")
-    img.header.set_zooms((*zooms, tr))
+    img.header.set_zooms((*np.abs(np.diag(MNI4_AFFINE)[:3]), tr))
     save_nifti(img, out.bold)
     save_nifti(nib.Nifti1Image(mask.astype(np.uint8), MNI4_AFFINE), out.mask)
     save_nifti(nib.Nifti1Image(mean_mni.astype(np.float32), MNI4_AFFINE), out.mean)
@@ -260,42 +349,6 @@ def preprocess_subject(
         out.sidecar,
     )  # fmt: skip
     write_text(conf.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g"), out.confounds)
-    fd = conf["framewise_displacement"].to_numpy()
-    qc: dict[str, Any] = {
-        "subject": RunId.of(subject).subject,
-        "run_name": str(RunId.of(subject)),  # not "run": pybids reads this JSON as the page's sidecar
-        "source": str(bold_path),
-        "repetition_time": tr,
-        "n_volumes": n_volumes,
-        "n_non_steady_state": n_non_steady,
-        "slice_timing_corrected": slice_timed,
-        "motion_reference": config.motion_reference,
-        "mean_fd_mm": float(np.nanmean(fd)),
-        "max_fd_mm": float(np.nanmax(fd)),
-        "n_fd_over_0_5mm": int(np.nansum(fd > 0.5)),
-        "max_translation_mm": float(np.abs(motion.params[:, :3]).max()),
-        "max_rotation_deg": float(np.rad2deg(np.abs(motion.params[:, 3:]).max())),
-        "registration_cost_corratio": reg.cost,
-        "registration_scales": reg.scales,
-        "registration_shears": reg.shears,
-        "mni_to_epi": reg.mni_to_epi,
-        "mask_dice_with_template": dice(epi_mask & coverage, mask),
-        "fov_coverage_of_template_mask": float(mask.sum() / template_mask.sum()),
-        "tsnr_median": float(np.median(tsnr)),
-        "seconds": timer.seconds,
-    }
-    _qc_page(out, subject, conf, mean_mni, template_mask, bold_mni, mask, qc)
-    timer.lap("outputs")
-    qc["seconds"] = timer.seconds
-    write_json(qc, out.qc_json)
-    inputs, cfg_digest = preprocess_identity(bold_path, config)
-    Record(out.record).write("preprocess", inputs, cfg_digest, out.files())  # last: marks the run complete
-    log.info(
-        "%s: mean FD %.3f mm, registration cost %.3f, mask Dice %.3f, %.1f s",
-        RunId.of(subject), qc["mean_fd_mm"], reg.cost, qc["mask_dice_with_template"],
-        sum(timer.seconds.values()),
-    )  # fmt: skip
-    return qc
 
 
 def _tsnr(ts: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ __all__ = ["dice", "epi_brain_mask", "mask_to_mni", "resample_run_to_mni"]
 
 
 def resample_run_to_mni(
-    data: NDArray[np.floating],
+    data: NDArray[np.generic],
     affine: NDArray[np.float64],
     motion: NDArray[np.float64],
     mni_to_epi: NDArray[np.float64],

@@ -164,6 +164,40 @@ Written by `rsnflow simulate` beside the raw BIDS data; no pipeline stage reads 
 """
 
 
+def _write_metadata(
+    bids: Path, gt: Path, prof: Profile, seed: int, labels: list[str], defects: list[str | None]
+) -> None:
+    """The cohort's BIDS metadata (description, participants, README) and its ground-truth tables."""
+    total = len(labels)
+    sources = source_table()
+    write_dataset_description(
+        bids,
+        name=f"rsnflow simulated cohort ({prof.name}, {prof.n_volumes} volumes, seed {seed})",
+        dataset_type="raw",
+    )
+    write_json({"TaskName": "rest"}, bids / "task-rest_bold.json")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1_000_000,)))
+    participants = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{lab}" for lab in labels],
+            "age": rng.integers(18, 27, total),
+            "sex": rng.choice(["F", "M"], total),
+        }
+    )
+    write_text(participants.to_csv(sep="\t", index=False), bids / "participants.tsv")
+    write_text(
+        f"Simulated resting-state fMRI cohort written by rsnflow (profile {prof.name}, seed {seed}).\n"
+        "Ground truth: derivatives/groundtruth/README.md\n",
+        bids / "README",
+    )
+    write_dataset_description(gt, name="rsnflow simulator ground truth")
+    write_text(_GT_README, gt / "README.md")
+    write_text(sources.to_csv(sep="\t", index=False), gt / "sources.tsv")
+    bad = {lab: d for lab, d in zip(labels, defects, strict=True) if d is not None}
+    bad_table = pd.DataFrame({"participant_id": [f"sub-{k}" for k in bad], "defect": list(bad.values())})
+    write_text(bad_table.to_csv(sep="\t", index=False), gt / "bad_subjects.tsv")
+
+
 def simulate_cohort(
     out_dir: str | Path,
     profile: str = "demo",
@@ -214,36 +248,10 @@ def simulate_cohort(
     defects: list[str | None] = [None] * n + list(bad_subjects)
     bids = Path(out_dir)
     gt = bids / "derivatives" / "groundtruth"
-    sources = source_table()
-    names = list(sources["name"])
+    names = list(source_table()["name"])
 
-    write_dataset_description(
-        bids,
-        name=f"rsnflow simulated cohort ({prof.name}, {prof.n_volumes} volumes, seed {seed})",
-        dataset_type="raw",
-    )
-    write_json({"TaskName": "rest"}, bids / "task-rest_bold.json")
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1_000_000,)))
-    participants = pd.DataFrame(
-        {
-            "participant_id": [f"sub-{lab}" for lab in labels],
-            "age": rng.integers(18, 27, total),
-            "sex": rng.choice(["F", "M"], total),
-        }
-    )
-    write_text(participants.to_csv(sep="\t", index=False), bids / "participants.tsv")
-    write_text(
-        f"Simulated resting-state fMRI cohort written by rsnflow (profile {prof.name}, seed {seed}).\n"
-        "Ground truth: derivatives/groundtruth/README.md\n",
-        bids / "README",
-    )
-    write_dataset_description(gt, name="rsnflow simulator ground truth")
-    write_text(_GT_README, gt / "README.md")
-    write_text(sources.to_csv(sep="\t", index=False), gt / "sources.tsv")
+    _write_metadata(bids, gt, prof, seed, labels, defects)
     bad = {lab: d for lab, d in zip(labels, defects, strict=True) if d is not None}
-    bad_table = pd.DataFrame({"participant_id": [f"sub-{k}" for k in bad], "defect": list(bad.values())})
-    write_text(bad_table.to_csv(sep="\t", index=False), gt / "bad_subjects.tsv")
-
     jobs = [
         (bids, gt, prof, seed, i, lab, d, names)
         for i, (lab, d) in enumerate(zip(labels, defects, strict=True))

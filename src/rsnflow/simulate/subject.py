@@ -175,6 +175,56 @@ def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int]) -> NDArra
     return (1.0 + lin + quad).astype(np.float32)
 
 
+def _acquire(
+    anat: Anatomy,
+    maps: NDArray[np.float32],
+    coeffs: NDArray[np.float64],
+    to_box: NDArray[np.float64],
+    motion: NDArray[np.float64],
+    profile: Profile,
+    device: str,
+    chunk: int,
+) -> NDArray[np.float32]:
+    """Every volume's signal sampled into the native grid at that volume's head pose."""
+    import torch
+
+    aff = native_affine(profile)
+    n = profile.n_volumes
+    ijk = grid_points(profile.shape)
+    poses = rigid_matrix(motion)
+    dev = torch.device(device)
+    w = torch.from_numpy(maps).to(dev)
+    base = torch.from_numpy(anat.baseline).to(dev)
+    active = torch.from_numpy(anat.active).to(dev)
+    bold = np.empty((*profile.shape, n), dtype=np.float32)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        c = torch.from_numpy(coeffs[:, start:stop].astype(np.float32)).to(dev)
+        values = base[:, None] * (1.0 + w @ c)  # (n_active, chunk)
+        vol = torch.zeros((stop - start, int(np.prod(anat.box_shape))), device=dev)
+        vol[:, active] = values.T
+        # Native voxel -> scanner mm -> head frame at this pose -> MNI mm -> box voxel.
+        mats = to_box @ np.linalg.inv(poses[start:stop]) @ aff
+        pts = torch.from_numpy(affine_points(mats, ijk)).to(dev)
+        out = sample(vol.reshape(stop - start, *anat.box_shape), pts)
+        bold[..., start:stop] = out.T.reshape(*profile.shape, stop - start).cpu().numpy()
+    return bold
+
+
+def _add_rician_noise(bold: NDArray[np.float32], sigma: float, rng: np.random.Generator) -> None:
+    """Thermal noise in the complex domain, magnitude taken: ``|S + n_re + i n_im|``, in place."""
+    # In place and in float32: a beijing run is 120 MB per copy.
+    noise = rng.standard_normal(bold.shape, dtype=np.float32)
+    noise *= sigma
+    bold += noise
+    np.square(bold, out=bold)
+    rng.standard_normal(dtype=np.float32, out=noise)
+    noise *= sigma
+    np.square(noise, out=noise)
+    bold += noise
+    np.sqrt(bold, out=bold)
+
+
 def simulate_subject(
     profile: Profile,
     seed: int,
@@ -206,8 +256,6 @@ def simulate_subject(
     motion_scale
         Multiplies the head motion (a stress test for motion correction).
     """
-    import torch
-
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     anat = load_anatomy()
     n = profile.n_volumes
@@ -222,41 +270,14 @@ def simulate_subject(
     bias = _bias_field(rng, profile.shape)
 
     aff = native_affine(profile)
-    ijk = grid_points(profile.shape)
-    to_box = np.linalg.inv(anat.box_affine) @ to_mni
-    poses = rigid_matrix(motion)
-
-    dev = torch.device(device)
-    w = torch.from_numpy(maps).to(dev)
-    base = torch.from_numpy(anat.baseline).to(dev)
-    active = torch.from_numpy(anat.active).to(dev)
-    bold = np.empty((*profile.shape, n), dtype=np.float32)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        c = torch.from_numpy(coeffs[:, start:stop].astype(np.float32)).to(dev)
-        values = base[:, None] * (1.0 + w @ c)  # (n_active, chunk)
-        vol = torch.zeros((stop - start, int(np.prod(anat.box_shape))), device=dev)
-        vol[:, active] = values.T
-        # Native voxel -> scanner mm -> head frame at this pose -> MNI mm -> box voxel.
-        mats = to_box @ np.linalg.inv(poses[start:stop]) @ aff
-        pts = torch.from_numpy(affine_points(mats, ijk)).to(dev)
-        out = sample(vol.reshape(stop - start, *anat.box_shape), pts)
-        bold[..., start:stop] = out.T.reshape(*profile.shape, stop - start).cpu().numpy()
+    bold = _acquire(
+        anat, maps, coeffs, np.linalg.inv(anat.box_affine) @ to_mni, motion, profile, device, chunk
+    )
 
     bold *= bias[..., None]
     sigma = EPI_CONTRAST["gm"] / tsnr_thermal
     if fluctuations:
-        # In place and in float32: a beijing run is 120 MB per copy.
-        noise = rng.standard_normal(bold.shape, dtype=np.float32)
-        noise *= sigma
-        bold += noise
-        np.square(bold, out=bold)
-        rng.standard_normal(dtype=np.float32, out=noise)
-        noise *= sigma
-        np.square(noise, out=noise)
-        bold += noise
-        np.sqrt(bold, out=bold)
-        del noise
+        _add_rician_noise(bold, sigma, rng)
 
     info = {
         **{k: np.asarray(v).tolist() for k, v in geometry.items()},

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from rsnflow.config import load_config
-from rsnflow.workflow import DEMO_BUDGET, _overrides, run_report
+from kfp_pipelines.local import DEMO_BUDGET, _overrides, run_report
 
 
 def test_overrides_are_the_differences_from_the_defaults(tmp_path: Path) -> None:
