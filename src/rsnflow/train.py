@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from numpy.typing import NDArray
 from torch import nn
 from torch.utils.data import Subset
 
@@ -167,22 +168,70 @@ def train_classifier(
     t_start = time.perf_counter()
     manifest = load_manifest(dataset_dir)
     verify_dataset(dataset_dir, manifest, verify)
-    classes = list(manifest["classes"])
-    mask = np.load(Path(dataset_dir) / "mask.npy")
     _seed_everything(seed)
-    dev = pick_device(device)
-    view = VIEWS[arch]
+    run = _prepare(dataset_dir, model_dir, arch, config, seed, pick_device(device), manifest,
+                   max_train_samples, weights)  # fmt: skip
+    if tracking is not None:
+        from rsnflow.tracking import Tracker, resolve_uri
 
+        uri = tracking_uri or resolve_uri(tracking, run.out.parent)
+        run.tracker = Tracker(uri, tracking.experiment, tracking.registered_model)
+    if run.tracker is None:
+        return _finish(run, *_fit(run, resume), None, t_start)
+    with run.tracker.run(f"train-{arch}", tags={"arch": arch, "stage": "train"}) as run_id:
+        run.tracker.log_params(run.params)
+        return _finish(run, *_fit(run, resume), run_id, t_start)
+
+
+@dataclass
+class _Run:
+    """Everything one training run works with, prepared once."""
+
+    arch: str
+    config: TrainConfig
+    seed: int
+    dataset_dir: Path
+    out: Path
+    manifest: dict[str, Any]
+    mask: NDArray[np.bool_]
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    scaler: Any
+    amp: bool
+    dev: torch.device
+    train_loader: Any
+    val_loader: Any
+    params: dict[str, Any]
+    run_key: dict[str, Any]  # what a checkpoint must share with this run to be resumed
+    tracker: Any = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / CHECKPOINT
+
+
+def _prepare(
+    dataset_dir: str | Path,
+    model_dir: str | Path,
+    arch: str,
+    config: TrainConfig,
+    seed: int,
+    dev: torch.device,
+    manifest: dict[str, Any],
+    max_train_samples: int | None,
+    weights: str | Path | None,
+) -> _Run:
+    """Data loaders, network (pretrained weights when given), loss and optimiser, the run's parameters."""
+    mask = np.load(Path(dataset_dir) / "mask.npy")
+    view = VIEWS[arch]
     train_ds: Any = MapDataset(dataset_dir, "train", view)
     n_train_total = len(train_ds)
     if max_train_samples is not None and max_train_samples < len(train_ds):
         pick = np.sort(np.random.default_rng(seed).choice(len(train_ds), max_train_samples, replace=False))
         train_ds = Subset(train_ds, pick.tolist())
     val_ds = MapDataset(dataset_dir, "val", view)
-    train_loader = make_loader(train_ds, config.batch_size, True, config.num_workers, seed)
-    val_loader = make_loader(val_ds, config.batch_size, False, config.num_workers, seed)
-
-    net = build_network(arch, len(classes), tuple(config.mlp_hidden), config.mlp_dropout, mask)
+    net = build_network(arch, len(manifest["classes"]), tuple(config.mlp_hidden), config.mlp_dropout, mask)
     left = load_pretrained(net, weights) if weights is not None else None
     if left is not None:
         log.info("pretrained weights from %s; %d tensors left at random init", weights, len(left))
@@ -191,172 +240,166 @@ def train_classifier(
     if amp:
         net = net.to(memory_format=torch.channels_last if arch == "resnet2p5d" else torch.channels_last_3d)
     class_weight = torch.tensor(manifest["class_weights"], dtype=torch.float32, device=dev)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weight if config.weighted_loss else None)
-    if config.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            net.parameters(), lr=config.lr, momentum=config.momentum
-        )
-    else:
-        optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
-
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum)
+        if config.optimizer == "sgd"
+        else torch.optim.Adam(net.parameters(), lr=config.lr)
+    )
     params = {
-        "arch": arch,
-        "view": view,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "momentum": config.momentum,
-        "optimizer": config.optimizer,
-        "weighted_loss": config.weighted_loss,
-        "early_stopping_patience": config.early_stopping_patience,
-        "seed": seed,
-        "device": str(dev),
-        "n_train": len(train_ds),
-        "n_train_available": n_train_total,
-        "n_val": len(val_ds),
-        "dataset_sha256": manifest["sha256"]["dataset"],
+        "arch": arch, "view": view, "epochs": config.epochs, "batch_size": config.batch_size,
+        "lr": config.lr, "momentum": config.momentum, "optimizer": config.optimizer,
+        "weighted_loss": config.weighted_loss, "early_stopping_patience": config.early_stopping_patience,
+        "seed": seed, "device": str(dev), "n_train": len(train_ds), "n_train_available": n_train_total,
+        "n_val": len(val_ds), "dataset_sha256": manifest["sha256"]["dataset"],
         "taxonomy_version": manifest["taxonomy_version"],
-        "pretrained_weights": str(weights) if weights else "none",
-        "mixed_precision": amp,
-    }
+        "pretrained_weights": str(weights) if weights else "none", "mixed_precision": amp,
+    }  # fmt: skip
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tracker = None
-    if tracking is not None:
-        from rsnflow.tracking import Tracker, resolve_uri
+    return _Run(
+        arch=arch, config=config, seed=seed, dataset_dir=Path(dataset_dir), out=out, manifest=manifest,
+        mask=mask, net=net, optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(weight=class_weight if config.weighted_loss else None),
+        scaler=torch.amp.GradScaler("cuda") if amp else None, amp=amp, dev=dev,
+        train_loader=make_loader(train_ds, config.batch_size, True, config.num_workers, seed),
+        val_loader=make_loader(val_ds, config.batch_size, False, config.num_workers, seed),
+        params=params,
+        run_key={**params, "config": asdict(config), "max_train_samples": max_train_samples},
+    )  # fmt: skip
 
-        tracker = Tracker(
-            tracking_uri or resolve_uri(tracking, out.parent), tracking.experiment, tracking.registered_model
+
+def _resume(run: _Run) -> tuple[dict[str, Any], int] | None:
+    """The saved state and the next epoch, when the checkpoint belongs to this run."""
+    if not run.checkpoint.exists():
+        return None
+    saved = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+    if saved.get("run_key") != run.run_key:
+        log.warning(
+            "%s: %s belongs to another run (data or settings differ): starting afresh",
+            run.arch,
+            run.checkpoint,
         )
+        return None
+    run.net.load_state_dict(saved["net"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    if run.scaler is not None and saved.get("scaler"):
+        run.scaler.load_state_dict(saved["scaler"])
+    _set_rng(saved["rng"], run.train_loader)
+    log.info("%s: resuming from %s after epoch %d", run.arch, run.checkpoint, saved["epoch"])
+    return saved["state"], saved["epoch"] + 1
 
-    checkpoint = out / CHECKPOINT
-    # What a checkpoint must share with this run to be resumed (anything else is started afresh).
-    run_key = {**params, "config": asdict(config), "max_train_samples": max_train_samples}
 
-    def fit() -> tuple[list[dict[str, float]], dict[str, Any], int]:
-        state: dict[str, Any] = {"history": [], "best_state": None, "best_key": (-1.0, 0.0), "best_epoch": 0}
-        state["stale"] = 0
-        start = 1
-        if resume and checkpoint.exists():
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            if saved.get("run_key") == run_key:
-                net.load_state_dict(saved["net"])
-                optimizer.load_state_dict(saved["optimizer"])
-                if scaler is not None and saved.get("scaler"):
-                    scaler.load_state_dict(saved["scaler"])
-                _set_rng(saved["rng"], train_loader)
-                state = saved["state"]
-                start = saved["epoch"] + 1
-                log.info("%s: resuming from %s after epoch %d", arch, checkpoint, saved["epoch"])
-            else:
-                log.warning(
-                    "%s: %s belongs to another run (data or settings differ): starting afresh",
-                    arch,
-                    checkpoint,
-                )
-        for epoch in range(start, config.epochs + 1):
-            t0 = time.perf_counter()
-            tr_loss, tr_acc = _epoch(
-                net, train_loader, loss_fn, dev, optimizer, amp, scaler, f"{arch} epoch {epoch}"
+def _fit(run: _Run, resume: bool) -> tuple[list[dict[str, float]], dict[str, Any], int]:
+    """The epochs, a checkpoint after each; the history, the best validation state and its epoch."""
+    state: dict[str, Any] = {"history": [], "best_state": None, "best_key": (-1.0, 0.0), "best_epoch": 0}
+    state["stale"] = 0
+    start = 1
+    resumed = _resume(run) if resume else None
+    if resumed is not None:
+        state, start = resumed
+    arch, config = run.arch, run.config
+    for epoch in range(start, config.epochs + 1):
+        t0 = time.perf_counter()
+        tr_loss, tr_acc = _epoch(
+            run.net, run.train_loader, run.loss_fn, run.dev, run.optimizer, run.amp, run.scaler,
+            f"{arch} epoch {epoch}",
+        )  # fmt: skip
+        va_loss, va_acc = _epoch(
+            run.net, run.val_loader, run.loss_fn, run.dev, None, run.amp, None, f"{arch} validation"
+        )
+        row = {
+            "epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc, "val_loss": va_loss,
+            "val_accuracy": va_acc, "epoch_seconds": time.perf_counter() - t0,
+        }  # fmt: skip
+        state["history"].append(row)
+        log.info(
+            "%s epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f s)",
+            arch, epoch, config.epochs, tr_loss, tr_acc, va_loss, va_acc, row["epoch_seconds"],
+        )  # fmt: skip
+        if run.tracker is not None:
+            run.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        key = (va_acc, -va_loss)
+        stop = False
+        if key > state["best_key"]:
+            state.update(
+                best_state=copy.deepcopy(run.net.state_dict()), best_key=key, best_epoch=epoch, stale=0
             )
-            va_loss, va_acc = _epoch(net, val_loader, loss_fn, dev, None, amp, None, f"{arch} validation")
-            row = {
-                "epoch": epoch,
-                "train_loss": tr_loss,
-                "train_accuracy": tr_acc,
-                "val_loss": va_loss,
-                "val_accuracy": va_acc,
-                "epoch_seconds": time.perf_counter() - t0,
+        else:
+            state["stale"] += 1
+            if config.early_stopping_patience and state["stale"] >= config.early_stopping_patience:
+                log.info("early stopping after epoch %d (best %d)", epoch, state["best_epoch"])
+                stop = True
+        saved = {
+            "run_key": run.run_key, "epoch": epoch, "net": run.net.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+            "rng": _get_rng(run.train_loader), "state": state,
+        }  # fmt: skip
+        with atomic_path(run.checkpoint) as tmp:
+            torch.save(saved, tmp)
+        if stop:
+            break
+    assert state["best_state"] is not None
+    return state["history"], state["best_state"], state["best_epoch"]
+
+
+def _finish(
+    run: _Run,
+    history: list[dict[str, float]],
+    best_state: dict[str, Any],
+    best_epoch: int,
+    run_id: str | None,
+    t_start: float,
+) -> dict[str, Any]:
+    """The best epoch's weights checked and saved with the history, config and metadata (and in MLflow)."""
+    net, out, tracker = run.net, run.out, run.tracker
+    net.load_state_dict(best_state)
+    bad = [
+        name for name, t in net.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()
+    ]
+    if bad:
+        raise TrainingError(f"{run.arch}: non-finite weights in {', '.join(bad[:3])}; not saved")
+    classes = list(run.manifest["classes"])
+    model = RSNClassifier(
+        run.arch, classes, run.mask, int(run.manifest["projection_size"]), net.float().cpu()
+    )
+    train_seconds = time.perf_counter() - t_start
+    best = history[best_epoch - 1]
+    meta = {
+        "params": run.params,
+        "best_epoch": best_epoch,
+        "val_accuracy": best["val_accuracy"],
+        "train_accuracy_last": history[-1]["train_accuracy"],
+        "epochs_run": len(history),
+        "train_seconds": round(train_seconds, 2),
+        "dataset": str(run.dataset_dir.resolve()),
+        "mlflow": {
+            "tracking_uri": tracker.uri if tracker else None,
+            "run_id": run_id,
+            "registered_model": tracker.registered_model if tracker else None,
+            "version": None,
+        },
+        **provenance(asdict(run.config)),
+    }
+    write_text(pd.DataFrame(history).to_csv(sep="\t", index=False, float_format="%.6g"), out / "history.tsv")
+    write_text(yaml.safe_dump(asdict(run.config), sort_keys=False), out / "config.yaml")
+    if tracker is not None:
+        tracker.log_metrics(
+            {
+                "train_seconds": train_seconds,
+                "best_epoch": best_epoch,
+                "best_val_accuracy": best["val_accuracy"],
             }
-            state["history"].append(row)
-            log.info(
-                "%s epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f s)",
-                arch, epoch, config.epochs, tr_loss, tr_acc, va_loss, va_acc, row["epoch_seconds"],
-            )  # fmt: skip
-            if tracker is not None:
-                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            key = (va_acc, -va_loss)
-            stop = False
-            if key > state["best_key"]:
-                state.update(
-                    best_state=copy.deepcopy(net.state_dict()), best_key=key, best_epoch=epoch, stale=0
-                )
-            else:
-                state["stale"] += 1
-                if config.early_stopping_patience and state["stale"] >= config.early_stopping_patience:
-                    log.info("early stopping after epoch %d (best %d)", epoch, state["best_epoch"])
-                    stop = True
-            saved = {
-                "run_key": run_key, "epoch": epoch, "net": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": _get_rng(train_loader), "state": state,
-            }  # fmt: skip
-            with atomic_path(checkpoint) as tmp:
-                torch.save(saved, tmp)
-            if stop:
-                break
-        assert state["best_state"] is not None
-        return state["history"], state["best_state"], state["best_epoch"]
-
-    def finish(
-        history: list[dict[str, float]], best_state: dict[str, Any], best_epoch: int, run_id: str | None
-    ) -> dict[str, Any]:
-        net.load_state_dict(best_state)
-        bad = [
-            name
-            for name, t in net.state_dict().items()
-            if t.is_floating_point() and not torch.isfinite(t).all()
-        ]
-        if bad:
-            raise TrainingError(f"{arch}: non-finite weights in {', '.join(bad[:3])}; not saved")
-        model = RSNClassifier(arch, classes, mask, int(manifest["projection_size"]), net.float().cpu())
-        train_seconds = time.perf_counter() - t_start
-        best = history[best_epoch - 1]
-        meta = {
-            "params": params,
-            "best_epoch": best_epoch,
-            "val_accuracy": best["val_accuracy"],
-            "train_accuracy_last": history[-1]["train_accuracy"],
-            "epochs_run": len(history),
-            "train_seconds": round(train_seconds, 2),
-            "dataset": str(Path(dataset_dir).resolve()),
-            "mlflow": {
-                "tracking_uri": tracker.uri if tracker else None,
-                "run_id": run_id,
-                "registered_model": tracker.registered_model if tracker else None,
-                "version": None,
-            },
-            **provenance(asdict(config)),
-        }
-        write_text(
-            pd.DataFrame(history).to_csv(sep="\t", index=False, float_format="%.6g"), out / "history.tsv"
         )
-        write_text(yaml.safe_dump(asdict(config), sort_keys=False), out / "config.yaml")
-        if tracker is not None:
-            tracker.log_metrics(
-                {
-                    "train_seconds": train_seconds,
-                    "best_epoch": best_epoch,
-                    "best_val_accuracy": best["val_accuracy"],
-                }
-            )
-            tracker.log_artifacts([out / "history.tsv", out / "config.yaml"])
-            # Two maps, not one: MLflow's pt2 export would fix a batch of one into the graph.
-            example = np.zeros((2, *mask.shape), dtype=np.float32)
-            example[:, mask] = np.random.default_rng(seed).standard_normal(
-                (2, int(mask.sum())), dtype=np.float32
-            )
-            meta["mlflow"]["version"] = tracker.log_model(model, example)
-        save_classifier(model, out, meta)
-        checkpoint.unlink(missing_ok=True)  # the run is complete: nothing left to resume
-        if tracker is not None:
-            tracker.log_artifacts([out / "model.json"])
-        return meta
-
-    if tracker is None:
-        return finish(*fit(), None)
-    with tracker.run(f"train-{arch}", tags={"arch": arch, "stage": "train"}) as run_id:
-        tracker.log_params(params)
-        return finish(*fit(), run_id)
+        tracker.log_artifacts([out / "history.tsv", out / "config.yaml"])
+        # Two maps, not one: MLflow's pt2 export would fix a batch of one into the graph.
+        example = np.zeros((2, *run.mask.shape), dtype=np.float32)
+        example[:, run.mask] = np.random.default_rng(run.seed).standard_normal(
+            (2, int(run.mask.sum())), dtype=np.float32
+        )
+        meta["mlflow"]["version"] = tracker.log_model(model, example)
+    save_classifier(model, out, meta)
+    run.checkpoint.unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    if tracker is not None:
+        tracker.log_artifacts([out / "model.json"])
+    return meta

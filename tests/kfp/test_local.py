@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rsnflow.config import load_config
 from kfp_pipelines.local import DEMO_BUDGET, _overrides, run_report
+from rsnflow.config import load_config
 
 
 def test_overrides_are_the_differences_from_the_defaults(tmp_path: Path) -> None:

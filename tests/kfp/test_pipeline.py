@@ -95,9 +95,9 @@ def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
     """``rsnflow run BIDS_DIR``: a plain BIDS folder (one subject with two sessions) through the pipeline."""
     import shutil
 
+    from kfp_pipelines.local import DEMO_BUDGET, run_local
     from rsnflow.config import load_config
     from rsnflow.simulate import simulate_cohort
-    from kfp_pipelines.local import DEMO_BUDGET, run_local
 
     bids = tmp_path / "bids"
     simulate_cohort(bids, profile="tiny", seed=3, n_subjects=4, n_volumes=100, bad_subjects=["nan"])
@@ -125,6 +125,7 @@ def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
     linked = _resolving_links(page)
     assert ".html" in {p.suffix for p in linked} <= {".html", ".tsv", ".png"}
     assert len([p for p in linked if p.name.startswith("qc-")]) == 4  # the four good subjects
+    _browse(page)
     (run_dir,) = (work / "pipeline_root").glob("rsnflow-*")
     assert len(list(run_dir.glob("train*/model/weights.pt"))) == 3
     ingest = (next(run_dir.glob("ingest/table")) / "subjects.tsv").read_text()
@@ -136,6 +137,32 @@ def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
         aliases = list(db.execute("select alias from registered_model_aliases"))
     assert {"train-mlp", "train-resnet2p5d", "train-r3d18"} <= runs
     assert aliases == [("champion",)]
+
+
+def _browse(front: Path) -> None:
+    """Every page of the run's site opened in headless Chromium, as a person would; screenshots kept.
+
+    Each page must render as HTML (not source text), every link and image must
+    resolve, and the console must stay free of errors. Screenshots go to
+    ``build/screenshots/`` (the README shows two of them).
+    """
+    from browser import Browser
+
+    shots = Path(__file__).parents[2] / "build" / "screenshots"
+    seen: set[Path] = set()
+    todo = [front]
+    with Browser() as browser:
+        while todo:
+            page = todo.pop(0)
+            if page in seen:
+                continue
+            seen.add(page)
+            name = "front" if page == front else page.stem
+            check = browser.check(page, shots / f"{name}.png")
+            assert check.problems == [], f"{page}: {check.problems}"
+            assert check.title, f"{page}: no <title>"
+            todo += [p for p in check.links if p.suffix == ".html" and p not in seen]
+    assert len(seen) >= 8  # the front page, the stage pages and the subjects' QC pages
 
 
 def _resolving_links(page: Path, depth: int = 2) -> set[Path]:

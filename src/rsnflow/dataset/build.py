@@ -156,6 +156,112 @@ def current_runs(deriv: Path) -> list[RunId]:
     return found
 
 
+def _write_maps(
+    path: Path,
+    deriv: Path,
+    runs: list[RunId],
+    labels: pd.DataFrame,
+    mask: NDArray[np.bool_],
+    split: dict[str, str],
+    dtype: str,
+) -> pd.DataFrame:
+    """Every run's dual-regression maps, normalised, into one memmapped array; the index of its rows."""
+    k = len(labels)
+    taxonomy = load_taxonomy()
+    class_idx = np.array([taxonomy.index(lab) for lab in labels["label"]])
+    arr = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.dtype(dtype), shape=(len(runs) * k, *MNI4_SHAPE)
+    )
+    rows = []
+    for s_i, s in enumerate(progress(runs, "dataset", unit="run")):
+        maps_path = dr_outputs(deriv, s)["maps"]
+        img = load_nifti(maps_path, ndim=4)
+        if img.shape[:3] != MNI4_SHAPE or img.shape[3] != k:
+            raise InvalidInputError(
+                maps_path, f"shape {img.shape}, expected {(*MNI4_SHAPE, k)} (one map per label)"
+            )
+        maps = np.moveaxis(np.asarray(img.dataobj, dtype=np.float32), -1, 0)
+        arr[s_i * k : (s_i + 1) * k] = normalise_maps(maps, mask)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "sample": np.arange(s_i * k, (s_i + 1) * k),
+                    "subject": s.subject,
+                    "session": s.session or "",
+                    "run": str(s),
+                    "component": labels["component"],
+                    "label": labels["label"],
+                    "class_index": class_idx,
+                    "network": labels["network"],
+                    "split": split[s.subject],
+                }
+            )
+        )
+    arr.flush()
+    del arr
+    return pd.concat(rows, ignore_index=True)
+
+
+def _manifest(
+    tmp: Path,
+    deriv: Path,
+    index: pd.DataFrame,
+    labels: pd.DataFrame,
+    split: dict[str, str],
+    config: DatasetConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """The dataset's manifest: shape, classes, split, class weights and the SHA-256 of every file."""
+    taxonomy = load_taxonomy()
+    lpath = labels_path(deriv)
+    subjects = sorted(split)
+    k = len(labels)
+    n_runs = len(index) // k
+    train = index[index["split"] == "train"]
+    weights = class_weights(train["class_index"].to_numpy(), len(taxonomy))
+    distribution = {
+        sp: (index.loc[index["split"] == sp, "label"].value_counts(normalize=True).round(6).to_dict())
+        for sp in SPLITS
+    }
+    manifest: dict[str, Any] = {
+        "format": DATASET_FORMAT,
+        "n_samples": len(index),
+        "shape": [len(index), *MNI4_SHAPE],
+        "dtype": config.dtype,
+        "n_subjects": len(subjects),
+        "n_runs": n_runs,
+        "n_components": k,
+        "maps": "dual-regression stage-2 maps (desc-dr_components)",
+        "normalisation": NORMALISATION,
+        "projection_size": config.projection_size,
+        "projection": "sum projections along x, y, z as R, G, B, each resized bilinearly to "
+        f"{config.projection_size}x{config.projection_size} and scaled to 0-255",
+        "taxonomy_version": taxonomy.version,
+        "classes": taxonomy.labels,
+        "label_source": sorted(set(labels["source"])),
+        "split": {
+            "fractions": list(config.split),
+            "seed": seed,
+            "subjects": {sp: sorted(s for s, a in split.items() if a == sp) for sp in SPLITS},
+            "samples": {sp: int((index["split"] == sp).sum()) for sp in SPLITS},
+            "label_distribution": distribution,
+        },
+        "class_weights": [round(float(w), 6) for w in weights],
+        "sha256": {
+            "maps.npy": sha256_file(tmp / "maps.npy"),
+            "index.tsv": sha256_file(tmp / "index.tsv"),
+            "mask.npy": sha256_file(tmp / "mask.npy"),
+            "labels.tsv": sha256_file(lpath),
+        },
+        "source": str(deriv.resolve()),
+    }
+    manifest["maps_block_sha256"] = block_digests(tmp / "maps.npy")
+    manifest["sha256"]["dataset"] = hashlib.sha256(
+        "".join(manifest["sha256"][f] for f in ("maps.npy", "index.tsv")).encode()
+    ).hexdigest()
+    return manifest
+
+
 def build_dataset(
     deriv_dir: str | Path,
     dataset_dir: str | Path,
@@ -194,96 +300,22 @@ def build_dataset(
     lpath = labels_path(deriv)
     check_labels_current(deriv)
     labels = pd.read_csv(lpath, sep="\t", keep_default_na=False)
-    taxonomy = load_taxonomy()
     runs = current_runs(deriv)
     subjects = sorted({r.subject for r in runs})
     if len(subjects) < 3:
         raise InvalidInputError(deriv, f"{len(subjects)} subjects with dual-regression maps; a split needs 3")
     mask = load_nifti(group_paths(deriv)["mask"], ndim=3).get_fdata() > 0
-    k = len(labels)
     # By subject: every run of a subject lands on the same side of the split.
     split = subject_split(subjects, config.split, seed)
-    class_idx = np.array([taxonomy.index(lab) for lab in labels["label"]])
 
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out.parent, recursive=False)  # a killed build's temporary folder
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{temp_marker()}", dir=out.parent))
     try:
-        arr = np.lib.format.open_memmap(
-            tmp / "maps.npy", mode="w+", dtype=np.dtype(config.dtype), shape=(len(runs) * k, *MNI4_SHAPE)
-        )
-        rows = []
-        for s_i, s in enumerate(progress(runs, "dataset", unit="run")):
-            path = dr_outputs(deriv, s)["maps"]
-            img = load_nifti(path, ndim=4)
-            if img.shape[:3] != MNI4_SHAPE or img.shape[3] != k:
-                raise InvalidInputError(
-                    path, f"shape {img.shape}, expected {(*MNI4_SHAPE, k)} (one map per label)"
-                )
-            maps = np.moveaxis(np.asarray(img.dataobj, dtype=np.float32), -1, 0)
-            arr[s_i * k : (s_i + 1) * k] = normalise_maps(maps, mask)
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "sample": np.arange(s_i * k, (s_i + 1) * k),
-                        "subject": s.subject,
-                        "session": s.session or "",
-                        "run": str(s),
-                        "component": labels["component"],
-                        "label": labels["label"],
-                        "class_index": class_idx,
-                        "network": labels["network"],
-                        "split": split[s.subject],
-                    }
-                )
-            )
-        arr.flush()
-        del arr
-        index = pd.concat(rows, ignore_index=True)
+        index = _write_maps(tmp / "maps.npy", deriv, runs, labels, mask, split, config.dtype)
         np.save(tmp / "mask.npy", mask)
         write_text(index.to_csv(sep="\t", index=False), tmp / "index.tsv")
-        train = index[index["split"] == "train"]
-        weights = class_weights(train["class_index"].to_numpy(), len(taxonomy))
-        distribution = {
-            sp: (index.loc[index["split"] == sp, "label"].value_counts(normalize=True).round(6).to_dict())
-            for sp in SPLITS
-        }
-        manifest: dict[str, Any] = {
-            "format": DATASET_FORMAT,
-            "n_samples": len(index),
-            "shape": [len(index), *MNI4_SHAPE],
-            "dtype": config.dtype,
-            "n_subjects": len(subjects),
-            "n_runs": len(runs),
-            "n_components": k,
-            "maps": "dual-regression stage-2 maps (desc-dr_components)",
-            "normalisation": NORMALISATION,
-            "projection_size": config.projection_size,
-            "projection": "sum projections along x, y, z as R, G, B, each resized bilinearly to "
-            f"{config.projection_size}x{config.projection_size} and scaled to 0-255",
-            "taxonomy_version": taxonomy.version,
-            "classes": taxonomy.labels,
-            "label_source": sorted(set(labels["source"])),
-            "split": {
-                "fractions": list(config.split),
-                "seed": seed,
-                "subjects": {sp: sorted(s for s, a in split.items() if a == sp) for sp in SPLITS},
-                "samples": {sp: int((index["split"] == sp).sum()) for sp in SPLITS},
-                "label_distribution": distribution,
-            },
-            "class_weights": [round(float(w), 6) for w in weights],
-            "sha256": {
-                "maps.npy": sha256_file(tmp / "maps.npy"),
-                "index.tsv": sha256_file(tmp / "index.tsv"),
-                "mask.npy": sha256_file(tmp / "mask.npy"),
-                "labels.tsv": sha256_file(lpath),
-            },
-            "source": str(deriv.resolve()),
-        }
-        manifest["maps_block_sha256"] = block_digests(tmp / "maps.npy")
-        manifest["sha256"]["dataset"] = hashlib.sha256(
-            "".join(manifest["sha256"][f] for f in ("maps.npy", "index.tsv")).encode()
-        ).hexdigest()
+        manifest = _manifest(tmp, deriv, index, labels, split, config, seed)
         write_json({**manifest, **provenance(asdict(config))}, tmp / "manifest.json")
         tmp.chmod(0o755)
         check_output_dir(deriv, out, overwrite)  # again: the folder may have changed while building

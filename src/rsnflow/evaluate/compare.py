@@ -61,6 +61,55 @@ def predict_split(
     return np.concatenate(probs), y_all[rows], seconds
 
 
+def _evaluate_one(
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    out: Path,
+    config: EvaluateConfig,
+    dev: Any,
+    cross_dataset: str | Path | None,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One model on every split (and the cross-cohort dataset): its metrics, per-class table and confusion."""
+    from rsnflow.figures import confusion_figure
+
+    taxonomy = load_taxonomy()
+    parents = [taxonomy.parent(lab) for lab in taxonomy.labels]
+    model, meta = load_classifier(model_dir, dev)
+    name = Path(model_dir).name
+    res: dict[str, Any] = {"arch": meta["arch"], "model_dir": str(Path(model_dir).resolve())}
+    splits = [(s, dataset_dir) for s in SPLIT_NAMES]
+    if cross_dataset is not None:
+        splits.append(("cross", cross_dataset))
+    for split, ds_dir in splits:
+        probs, y, seconds = predict_split(
+            model, ds_dir, "all" if split == "cross" else split, dev,
+            max_maps=config.max_maps_per_split, seed=seed,
+        )  # fmt: skip
+        res.update({f"{split}_{k}": v for k, v in summary_metrics(probs, y, parents).items()})
+        res[f"{split}_n"] = len(y)
+        if split != "test":
+            continue
+        res["test_inference_seconds"] = seconds
+        res["inference_ms_per_map"] = 1000.0 * seconds / len(y)
+        pred = probs.argmax(1)
+        table = per_class_table(pred, y, taxonomy.labels)
+        write_text(table.to_csv(sep="\t", index=False, float_format="%.4f"), out / f"per_class_{name}.tsv")
+        confusion_figure(y, pred, taxonomy.labels, f"{name}: test split", out / f"confusion_{name}.png")
+        if config.abstain_threshold > 0:
+            kept = probs.max(1) >= config.abstain_threshold
+            abst = abstain(probs, config.abstain_threshold, taxonomy.index(UNKNOWN))
+            res["test_abstain_coverage"] = float(kept.mean())
+            res["test_abstain_accuracy_kept"] = float((pred[kept] == y[kept]).mean()) if kept.any() else 0.0
+            res["test_abstain_accuracy"] = float((abst == y).mean())
+    res["train_seconds"] = meta.get("train_seconds")
+    p = meta.get("params", {})
+    res["trained_on"] = (
+        f"{p.get('n_train')} of {p.get('n_train_available')} maps, {meta.get('epochs_run')} epochs"
+    )
+    return res, meta
+
+
 def evaluate_models(
     dataset_dir: str | Path,
     model_dirs: list[str | Path],
@@ -95,63 +144,14 @@ def evaluate_models(
     dict
         ``models`` (metrics per model), ``champion`` and the table rows.
     """
-    from rsnflow.figures import confusion_figure
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    taxonomy = load_taxonomy()
-    parents = [taxonomy.parent(lab) for lab in taxonomy.labels]
-    unknown = taxonomy.index(UNKNOWN)
     dev = pick_device(device)
     results: dict[str, dict[str, Any]] = {}
     metas: dict[str, dict[str, Any]] = {}
     for d in model_dirs:
-        model, meta = load_classifier(d, dev)
         name = Path(d).name
-        metas[name] = meta
-        res: dict[str, Any] = {"arch": meta["arch"], "model_dir": str(Path(d).resolve())}
-        splits = [(s, dataset_dir) for s in SPLIT_NAMES]
-        if cross_dataset is not None:
-            splits.append(("cross", cross_dataset))
-        for split, ds_dir in splits:
-            probs, y, seconds = predict_split(
-                model,
-                ds_dir,
-                "all" if split == "cross" else split,
-                dev,
-                max_maps=config.max_maps_per_split,
-                seed=seed,
-            )
-            m = summary_metrics(probs, y, parents)
-            res.update({f"{split}_{k}": v for k, v in m.items()})
-            res[f"{split}_n"] = len(y)
-            if split == "test":
-                res["test_inference_seconds"] = seconds
-                res["inference_ms_per_map"] = 1000.0 * seconds / len(y)
-                pred = probs.argmax(1)
-                write_text(
-                    per_class_table(pred, y, taxonomy.labels).to_csv(
-                        sep="\t", index=False, float_format="%.4f"
-                    ),
-                    out / f"per_class_{name}.tsv",
-                )
-                confusion_figure(
-                    y, pred, taxonomy.labels, f"{name}: test split", out / f"confusion_{name}.png"
-                )
-                if config.abstain_threshold > 0:
-                    kept = probs.max(1) >= config.abstain_threshold
-                    abst = abstain(probs, config.abstain_threshold, unknown)
-                    res["test_abstain_coverage"] = float(kept.mean())
-                    res["test_abstain_accuracy_kept"] = (
-                        float((pred[kept] == y[kept]).mean()) if kept.any() else 0.0
-                    )
-                    res["test_abstain_accuracy"] = float((abst == y).mean())
-        res["train_seconds"] = meta.get("train_seconds")
-        p = meta.get("params", {})
-        res["trained_on"] = (
-            f"{p.get('n_train')} of {p.get('n_train_available')} maps, {meta.get('epochs_run')} epochs"
-        )
-        results[name] = res
+        results[name], metas[name] = _evaluate_one(d, dataset_dir, out, config, dev, cross_dataset, seed)
 
     metric = config.champion_metric
     champion = max(results, key=lambda n: (results[n][metric], -results[n]["inference_ms_per_map"]))
