@@ -55,6 +55,10 @@ _FUNS = ("logcosh", "exp", "cube")
 class InsufficientDataError(ValueError):
     """The runs hold fewer dimensions than the model order needs."""
 
+    def __init__(self, order: int, n_rows: int) -> None:
+        super().__init__(f"model order {order} needs more data: the runs hold {n_rows} dimensions after MIGP")
+        self.order, self.n_rows = order, n_rows
+
 
 def run_rows(data: NDArray[np.floating], subject_dim: int | None) -> NDArray[np.float32]:
     """A ``(T, V)`` run as MIGP takes it: voxels variance-normalised, volumes centred; or its subject PCA."""
@@ -296,9 +300,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
                 self.subject_dim, order,
             )  # fmt: skip
         if order > n_rows - 2:
-            raise InsufficientDataError(
-                f"model order {order} needs more data: the runs hold {n_rows} dimensions after MIGP"
-            )
+            raise InsufficientDataError(order, n_rows)
         return order
 
     def _best_fastica(self, whitened: NDArray[np.float64], seed: int, device: Any) -> FastICAResult:

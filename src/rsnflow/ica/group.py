@@ -216,7 +216,10 @@ def group_ica(
     try:
         est.fit_rows(rows, len(runs), mask, MNI4_AFFINE, stream=stream)
     except InsufficientDataError as exc:
-        raise InvalidInputError(deriv, f"ica.order: {exc}") from exc
+        raise InvalidInputError(
+            deriv,
+            f"ica.order {exc.order} needs more data: the group holds {exc.n_rows} dimensions after MIGP",
+        ) from exc
     result = GroupICAResult(
         est.components_, mask, est.mixing_, est.explained_variance_, runs, est.n_components_, est.converged_
     )
