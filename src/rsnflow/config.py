@@ -28,6 +28,10 @@ __all__ = [
 ]
 
 
+#: The three classifiers of the paper (Table 1), in its order.
+ARCHS: tuple[str, ...] = ("mlp", "resnet2p5d", "r3d18")
+
+
 class ConfigError(ValueError):
     """A configuration file or value is invalid."""
 

@@ -194,6 +194,7 @@ def _checkov(target: Path, framework: str) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow
 def test_checkov_passes_on_chart_manifests_and_dockerfiles(tmp_path: Path) -> None:
     rendered = tmp_path / "k8s"
     rendered.mkdir()

@@ -91,6 +91,7 @@ def test_resources_accelerators_caching_and_retries(compiled: list[dict]) -> Non
     assert any("rsnflow-train" in i for i in images) and any("rsnflow-pipeline" in i for i in images)
 
 
+@pytest.mark.slow
 def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
     """``rsnflow run BIDS_DIR``: a plain BIDS folder (one subject with two sessions) through the pipeline."""
     import shutil

@@ -51,7 +51,7 @@ def test_cohort_with_bad_subjects(tiny_cohort, tmp_path: Path) -> None:
 def test_failed_registration_is_reported_not_written(tiny_cohort, tmp_path: Path, monkeypatch) -> None:
     import numpy as np
 
-    from rsnflow.preprocess import participant
+    from rsnflow.preprocess import run
     from rsnflow.preprocess.registration import AffineRegistration
 
     def far_away(mean, affine, device="cpu", dof=12):
@@ -59,7 +59,7 @@ def test_failed_registration_is_reported_not_written(tiny_cohort, tmp_path: Path
         m[:3, 3] = 400.0  # the whole template lands outside the image
         return AffineRegistration(m, 1.0, np.zeros(12))
 
-    monkeypatch.setattr(participant, "register_to_mni", far_away)
+    monkeypatch.setattr(run, "register_to_mni", far_away)
     deriv = tmp_path / "deriv"
     result = preprocess_cohort(tiny_cohort.bids_dir, deriv, load_config().preprocess, ["01"], device="cpu")
     assert result.failed == ["sub-01_task-rest"]

@@ -12,8 +12,8 @@ import pytest
 
 from rsnflow.config import load_config
 from rsnflow.errors import PreprocessingError
-from rsnflow.preprocess.participant import check_registration
 from rsnflow.preprocess.registration import AffineRegistration
+from rsnflow.preprocess.run import check_registration
 
 
 def _reg(cost: float = 0.3, scales=(1.0, 1.0, 1.0), shears=(0.0, 0.0, 0.0)) -> AffineRegistration:

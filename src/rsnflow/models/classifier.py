@@ -19,6 +19,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from rsnflow.config import ARCHS
 from rsnflow.dataset.views import rgb_projections
 from rsnflow.io import InvalidInputError, atomic_path, write_json
 from rsnflow.models.cnn import R3D18, ResNet2p5D
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 Arch = Literal["mlp", "resnet2p5d", "r3d18"]
-ARCHS: tuple[str, ...] = ("mlp", "resnet2p5d", "r3d18")
 #: The input view each architecture is trained on (rsnflow.dataset.MapDataset).
 VIEWS: dict[str, Literal["volume", "projection"]] = {
     "mlp": "volume",

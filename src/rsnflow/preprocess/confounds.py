@@ -69,7 +69,7 @@ def rmsd(params: NDArray[np.float64], centre: NDArray[np.float64]) -> NDArray[np
     return out
 
 
-def non_steady_state_volumes(data: NDArray[np.floating], threshold: float = 3.5, window: int = 50) -> int:
+def non_steady_state_volumes(data: NDArray[np.generic], threshold: float = 3.5, window: int = 50) -> int:
     """How many leading volumes have not reached the steady state (fMRIPrep's detector).
 
     The global signal of the first ``window`` volumes; a volume is an outlier
