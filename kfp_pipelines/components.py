@@ -36,41 +36,12 @@ def ingest(
     from pathlib import Path
 
     from rsnflow.config import load_config
-    from rsnflow.ingest import ingest_cohort
-    from rsnflow.io import link_tree
+    from rsnflow.ingest import fetch_cohort, ingest_cohort
     from rsnflow.report import Report
 
     cfg = load_config(overrides={**overrides, "seed": seed})
     out = Path(cohort.path)
-    if cohort_uri.startswith("sim://"):
-        from rsnflow.simulate import simulate_cohort
-
-        bad = cfg.simulate.bad_subjects
-        simulate_cohort(
-            out,
-            profile=cohort_uri.removeprefix("sim://"),
-            seed=seed,
-            n_subjects=cfg.simulate.subjects,
-            bad_subjects=bad,
-            n_volumes=cfg.simulate.volumes,
-            n_jobs=min(2, os.cpu_count() or 1),
-        )
-    elif cohort_uri.startswith("s3://"):
-        from rsnflow.storage import ObjectStore
-
-        store = ObjectStore.from_env()
-        if cohort_uri.endswith("/*"):  # a recurring run: the oldest cohort not yet processed
-            watched = cohort_uri.removesuffix("/*")
-            new = store.discover_cohorts(watched)
-            if not new:
-                raise RuntimeError(f"{watched}: no new complete cohort to process")
-            cohort_uri = new[0]
-            store.download_cohort(cohort_uri, out)
-            store.mark_processed(watched, cohort_uri)
-        else:
-            store.download_cohort(cohort_uri, out)
-    else:
-        link_tree(cohort_uri, out)
+    cohort_uri = fetch_cohort(cohort_uri, out, cfg, seed, n_jobs=min(2, os.cpu_count() or 1))
     runs = ingest_cohort(out, summary_tsv=Path(table.path) / "subjects.tsv")
     if not runs.runs:
         raise RuntimeError(f"{cohort_uri}: no valid run in the cohort: {runs.failed}")

@@ -33,3 +33,14 @@ def test_not_a_bids_dataset(tmp_path: Path) -> None:
     (tmp_path / "dataset_description.json").write_text("{}")
     with pytest.raises(InvalidInputError, match="no sub-"):
         find_runs(tmp_path)
+
+
+def test_fetch_cohort_links_a_local_folder(tiny_cohort, tmp_path) -> None:
+    from rsnflow.config import load_config
+    from rsnflow.ingest import fetch_cohort
+
+    uri = str(tiny_cohort.bids_dir)
+    assert fetch_cohort(uri, tmp_path / "c", load_config()) == uri
+    linked = tmp_path / "c" / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
+    original = tiny_cohort.bids_dir / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
+    assert linked.read_bytes() == original.read_bytes()

@@ -26,6 +26,7 @@ def test_python_page_example_runs(tmp_path: Path) -> None:
     finally:
         os.chdir(cwd)
     lines = out.getvalue().splitlines()
-    assert lines[0] == "(45, 54, 45, 10)"
-    assert re.match(r"\(80, 10\) \(10, \d+\)", lines[2])
+    assert re.match(r"\(45, 54, 45, 80\) \['trans_x', 'trans_y', 'trans_z'\] 0\.9\d", lines[0]), lines[0]
+    assert lines[1] == "(45, 54, 45, 10)"
+    assert re.match(r"\(80, 10\) \(10, \d+\)", lines[3])
     assert (tmp_path / "rsnflow-example" / "derivatives" / "rsnflow" / "preprocess_summary.tsv").exists()

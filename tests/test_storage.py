@@ -115,3 +115,30 @@ def test_clear_errors(s3: dict[str, str], tmp_path: Path) -> None:
     assert "wrong" not in str(exc.value)
     with pytest.raises(StorageError, match="no S3 credentials"):
         ObjectStore.from_env({"RSNFLOW_S3_ENDPOINT": "http://127.0.0.1:1"})
+
+
+def test_a_recurring_run_takes_each_new_cohort_once(
+    s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``s3://bucket/prefix/*``: the oldest complete cohort not yet processed, then the next, then none."""
+    from rsnflow.config import load_config
+    from rsnflow.ingest import fetch_cohort
+
+    for key, value in s3.items():
+        monkeypatch.setenv(key, value)
+    store = ObjectStore.from_env(s3)
+    src = tmp_path / "src"
+    (src / "sub-01").mkdir(parents=True)
+    (src / "participants.tsv").write_text("participant_id\nsub-01\n")
+    for name in ("cohort-a", "cohort-b"):
+        store.upload_tree(src, f"s3://cohorts/watched/{name}")
+    cfg = load_config()
+    first = fetch_cohort("s3://cohorts/watched/*", tmp_path / "1", cfg)
+    second = fetch_cohort("s3://cohorts/watched/*", tmp_path / "2", cfg)
+    assert (first, second) == ("s3://cohorts/watched/cohort-a", "s3://cohorts/watched/cohort-b")
+    assert (tmp_path / "2" / "participants.tsv").exists()
+    with pytest.raises(StorageError, match="no new complete cohort"):
+        fetch_cohort("s3://cohorts/watched/*", tmp_path / "3", cfg)
+    assert (
+        fetch_cohort("s3://cohorts/watched/cohort-a", tmp_path / "4", cfg) == "s3://cohorts/watched/cohort-a"
+    )

@@ -18,7 +18,14 @@ from rsnflow.bids import RunId, check_dataset_description, find_runs
 from rsnflow.io import InvalidInputError, load_bold, write_text
 from rsnflow.log import get_logger, progress
 
-__all__ = ["CohortRuns", "SubjectRun", "check_dataset_description", "find_runs", "ingest_cohort"]
+__all__ = [
+    "CohortRuns",
+    "SubjectRun",
+    "check_dataset_description",
+    "fetch_cohort",
+    "find_runs",
+    "ingest_cohort",
+]
 
 log = get_logger(__name__)
 
@@ -89,6 +96,50 @@ class CohortRuns:
             for key, why in self.failed.items()
         ]
         return pd.DataFrame(rows).sort_values(["participant_id", "run"], ignore_index=True)
+
+
+def fetch_cohort(cohort_uri: str, out: str | Path, config: Any, seed: int = 0, n_jobs: int = 1) -> str:
+    """Bring a cohort into ``out``; returns the cohort's own URI.
+
+    ``sim://PROFILE`` simulates one (the ``simulate`` config section);
+    ``s3://bucket/prefix`` downloads a complete (marked) cohort;
+    ``s3://bucket/prefix/*`` takes the oldest complete cohort under the prefix
+    not yet in its processed manifest, and records it there (a recurring run);
+    anything else is a local BIDS folder, linked into ``out``.
+
+    Raises
+    ------
+    StorageError
+        No new complete cohort under a watched prefix, or a failed download.
+    """
+    target = Path(out)
+    if cohort_uri.startswith("sim://"):
+        from rsnflow.simulate import simulate_cohort
+
+        sim = config.simulate
+        simulate_cohort(
+            target, profile=cohort_uri.removeprefix("sim://"), seed=seed, n_subjects=sim.subjects,
+            bad_subjects=sim.bad_subjects, n_volumes=sim.volumes, n_jobs=n_jobs,
+        )  # fmt: skip
+        return cohort_uri
+    if cohort_uri.startswith("s3://"):
+        from rsnflow.storage import ObjectStore, StorageError
+
+        store = ObjectStore.from_env()
+        if not cohort_uri.endswith("/*"):
+            store.download_cohort(cohort_uri, target)
+            return cohort_uri
+        watched = cohort_uri.removesuffix("/*")
+        new = store.discover_cohorts(watched)
+        if not new:
+            raise StorageError(f"{watched}: no new complete cohort to process")
+        store.download_cohort(new[0], target)
+        store.mark_processed(watched, new[0])
+        return new[0]
+    from rsnflow.io import link_tree
+
+    link_tree(cohort_uri, target)
+    return cohort_uri
 
 
 def ingest_cohort(

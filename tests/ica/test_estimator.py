@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils.estimator_checks import (
-    check_get_params_invariance,
-    check_no_attributes_set_in_init,
-    check_parameters_default_constructible,
-    check_set_params,
-)
 
+from estimator_checks import API_CHECKS
 from rsnflow.config import load_config
 from rsnflow.ica import GroupICA, common_mask, group_ica, preprocessed_runs
 from rsnflow.layout import subject_outputs
@@ -28,15 +23,7 @@ def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize(
-    "check",
-    [
-        check_no_attributes_set_in_init,
-        check_parameters_default_constructible,
-        check_get_params_invariance,
-        check_set_params,
-    ],
-)
+@pytest.mark.parametrize("check", API_CHECKS)
 def test_sklearn_estimator_checks(check) -> None:
     """The scikit-learn conventions that hold without fitting on sklearn's toy tables."""
     check("GroupICA", GroupICA())

@@ -8,28 +8,15 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.utils.estimator_checks import (
-    check_get_params_invariance,
-    check_no_attributes_set_in_init,
-    check_parameters_default_constructible,
-    check_set_params,
-)
 
+from estimator_checks import API_CHECKS
 from rsnflow.config import load_config
 from rsnflow.layout import subject_outputs
 from rsnflow.preprocess import Preprocessor, preprocess_subject
 from rsnflow.simulate import simulate_cohort
 
 
-@pytest.mark.parametrize(
-    "check",
-    [
-        check_no_attributes_set_in_init,
-        check_parameters_default_constructible,
-        check_get_params_invariance,
-        check_set_params,
-    ],
-)
+@pytest.mark.parametrize("check", API_CHECKS)
 def test_sklearn_estimator_checks(check) -> None:
     check("Preprocessor", Preprocessor())
 

@@ -82,8 +82,8 @@ class GroupICA(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     n_components
-        Model order, or ``"auto"`` (Minka's BIC on the MIGP eigenvalues,
-        voxels counted over the smoothness of 7 mm data on 4 mm voxels).
+        Model order, or ``"auto"`` (Minka's BIC on the MIGP eigenvalues, the
+        voxels counted as independent samples over the data's smoothness).
     migp_dim
         Rows MIGP keeps between reductions (well above ``n_components``).
     subject_dim
@@ -98,6 +98,10 @@ class GroupICA(TransformerMixin, BaseEstimator):
         Seed of the run order and of FastICA (``None``: drawn at fit).
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    smoothness_fwhm_mm
+        The data's smoothing (FWHM): for ``n_components="auto"``, neighbouring
+        voxels within it are not independent, so the sample count is the voxel
+        count over ``(fwhm / voxel size)^3``.
 
     Attributes
     ----------
@@ -138,6 +142,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
         n_restarts: int = 1,
         random_state: int | None = 0,
         device: str = "auto",
+        smoothness_fwhm_mm: float = 7.0,
     ) -> None:
         self.n_components = n_components
         self.migp_dim = migp_dim
@@ -148,6 +153,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
         self.n_restarts = n_restarts
         self.random_state = random_state
         self.device = device
+        self.smoothness_fwhm_mm = smoothness_fwhm_mm
 
     # ------------------------------------------------------------------ fitting
 
@@ -204,6 +210,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
         self.run_order_ = order_of_runs
         pca = migp((stream or (lambda idx: map(rows, idx)))(order_of_runs), self.migp_dim, dev)
         n_rows = len(pca.eigenvalues)
+        self.affine_ = np.asarray(affine, dtype=np.float64)
         order = self._order(pca.eigenvalues, n_vox, n_rows)
         ica = self._best_fastica(pca.whitened(order), seed, dev)
         sources = ica.sources.astype(np.float64)
@@ -218,7 +225,6 @@ class GroupICA(TransformerMixin, BaseEstimator):
         self.mixing_ = mixing[:, ordering].astype(np.float32)
         self.explained_variance_ = explained[ordering]
         self.mask_ = np.asarray(mask, dtype=bool)
-        self.affine_ = np.asarray(affine, dtype=np.float64)
         self.n_components_ = order
         self.n_iter_ = ica.n_iter
         self.converged_ = ica.converged
@@ -281,6 +287,9 @@ class GroupICA(TransformerMixin, BaseEstimator):
             raise ValueError(f"random_state must be an integer or None, got {self.random_state!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        fwhm = self.smoothness_fwhm_mm
+        if isinstance(fwhm, bool) or not (isinstance(fwhm, int | float) and np.isfinite(fwhm) and fwhm >= 0):
+            raise ValueError(f"smoothness_fwhm_mm must be a number >= 0, got {fwhm!r}")
 
     def _seed(self) -> int:
         if self.random_state is None:
@@ -289,7 +298,10 @@ class GroupICA(TransformerMixin, BaseEstimator):
 
     def _order(self, eigenvalues: NDArray[np.float64], n_vox: int, n_rows: int) -> int:
         if self.n_components == "auto":
-            order = bic_order(eigenvalues / n_vox, n_vox / _SMOOTHNESS_FACTOR, max_order=n_rows - 2)
+            voxel = float(np.cbrt(abs(np.linalg.det(self.affine_[:3, :3]))))
+            # Smoothing by fwhm makes about (fwhm / voxel)^3 neighbouring voxels one sample.
+            smoothness = max(1.0, (self.smoothness_fwhm_mm / voxel) ** 3)
+            order = bic_order(eigenvalues / n_vox, n_vox / smoothness, max_order=n_rows - 2)
             log.info("estimated model order: %d", order)
         else:
             order = int(self.n_components)
@@ -318,11 +330,6 @@ class GroupICA(TransformerMixin, BaseEstimator):
                 best = ((res.converged, score), res)
         assert best is not None
         return best[1]
-
-
-#: Smoothness of preprocessed data (7 mm FWHM on 4 mm voxels) reduces the
-#: independent observations among voxels by about (7/4)^3 for the order estimate.
-_SMOOTHNESS_FACTOR = (7.0 / 4.0) ** 3
 
 
 def _is_int(value: Any) -> bool:

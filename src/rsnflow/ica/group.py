@@ -14,6 +14,7 @@ Streams the preprocessed runs under ``DERIV_DIR`` (two read ahead of MIGP), writ
 from __future__ import annotations
 
 import functools
+import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -206,6 +207,7 @@ def group_ica(
         int(mask.sum()),
     )
     est = estimator_from_config(config, seed, device)
+    est.set_params(smoothness_fwhm_mm=_smoothing_of(deriv, runs[0]))
 
     def rows(i: int) -> NDArray[np.float32]:
         return _subject_rows(deriv, runs[i], mask, config.subject_dim)
@@ -232,6 +234,15 @@ def group_ica(
     cfg = config_digest({**asdict(config), "seed": seed})
     Record(paths["record"]).write("group-ica", inputs, cfg, outputs)  # last: marks the group ICA complete
     return result
+
+
+def _smoothing_of(deriv: Path, run: RunId) -> float:
+    """The FWHM the preprocessing smoothed with (the run's sidecar); 0 when it does not say."""
+    sidecar = subject_outputs(deriv, run).sidecar
+    try:
+        return float(json.loads(sidecar.read_text()).get("SmoothingFWHM", 0.0))
+    except (OSError, ValueError, TypeError):
+        return 0.0
 
 
 def estimator_from_config(config: IcaConfig, seed: int, device: str = "auto") -> GroupICA:

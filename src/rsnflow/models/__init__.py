@@ -10,6 +10,7 @@ from rsnflow.models.classifier import (
     save_classifier,
 )
 from rsnflow.models.cnn import R3D18, ResNet2p5D, one_channel_conv
+from rsnflow.models.estimator import MapClassifier
 from rsnflow.models.mlp import MLP
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "MLP",
     "R3D18",
     "VIEWS",
+    "MapClassifier",
     "RSNClassifier",
     "ResNet2p5D",
     "build_network",

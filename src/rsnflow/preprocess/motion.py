@@ -25,9 +25,14 @@ from rsnflow.log import get_logger, progress
 from rsnflow.resample import affine_points, grid_points, sample, volumes_first
 from rsnflow.transforms import rigid_matrix, rigid_params, rotations_torch
 
-__all__ = ["MotionEstimate", "estimate_motion", "fov_centre"]
+__all__ = ["CHUNK_VOXELS", "MotionEstimate", "estimate_motion", "fov_centre"]
 
 log = get_logger(__name__)
+
+#: Voxels x volumes optimised together: 48 volumes of a 64x64x33 run. A larger grid gets fewer
+#: volumes per chunk, so the chunk's images, gradients and Jacobian stay a few hundred MB
+#: (8 volumes of a 104x104x72 multiband run) however large the run.
+CHUNK_VOXELS = 48 * 64 * 64 * 33
 
 #: (Gaussian sigma in mm, voxel stride, Gauss-Newton iterations) per level, coarse to fine.
 LEVELS: tuple[tuple[float, int, int], ...] = ((4.0, 2, 8), (1.5, 1, 3))
@@ -148,7 +153,7 @@ def estimate_motion(
     affine: NDArray[np.float64],
     reference: str = "middle",
     device: str | torch.device = "cpu",
-    chunk: int = 48,
+    chunk: int | None = None,
     show_progress: bool = True,
 ) -> MotionEstimate:
     """Estimate the rigid head motion of every volume of a 4D run.
@@ -166,7 +171,8 @@ def estimate_motion(
     device
         Torch device.
     chunk
-        Volumes optimised together (memory vs speed).
+        Volumes optimised together (memory vs speed); default :data:`CHUNK_VOXELS` over
+        the volume's voxel count, between 4 and 48.
 
     Returns
     -------
@@ -177,6 +183,8 @@ def estimate_motion(
     dev = torch.device(device)
     vols = np.asanyarray(data)
     n = vols.shape[-1]
+    if chunk is None:
+        chunk = int(np.clip(CHUNK_VOXELS // int(np.prod(vols.shape[:3])), 4, 48))
     centre = fov_centre(vols.shape, affine)
     ref_index = n // 2
     zeros = np.zeros((n, 6))
