@@ -267,3 +267,18 @@ def test_scaled_gzipped_image_reads_as_nibabel_does(tmp_path: Path) -> None:
     ours = load_nifti(path)
     np.testing.assert_allclose(np.asarray(ours.dataobj), nib.load(path).get_fdata(), rtol=1e-6)
     np.testing.assert_array_equal(ours.affine, nib.load(path).affine)
+
+
+def test_gzip_of_several_members_and_a_bad_checksum(tmp_path: Path) -> None:
+    """A gzip file may hold several members (concatenated streams); a wrong CRC is corruption."""
+    img = nib.Nifti1Image(np.arange(6 * 7 * 8 * 9, dtype=np.float32).reshape(6, 7, 8, 9) + 1, np.eye(4))
+    raw = img.to_bytes()
+    multi = tmp_path / "multi.nii.gz"
+    multi.write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))
+    np.testing.assert_array_equal(np.asarray(load_nifti(multi).dataobj), np.asarray(img.dataobj))
+    bad = bytearray(gzip.compress(raw))
+    bad[-8] ^= 0xFF  # the CRC-32 of the trailer
+    broken = tmp_path / "crc.nii.gz"
+    broken.write_bytes(bytes(bad))
+    with pytest.raises(InvalidInputError, match=r"crc\.nii\.gz: corrupt gzip stream"):
+        load_nifti(broken)

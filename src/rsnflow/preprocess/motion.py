@@ -70,6 +70,11 @@ def fov_centre(shape: tuple[int, ...], affine: NDArray[np.float64]) -> NDArray[n
     return affine[:3, :3] @ c + affine[:3, 3]
 
 
+def _default_chunk(shape: tuple[int, ...]) -> int:
+    """Volumes per chunk: :data:`CHUNK_VOXELS` over the voxels of one volume, between 4 and 48."""
+    return int(np.clip(CHUNK_VOXELS // int(np.prod(shape[:3])), 4, 48))
+
+
 def _smooth(data: NDArray[np.float32], sigma_mm: float, voxel: NDArray[np.float64]) -> NDArray[np.float32]:
     sig = [sigma_mm / v for v in voxel] + [0.0] * (data.ndim - 3)
     return ndimage.gaussian_filter(data, sig, mode="nearest").astype(np.float32)
@@ -184,7 +189,7 @@ def estimate_motion(
     vols = np.asanyarray(data)
     n = vols.shape[-1]
     if chunk is None:
-        chunk = int(np.clip(CHUNK_VOXELS // int(np.prod(vols.shape[:3])), 4, 48))
+        chunk = _default_chunk(vols.shape)
     centre = fov_centre(vols.shape, affine)
     ref_index = n // 2
     zeros = np.zeros((n, 6))
@@ -205,14 +210,18 @@ def apply_motion_mean(
     params: NDArray[np.float64],
     centre: NDArray[np.float64],
     device: torch.device,
-    chunk: int = 48,
+    chunk: int | None = None,
     max_volumes: int = 60,
 ) -> NDArray[np.float32]:
     """Mean of the run after undoing the motion (used only as an image, never as data).
 
     At most ``max_volumes`` evenly spaced volumes are averaged: enough for a
     reference image, at a fraction of the cost of resampling the whole run.
+    ``chunk`` volumes are resampled together (default as :func:`estimate_motion`'s):
+    their sample points are ``chunk x voxels x 3`` doubles.
     """
+    if chunk is None:
+        chunk = _default_chunk(data.shape)
     inv = np.linalg.inv(affine)
     ijk = grid_points(data.shape)
     picks = np.unique(
