@@ -176,12 +176,14 @@ class GroupICA(TransformerMixin, BaseEstimator):
         GroupICA
             ``self``, fitted.
         """
+        self._validate_params()  # before any run is read
         runs = _as_list(imgs)
         if not runs:
             raise ValueError("GroupICA.fit needs at least one run")
         first = _load_run(runs[0])
         affine = first.affine if isinstance(first, nib.spatialimages.SpatialImage) else MNI4_AFFINE
         grid = tuple(first.shape[:3])
+        del first  # runs are read one at a time below
         mask_array = _common_mask(runs, grid) if mask is None else _as_mask(mask, grid)
 
         def rows(i: int) -> NDArray[np.float32]:
