@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rsnflow.bids import RunId
 from rsnflow.records import Record
 from rsnflow.space import SPACE_NAME
 
@@ -80,8 +81,6 @@ def derivative_path(
     for ``RunId("01", session="2", run="1")`` the folder is ``sub-01/ses-2/func`` and the name
     starts ``sub-01_ses-2_task-rest_run-1_``.
     """
-    from rsnflow.bids import RunId
-
     rid = RunId.of(run)
     parts = [str(rid)]
     if space:
@@ -148,8 +147,6 @@ def subject_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> SubjectOutpu
 
 def preprocessed_records(deriv_dir: str | os.PathLike[str]) -> Iterator[tuple[Any, Path]]:
     """Every preprocessing record under ``deriv_dir`` with the run it names (sessions included)."""
-    from rsnflow.bids import RunId
-
     root = Path(deriv_dir)
     for pattern in (f"sub-*/func/*{_PREPROC_RECORD}", f"sub-*/ses-*/func/*{_PREPROC_RECORD}"):
         for record in sorted(root.glob(pattern)):

@@ -16,8 +16,19 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = ["affine_points", "grid_points", "pick_device", "sample", "volumes_first"]
 
 
+#: The device names rsnflow accepts.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device: object) -> None:
+    """Raise ``ValueError`` unless ``device`` is one of :data:`DEVICES`."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+
+
 def pick_device(device: str = "auto") -> torch.device:
     """``cuda`` when asked for or (``auto``) when present, else ``cpu``."""
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

@@ -39,7 +39,7 @@ from rsnflow.ica.decomposition import (
 )
 from rsnflow.ica.dual_regression import DualRegression, dual_regression
 from rsnflow.log import get_logger
-from rsnflow.resample import pick_device
+from rsnflow.resample import check_device, pick_device
 from rsnflow.space import MNI4_AFFINE
 
 __all__ = ["GroupICA", "InsufficientDataError", "Run", "run_rows"]
@@ -180,10 +180,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
         runs = _as_list(imgs)
         if not runs:
             raise ValueError("GroupICA.fit needs at least one run")
-        first = _load_run(runs[0])
-        affine = first.affine if isinstance(first, nib.spatialimages.SpatialImage) else MNI4_AFFINE
-        grid = tuple(first.shape[:3])
-        del first  # runs are read one at a time below
+        grid, affine = _grid(runs[0])
         mask_array = _common_mask(runs, grid) if mask is None else _as_mask(mask, grid)
 
         def rows(i: int) -> NDArray[np.float32]:
@@ -287,8 +284,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
             raise ValueError(f"n_restarts must be a positive integer, got {self.n_restarts!r}")
         if self.random_state is not None and not _is_int(self.random_state):
             raise ValueError(f"random_state must be an integer or None, got {self.random_state!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        check_device(self.device)
         fwhm = self.smoothness_fwhm_mm
         if isinstance(fwhm, bool) or not (isinstance(fwhm, int | float) and np.isfinite(fwhm) and fwhm >= 0):
             raise ValueError(f"smoothness_fwhm_mm must be a number >= 0, got {fwhm!r}")
@@ -342,6 +338,18 @@ def _as_list(imgs: Run | Sequence[Run]) -> list[Run]:
     if isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | np.ndarray):
         return [imgs]
     return list(imgs)
+
+
+def _grid(run: Run) -> tuple[tuple[int, ...], NDArray[np.float64]]:
+    """A run's grid and affine from its header (a path's data is not read): arrays are on MNI 4 mm."""
+    if isinstance(run, str | os.PathLike):
+        from rsnflow.io import open_nifti
+
+        img = open_nifti(run)
+        return tuple(img.shape[:3]), img.affine
+    loaded = _load_run(run)
+    affine = loaded.affine if isinstance(loaded, nib.spatialimages.SpatialImage) else MNI4_AFFINE
+    return tuple(loaded.shape[:3]), affine
 
 
 def _load_run(run: Run) -> nib.Nifti1Image | NDArray[np.floating]:

@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from rsnflow.config import ARCHS, TrainConfig
+from rsnflow.resample import check_device
 from rsnflow.space import MNI4_SHAPE
 
 __all__ = ["MapClassifier"]
@@ -148,8 +149,7 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"mlp_dropout must be in [0, 1), got {self.mlp_dropout!r}")
         if not self.mlp_hidden or any(not isinstance(w, int) or w < 1 for w in self.mlp_hidden):
             raise ValueError(f"mlp_hidden must be positive widths, got {self.mlp_hidden!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        check_device(self.device)
         return TrainConfig(
             optimizer=self.optimizer,  # type: ignore[arg-type]  # checked above
             lr=float(self.lr),

@@ -19,7 +19,8 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from rsnflow.config import PreprocessConfig
-from rsnflow.preprocess.run import preprocess_run
+from rsnflow.preprocess.run import mni_image, preprocess_run
+from rsnflow.resample import check_device
 from rsnflow.space import MNI4_AFFINE
 
 __all__ = ["Preprocessor"]
@@ -142,10 +143,7 @@ class Preprocessor(BaseEstimator):
     def preprocessed_img_(self) -> nib.Nifti1Image:
         """The preprocessed run on the MNI 4 mm grid (TR in the header)."""
         check_is_fitted(self, "bold_")
-        out = nib.Nifti1Image(self.bold_, MNI4_AFFINE)
-        out.header.set_xyzt_units("mm", "sec")
-        out.header.set_zooms((*np.abs(np.diag(MNI4_AFFINE)[:3]), self.tr_))
-        return out
+        return mni_image(self.bold_, self.tr_)
 
     def _config(self) -> PreprocessConfig:
         """The parameters, validated, as the stage's configuration section."""
@@ -168,8 +166,7 @@ class Preprocessor(BaseEstimator):
             )
         if self.registration_dof not in (6, 9, 12):
             raise ValueError(f"registration_dof must be 6, 9 or 12, got {self.registration_dof!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        check_device(self.device)
         return PreprocessConfig(
             motion_reference=self.motion_reference,  # type: ignore[arg-type]  # checked above
             fwhm_mm=float(self.fwhm_mm),

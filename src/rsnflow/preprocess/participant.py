@@ -30,7 +30,7 @@ from rsnflow.io import (
 )
 from rsnflow.layout import SubjectOutputs, subject_outputs
 from rsnflow.log import get_logger
-from rsnflow.preprocess.run import Timer, align_run, clean_run
+from rsnflow.preprocess.run import Timer, align_run, clean_run, mni_image
 from rsnflow.preprocess.slice_timing import check_slice_timing, shift_slices
 from rsnflow.records import Record, config_digest, file_digest
 from rsnflow.report import Report
@@ -160,10 +160,7 @@ def _write_run(
     slice_timed: bool,
 ) -> None:
     """The preprocessed run, its sidecar, brain mask, mean and confounds."""
-    img = nib.Nifti1Image(bold_mni, MNI4_AFFINE)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header.set_zooms((*np.abs(np.diag(MNI4_AFFINE)[:3]), tr))
-    save_nifti(img, out.bold)
+    save_nifti(mni_image(bold_mni, tr), out.bold)
     save_nifti(nib.Nifti1Image(mask.astype(np.uint8), MNI4_AFFINE), out.mask)
     save_nifti(nib.Nifti1Image(mean_mni.astype(np.float32), MNI4_AFFINE), out.mean)
     write_json(

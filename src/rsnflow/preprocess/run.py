@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -51,6 +52,7 @@ __all__ = [
     "check_field_of_view",
     "check_registration",
     "clean_run",
+    "mni_image",
     "preprocess_run",
 ]
 
@@ -111,6 +113,14 @@ class PreprocessedRun:
             "fov_coverage_of_template_mask": float(self.mask.sum() / self.template_mask.sum()),
             "tsnr_median": float(np.median(self.tsnr)),
         }
+
+
+def mni_image(bold: NDArray[np.float32], tr: float) -> nib.Nifti1Image:
+    """A preprocessed run as a 4D image on the MNI 4 mm grid, with its TR in the header."""
+    img = nib.Nifti1Image(bold, MNI4_AFFINE)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_zooms((*np.abs(np.diag(MNI4_AFFINE)[:3]), tr))
+    return img
 
 
 def check_field_of_view(where: object, shape: tuple[int, ...], affine: NDArray[np.float64]) -> None:
