@@ -10,7 +10,7 @@ No science here: that lives in ``rsnflow``.
 
 from typing import List, NamedTuple
 
-from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from kfp import dsl
 from kfp_pipelines.images import PIPELINE_IMAGE, TRAIN_IMAGE
@@ -276,15 +276,28 @@ def evaluate(
     r3d18: Input[Model],
     max_maps: int,
     seed: int,
+    tracking_uri: str,
+    pipeline_run: str,
     overrides: dict,
     report: Output[HTML],
     table: Output[Dataset],
     metrics: Output[Metrics],
+    table1: Output[Markdown],
+    mlp_confusion: Output[ClassificationMetrics],
+    resnet2p5d_confusion: Output[ClassificationMetrics],
+    r3d18_confusion: Output[ClassificationMetrics],
 ) -> NamedTuple("EvaluateOutputs", champion=str, champion_test_accuracy=float):  # type: ignore[valid-type]
-    """Table 1 of the three models; returns the champion and its test accuracy (no alias set here)."""
+    """Table 1 of the three models, logged to MLflow as an evaluation run; the champion (no alias here).
+
+    The KFP UI shows the test metrics, Table 1 and each model's confusion matrix
+    on the test split; the alias waits for ``register_champion``'s gate.
+    """
+    import dataclasses
     import shutil
     from collections import namedtuple
     from pathlib import Path
+
+    import pandas as pd
 
     from rsnflow.config import load_config
     from rsnflow.evaluate import evaluate_models
@@ -303,14 +316,24 @@ def evaluate(
         [named / n for n in ("mlp", "resnet2p5d", "r3d18")],
         table.path,
         cfg.evaluate,
-        tracking=None,
+        tracking=dataclasses.replace(cfg.tracking, uri=tracking_uri or cfg.tracking.uri),
         device=cfg.device,
         seed=seed,
+        set_alias=False,
+        pipeline_run=pipeline_run,
     )
     shutil.copyfile(Path(table.path) / "index.html", report.path)
+    Path(table1.path).write_text((Path(table.path) / "table1.md").read_text())
     for name, r in summary["models"].items():
-        metrics.log_metric(f"{name}_test_accuracy", float(r["test_accuracy"]))
-        metrics.log_metric(f"{name}_val_macro_f1", float(r["val_macro_f1"]))
+        for key in ("test_accuracy", "test_macro_f1", "test_ece", "val_macro_f1"):
+            metrics.log_metric(f"{name}_{key}", float(r[key]))
+    for name, art in (
+        ("mlp", mlp_confusion),
+        ("resnet2p5d", resnet2p5d_confusion),
+        ("r3d18", r3d18_confusion),
+    ):
+        cm = pd.read_csv(Path(table.path) / f"confusion_{name}.tsv", sep="\t", index_col=0)
+        art.log_confusion_matrix([str(c) for c in cm.columns], cm.to_numpy().tolist())
     champion = summary["champion"]
     result = namedtuple("result", ["champion", "champion_test_accuracy"])  # KFP reads the fields only
     return result(champion, float(summary["models"][champion]["test_accuracy"]))

@@ -9,49 +9,35 @@ into ``WORK/mlflow/mlflow.db``. :func:`run_report` writes the run's front page.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from kfp_pipelines.task_log import task_log
 from rsnflow.config import Config, config_to_dict, load_config
 from rsnflow.io import write_json
 from rsnflow.log import get_logger
 from rsnflow.provenance import provenance
 from rsnflow.report import Report
 
-__all__ = ["DEMO_BUDGET", "publish_site", "run_local", "run_report"]
+__all__ = ["demo_budget", "publish_site", "run_local", "run_report"]
 
 log = get_logger(__name__)
 
-#: What the demo gives the models so that ``make run`` stays within its budget on
-#: two CPU cores. The CNNs get a few epochs on a subset. The MLP gets 50 epochs:
-#: the demo's training split (1,100 maps) is an eleventh of Beijing's, so the
-#: paper's 25 epochs would be an eleventh of its SGD steps and leave the MLP
-#: short of convergence (measured: test 0.96 and cross-cohort 0.89 at 25 epochs,
-#: 0.99 and 0.98 at 50). The report's Table 1 says what each model was trained on.
-DEMO_BUDGET: dict[str, dict[str, int]] = {
-    "demo": {
-        "mlp_epochs": 50,
-        "resnet_epochs": 3,
-        "resnet_max_train_samples": 320,
-        "r3d_epochs": 1,
-        "r3d_max_train_samples": 32,
-        "eval_max_maps": 60,
-    },
-    "tiny": {
-        "mlp_epochs": 3,
-        "resnet_epochs": 1,
-        "resnet_max_train_samples": 16,
-        "r3d_epochs": 1,
-        "r3d_max_train_samples": 2,
-        "eval_max_maps": 16,
-    },
-}
+
+def demo_budget(config: Config) -> dict[str, int]:
+    """The pipeline arguments ``demo_budget`` gives the config's simulated profile (none for the others)."""
+    budget = getattr(config.demo_budget, config.simulate.profile, None)
+    return dataclasses.asdict(budget) if budget is not None else {}
 
 
 def _overrides(config: Config) -> dict[str, Any]:
@@ -104,6 +90,7 @@ def run_local(
     config: Config,
     arguments: dict[str, Any] | None = None,
     cohort_uri: str | None = None,
+    verbose: bool = False,
 ) -> int:
     """Run the KFP pipeline locally on a cohort under ``work_dir``.
 
@@ -115,10 +102,13 @@ def run_local(
         The effective configuration; what differs from the defaults is passed
         to every task as ``overrides``.
     arguments
-        Extra pipeline arguments (defaults: the profile's entry of :data:`DEMO_BUDGET`).
+        Extra pipeline arguments (defaults: the profile's ``demo_budget`` of the configuration).
     cohort_uri
         A BIDS folder (absolute path) or ``s3://bucket/prefix``; default
         ``sim://PROFILE``, a cohort simulated by the first task.
+    verbose
+        Print kfp.local's whole output (it always goes to ``work_dir/kfp.log``);
+        otherwise one line per task.
 
     Returns
     -------
@@ -147,16 +137,26 @@ def run_local(
         "tracking_uri": tracking_uri,
         "gpu_limit": 0,
         # The demo budget is for simulated cohorts; a real cohort trains with the paper's settings.
-        **(DEMO_BUDGET.get(profile, {}) if cohort_uri.startswith("sim://") else {}),
+        **(demo_budget(config) if cohort_uri.startswith("sim://") else {}),
         **(arguments or {}),
     }
     write_json({**provenance(config_to_dict(config)), "pipeline_arguments": args}, work / "provenance.json")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "pipeline_root"))
     t0 = time.perf_counter()
     log.info("running the rsnflow pipeline with kfp.local on %s under %s", cohort_uri, work)
+    # kfp.local indents its tasks' output by swapping builtins.print and, with
+    # tasks of a ParallelFor, restores the wrong one: every later print of the
+    # caller's process came out indented by four spaces.
+    original_print = builtins.print
     try:
-        task = rsn_pipeline(**args)
+        with task_log(work / "kfp.log", verbose) as tasks:
+            try:
+                task = rsn_pipeline(**args)
+            except Exception:
+                _print_tail(tasks.path)
+                raise
     finally:
+        builtins.print = original_print
         if old_tmpdir is None:
             os.environ.pop("TMPDIR", None)
         else:
@@ -174,6 +174,7 @@ def run_local(
     print(f"\nrsnflow pipeline (kfp.local) finished in {seconds / 60:.1f} min under {work}")
     print(f"  report:    {page}  (every stage's page under {page.with_suffix('')})")
     print(f"  run:       {run_dir}  (one folder per task)")
+    print(f"  log:       {work / 'kfp.log'}  (every task's output; -v prints it)")
     for m in models:
         print(f"  model:     {m}")
     print(f"  MLflow:    {tracking_uri}")
@@ -182,6 +183,13 @@ def run_local(
         print(f"  {len(skipped_labels)} subjects skipped: {', '.join(skipped_labels)} (see the report)")
         return 3
     return 0
+
+
+def _print_tail(path: Path, lines: int = 25) -> None:
+    """The end of the run's log on a failure: the failing task's traceback is there."""
+    with contextlib.suppress(OSError):
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        print("\n".join(["", f"the pipeline failed; the end of {path}:", *tail]), file=sys.stderr)
 
 
 #: The file that marks ``WORK/report/`` as rsnflow's own site (so a rerun may replace it).

@@ -97,6 +97,8 @@ def rsn_pipeline(
         r3d18=trained["r3d18"].outputs["model"],
         max_maps=eval_max_maps,
         seed=seed,
+        tracking_uri=tracking_uri,
+        pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         overrides=overrides,
     )
     # The accuracy gate is inside the task, not a dsl.If: kfp.local 2.17 evaluates

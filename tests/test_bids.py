@@ -87,6 +87,11 @@ def test_labels_that_match_nothing_are_errors(layout: Path, tmp_path: Path) -> N
     bad.write_text(json.dumps({"bold": {"sesion": "1"}}))
     with pytest.raises(InvalidInputError, match="unknown entity 'sesion'"):
         read_filter_file(bad)
+    bad.write_text(json.dumps({"bold": {"session": "9", "bogus": 2}}))  # after a mismatch too
+    with pytest.raises(InvalidInputError, match="unknown entity 'bogus'"):
+        read_filter_file(bad)
+    # a number against a label that is not one is no match, not a crash
+    assert not RunId.parse("sub-01_task-rest_run-a1").matches({"run": 1, "task": 1})
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"bold": {"session": "1", "run": 2}}))
     assert _ours(layout, bids_filter=read_filter_file(good)) == {RAW[1]}

@@ -74,3 +74,44 @@ def test_overrides_are_validated() -> None:
     assert load_config(overrides={"seed": 5}).seed == 5
     with pytest.raises(ConfigError, match="seed"):
         load_config(overrides={"seed": "five"})
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "key"),
+    [
+        ("ica", {"order": 1}, "ica.order"),
+        ("ica", {"tol": float("nan")}, "ica.tol"),
+        ("train", {"lr": 0.0}, "train.lr"),
+        ("dataset", {"split": [0.5, 0.5, 0.5]}, "dataset.split"),
+        ("preprocess", {"registration_max_scale": 0.9}, "preprocess.registration_max_scale"),
+        ("serve", {"abstain_below": 2.0}, "serve.abstain_below"),
+    ],
+)
+def test_a_section_changed_in_code_is_checked_too(section: str, change: dict, key: str) -> None:
+    """``dataclasses.replace`` builds the section again: no way around the checks of a config file."""
+    import dataclasses
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        dataclasses.replace(getattr(load_config(), section), **change)
+
+
+def test_the_estimators_defaults_are_the_config_defaults() -> None:
+    """One source for each default: the estimators' parameters come from defaults.yaml."""
+    from rsnflow.ica import GroupICA
+    from rsnflow.models.estimator import MapClassifier
+    from rsnflow.preprocess import Preprocessor
+
+    c = load_config()
+    ica = GroupICA().get_params()
+    assert (ica["n_components"], ica["migp_dim"], ica["subject_dim"], ica["fun"], ica["tol"]) == (
+        c.ica.order, c.ica.migp_dim, c.ica.subject_dim, c.ica.nonlinearity, c.ica.tol,
+    )  # fmt: skip
+    assert ica["smoothness_fwhm_mm"] == Preprocessor().fwhm_mm == c.preprocess.fwhm_mm
+    clf = MapClassifier().get_params()
+    assert (clf["epochs"], list(clf["mlp_hidden"]), clf["mlp_dropout"]) == (
+        c.train.epochs, c.train.mlp_hidden, c.train.mlp_dropout,
+    )  # fmt: skip
+    # from_config: a section in, the same parameters out
+    assert GroupICA.from_config(c.ica, random_state=3).get_params() == {**ica, "random_state": 3}
+    assert MapClassifier.from_config(c.train, arch="r3d18").get_params() == {**clf, "arch": "r3d18"}
+    assert Preprocessor.from_config(c.preprocess).get_params() == Preprocessor().get_params()

@@ -54,6 +54,9 @@ def test_no_function_over_80_lines_but_the_listed_ones() -> None:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 n_lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                doc = node.body[0]  # the numpydoc docstring is documentation, not function length
+                if isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
+                    n_lines -= (doc.end_lineno or doc.lineno) - doc.lineno + 1
                 if n_lines > MAX_LINES:
                     long[f"{name}:{node.name}"] = n_lines
     assert set(long) <= set(LONG_FUNCTIONS), {k: v for k, v in long.items() if k not in LONG_FUNCTIONS}

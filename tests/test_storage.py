@@ -142,3 +142,22 @@ def test_a_recurring_run_takes_each_new_cohort_once(
     assert (
         fetch_cohort("s3://cohorts/watched/cohort-a", tmp_path / "4", cfg) == "s3://cohorts/watched/cohort-a"
     )
+
+
+def test_a_marker_cannot_write_outside_the_cohort(s3: dict[str, str], tmp_path: Path) -> None:
+    """The completion marker comes from the bucket: a ``../`` name is refused, nothing written."""
+    import io
+    import json
+
+    store = ObjectStore.from_env(s3)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("hello")
+    store.upload_tree(src, "s3://cohorts/evil")
+    marker = json.loads(store.client.get_object("cohorts", "evil/_COMPLETE.json").read())
+    marker["files"]["../outside.txt"] = marker["files"]["a.txt"]
+    body = json.dumps(marker).encode()
+    store.client.put_object("cohorts", "evil/_COMPLETE.json", io.BytesIO(body), len(body))
+    with pytest.raises(StorageError, match="points outside the cohort"):
+        store.download_cohort("s3://cohorts/evil", tmp_path / "dst")
+    assert not (tmp_path / "outside.txt").exists()

@@ -45,7 +45,30 @@ _BOLD = re.compile(r"^(?P<entities>(?:[a-z]+-[A-Za-z0-9]+_)+)bold\.nii(?:\.gz)?$
 
 @dataclass(frozen=True)
 class RunId:
-    """The BIDS entities of one functional run (``str(run)`` is its file-name prefix)."""
+    """The BIDS entities of one functional run (``str(run)`` is its file-name prefix).
+
+    Every label must be alphanumeric (``ValueError`` otherwise); ``None`` means
+    the entity is absent from the file name.
+
+    Attributes
+    ----------
+    subject : str
+        ``sub-`` label, without the prefix (``"01"``).
+    session : str or None
+        ``ses-`` label.
+    task : str
+        ``task-`` label.
+    acquisition : str or None
+        ``acq-`` label.
+    reconstruction : str or None
+        ``rec-`` label.
+    direction : str or None
+        ``dir-`` label (phase-encoding direction).
+    run : str or None
+        ``run-`` label, kept as written (``"01"``).
+    echo : str or None
+        ``echo-`` label.
+    """
 
     subject: str
     session: str | None = None
@@ -64,7 +87,19 @@ class RunId:
 
     @classmethod
     def of(cls, run: RunId | str) -> RunId:
-        """``run`` itself, a prefix, or the plain ``task-rest`` run of a label (``"01"``, ``"sub-01"``)."""
+        """``run`` itself, a prefix, or the plain ``task-rest`` run of a label (``"01"``, ``"sub-01"``).
+
+        Parameters
+        ----------
+        run : RunId or str
+            A run, a file-name prefix containing ``_`` (parsed with :meth:`parse`), or a
+            participant label with or without ``sub-``.
+
+        Returns
+        -------
+        RunId
+            ``run`` unchanged when it already is one.
+        """
         if isinstance(run, RunId):
             return run
         text = str(run)
@@ -74,7 +109,24 @@ class RunId:
 
     @classmethod
     def parse(cls, prefix: str) -> RunId:
-        """A run from its prefix ``sub-01_ses-2_task-rest_run-1`` (unknown entities are an error)."""
+        """A run from its prefix ``sub-01_ses-2_task-rest_run-1`` (unknown entities are an error).
+
+        Parameters
+        ----------
+        prefix : str
+            ``key-label`` pairs joined by ``_``, with no suffix or extension.
+
+        Returns
+        -------
+        RunId
+            The run; entities left out take the field defaults (``task`` is ``rest``).
+
+        Raises
+        ------
+        ValueError
+            A part that is not a known ``key-label`` entity, no ``sub-`` entity, or a
+            label that is not alphanumeric.
+        """
         values: dict[str, str] = {}
         for part in prefix.split("_"):
             key, sep, value = part.partition("-")
@@ -89,7 +141,18 @@ class RunId:
 
     @classmethod
     def from_path(cls, path: str | Path) -> RunId | None:
-        """The run of a raw ``*_bold.nii[.gz]`` file name, or None for another file or unknown entities."""
+        """The run of a raw ``*_bold.nii[.gz]`` file name, or None for another file or unknown entities.
+
+        Parameters
+        ----------
+        path : str or Path
+            Path to the file; only its name is read.
+
+        Returns
+        -------
+        RunId or None
+            The run, or None when the name does not parse.
+        """
         m = _BOLD.match(Path(path).name)
         if m is None:
             return None
@@ -102,11 +165,24 @@ class RunId:
         return self.sort_key() < other.sort_key()
 
     def sort_key(self) -> tuple[tuple[str, int, int, str], ...]:
-        """Entities in BIDS order, numbers compared as numbers (``run-2`` before ``run-10``)."""
+        """Entities in BIDS order, numbers compared as numbers (``run-2`` before ``run-10``).
+
+        Returns
+        -------
+        tuple of tuple
+            One ``(key, 0, number, "")`` for a numeric label or ``(key, 1, 0, label)``
+            otherwise, per entity present; runs sort by this key.
+        """
         return tuple((k, 0, int(v), "") if v.isdigit() else (k, 1, 0, v) for k, v in self.pairs())
 
     def pairs(self) -> list[tuple[str, str]]:
-        """``(key, label)`` of each entity present, in BIDS order."""
+        """``(key, label)`` of each entity present, in BIDS order.
+
+        Returns
+        -------
+        list of tuple of str
+            ``[("sub", "01"), ("task", "rest"), ...]``.
+        """
         return [(k, str(getattr(self, f))) for k, f in ENTITIES if getattr(self, f) is not None]
 
     def __str__(self) -> str:
@@ -117,22 +193,57 @@ class RunId:
         return f"sub-{self.subject}"
 
     def folder(self, datatype: str = "func") -> Path:
-        """``sub-01/ses-2/func``: where the run's files live, relative to the dataset root."""
+        """``sub-01/ses-2/func``: where the run's files live, relative to the dataset root.
+
+        Parameters
+        ----------
+        datatype : str, default="func"
+            Last folder (BIDS data type, ``func``, ``anat``, ...).
+
+        Returns
+        -------
+        Path
+            Relative path; no ``ses-`` folder when the run has no session.
+        """
         parts = [self.participant_id] + ([f"ses-{self.session}"] if self.session else [])
         return Path(*parts, datatype)
 
     def entities(self) -> dict[str, str]:
-        """The entities as pybids names them (``subject``, ``session``, ...)."""
+        """The entities as pybids names them (``subject``, ``session``, ...).
+
+        Returns
+        -------
+        dict of str to str
+            Field name to label, for the entities present only.
+        """
         return {f: str(getattr(self, f)) for _, f in ENTITIES if getattr(self, f) is not None}
 
     def matches(self, query: Mapping[str, Any]) -> bool:
-        """Whether the run satisfies a BIDS filter query (pybids names; ``null``: absent; a list: any)."""
+        """Whether the run satisfies a BIDS filter query (pybids names; ``null``: absent; a list: any).
+
+        Parameters
+        ----------
+        query : Mapping
+            Entity (pybids name such as ``session``, or BIDS key such as ``ses``) to the
+            wanted value: a label, None for "absent", or a list of them (any may match).
+            Numeric labels compare as numbers (``run-01`` matches ``1``); ``datatype``,
+            ``suffix`` and ``extension`` are ignored.
+
+        Returns
+        -------
+        bool
+            True when every entity of the query matches.
+
+        Raises
+        ------
+        ValueError
+            An entity name that is not one of :data:`ENTITIES`, wherever it is in the query.
+        """
+        fields = {name: _query_field(name) for name in query}
         for name, wanted in query.items():
-            if name in ("datatype", "suffix", "extension"):
+            field = fields[name]
+            if field is None:
                 continue  # the reader looks only at func/*_bold.nii[.gz]
-            field = _KEY_TO_FIELD.get(name, name)
-            if field not in _FIELD_TO_KEY:
-                raise ValueError(f"unknown entity {name!r} (known: {', '.join(_FIELD_TO_KEY)})")
             have = getattr(self, field)
             options = wanted if isinstance(wanted, list) else [wanted]
             if not any(_same(have, w) for w in options):
@@ -140,23 +251,45 @@ class RunId:
         return True
 
 
+def _query_field(name: str) -> str | None:
+    """The RunId field a filter entity names; None for the ones the reader ignores; ValueError if unknown."""
+    if name in ("datatype", "suffix", "extension"):
+        return None
+    field = _KEY_TO_FIELD.get(name, name)
+    if field not in _FIELD_TO_KEY:
+        raise ValueError(f"unknown entity {name!r} (known: {', '.join(_FIELD_TO_KEY)})")
+    return field
+
+
 def _same(have: str | None, wanted: Any) -> bool:
     if wanted is None:
         return have is None
     if have is None:
         return False
-    if isinstance(wanted, int) or (isinstance(wanted, str) and wanted.isdigit() and have.isdigit()):
+    if (isinstance(wanted, int) or (isinstance(wanted, str) and wanted.isdigit())) and have.isdigit():
         return int(have) == int(wanted)  # run-1 and run-01 are the same run, as pybids reads them
-    return have == str(wanted)
+    return have == str(wanted)  # a number against a label that is not one: no match, not an error
 
 
 def read_filter_file(path: str | Path) -> dict[str, Any]:
     """The ``bold`` query of an fMRIPrep BIDS filter file (``{"bold": {"session": "1", ...}}``).
 
+    Parameters
+    ----------
+    path : str or Path
+        JSON filter file, as given to fMRIPrep's ``--bids-filter-file``.
+
+    Returns
+    -------
+    dict
+        The ``bold`` query (see :meth:`RunId.matches`); empty when the file has no
+        ``bold`` key.
+
     Raises
     ------
     InvalidInputError
-        Unreadable, not JSON, or without a ``bold`` object.
+        Unreadable or not JSON, not a JSON object, a ``bold`` value that is not an
+        object, or an unknown entity name.
     """
     p = Path(path)
     try:
@@ -176,7 +309,18 @@ def read_filter_file(path: str | Path) -> dict[str, Any]:
 
 
 def check_dataset_description(root: Path) -> None:
-    """Raise unless ``root/dataset_description.json`` exists and is a JSON object."""
+    """Raise unless ``root/dataset_description.json`` exists and is a JSON object.
+
+    Parameters
+    ----------
+    root : Path
+        Root folder of the BIDS dataset.
+
+    Raises
+    ------
+    InvalidInputError
+        No ``dataset_description.json``, invalid JSON, or JSON that is not an object.
+    """
     path = root / "dataset_description.json"
     if not path.exists():
         raise InvalidInputError(root, "not a BIDS dataset (no dataset_description.json)")
@@ -197,11 +341,24 @@ def find_runs(
 ) -> tuple[list[tuple[RunId, Path]], dict[str, str]]:
     """Every matching BOLD run of a raw BIDS dataset, and why each subject without one has none.
 
+    Parameters
+    ----------
+    bids_dir : str or Path
+        Root of the raw BIDS dataset.
+    participant_label : iterable of str, optional
+        Subjects to read, with or without ``sub-``; default: every ``sub-*`` folder.
+    session_label : iterable of str, optional
+        Sessions to keep, with or without ``ses-``; default: all (and runs without a session).
+    task : str, default="rest"
+        ``task-`` label of the runs.
+    bids_filter : Mapping, optional
+        Further query on the entities (:func:`read_filter_file`, :meth:`RunId.matches`).
+
     Returns
     -------
-    runs
+    runs : list of tuple
         ``(RunId, path)`` sorted by entities.
-    unmatched
+    unmatched : dict of str to str
         ``participant_id -> reason`` for each subject folder that holds no matching run.
 
     Raises

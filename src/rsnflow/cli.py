@@ -96,7 +96,14 @@ def _no_recompute(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``rsnflow`` (all subcommands of shared/DESIGN.md)."""
+    """The argument parser of ``rsnflow`` (all subcommands of shared/DESIGN.md).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The top-level parser, with the common options (``--config``, ``--seed``,
+        ``--device``, ``-v``, ``-q``) and one required subcommand.
+    """
     common = _common_options()
     parser = argparse.ArgumentParser(
         prog="rsnflow",
@@ -585,7 +592,9 @@ def _cmd_run(args: argparse.Namespace, config: Any) -> int:
         check_dataset_description(Path(cohort))
         cohort = str(Path(cohort).resolve())
     extra = {"expert_labels": str(args.expert_labels.resolve())} if args.expert_labels else {}
-    return run_local(args.work_dir, config, extra, cohort_uri=cohort)
+    # -v puts kfp.local's own output (executor JSON, every task's log) on the terminal too.
+    verbose = getattr(args, "verbose", 0) > 0
+    return run_local(args.work_dir, config, extra, cohort_uri=cohort, verbose=verbose)
 
 
 def _cmd_bids(args: argparse.Namespace, config: Any) -> int:
@@ -630,7 +639,22 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rsnflow`` console script; returns the exit status."""
+    """Entry point of the ``rsnflow`` console script; returns the exit status.
+
+    Errors of input, configuration, storage or a stage are logged, not raised.
+
+    Parameters
+    ----------
+    argv : sequence of str or None, default=None
+        Command-line arguments without the program name; None reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 success, 1 an error, 3 some subjects failed and were
+        skipped, 130 interrupted. A usage error exits with 2 (``SystemExit``
+        raised by argparse).
+    """
     from rsnflow.config import ConfigError, load_config
     from rsnflow.errors import PreprocessingError, TrainingError
     from rsnflow.io import InvalidInputError

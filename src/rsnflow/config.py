@@ -9,21 +9,25 @@ default.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import math
 import types
 import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
 __all__ = [
     "Config",
     "ConfigError",
+    "build_section",
     "config_to_dict",
+    "default_section",
     "load_config",
 ]
 
@@ -36,16 +40,40 @@ class ConfigError(ValueError):
     """A configuration file or value is invalid."""
 
 
+class _Section:
+    """A configuration section that checks its values whenever one is built.
+
+    The checks run in ``__post_init__``, so a section made by
+    :func:`load_config`, by hand or by ``dataclasses.replace(config.ica,
+    order=1)`` is refused alike: no path around validation. The estimators
+    take a section as their parameters (``GroupICA.from_config(config.ica)``).
+    """
+
+    KEY: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        _check_finite(self, f"{self.KEY}.")
+        self._check()
+
+    def _check(self) -> None:
+        """Range checks of this section's values (none by default)."""
+
+
+S = TypeVar("S", bound=_Section)
+
+
 @dataclass(frozen=True)
-class SimulateConfig:
+class SimulateConfig(_Section):
     profile: Literal["tiny", "demo", "beijing", "multiband"]
     subjects: int | None
     volumes: int | None
     bad_subjects: list[str]
 
+    KEY: ClassVar[str] = "simulate"
+
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(_Section):
     motion_reference: Literal["middle", "mean"]
     fwhm_mm: float
     highpass_cutoff_s: float
@@ -57,9 +85,22 @@ class PreprocessConfig:
     registration_max_shear: float
     n_jobs: int
 
+    KEY: ClassVar[str] = "preprocess"
+
+    def _check(self) -> None:
+        _at_least(0.0, ("preprocess.fwhm_mm", self.fwhm_mm))
+        _above(
+            0.0,
+            ("preprocess.highpass_cutoff_s", self.highpass_cutoff_s),
+            ("preprocess.registration_max_cost", self.registration_max_cost),
+            ("preprocess.registration_max_shear", self.registration_max_shear),
+        )
+        _above(1.0, ("preprocess.registration_max_scale", self.registration_max_scale))
+        _at_least(1, ("preprocess.n_jobs", self.n_jobs))
+
 
 @dataclass(frozen=True)
-class IcaConfig:
+class IcaConfig(_Section):
     order: int | Literal["auto"]
     migp_dim: int
     subject_dim: int | None
@@ -68,14 +109,30 @@ class IcaConfig:
     nonlinearity: Literal["logcosh", "exp", "cube"]
     n_restarts: int
 
+    KEY: ClassVar[str] = "ica"
+
+    def _check(self) -> None:
+        _above(0.0, ("ica.tol", self.tol))
+        _at_least(1, ("ica.max_iter", self.max_iter), ("ica.n_restarts", self.n_restarts))
+        if isinstance(self.order, int) and self.order < 2:
+            raise ConfigError(f"ica.order: must be at least 2 or 'auto', got {self.order}")
+        if isinstance(self.order, int) and self.migp_dim < self.order + 2:
+            raise ConfigError(
+                f"ica.migp_dim: must exceed ica.order + 1 ({self.order + 1}), got {self.migp_dim}"
+            )
+        if self.subject_dim is not None and self.subject_dim < 1:
+            raise ConfigError(f"ica.subject_dim: must be at least 1 or null, got {self.subject_dim}")
+
 
 @dataclass(frozen=True)
-class DualRegressionConfig:
+class DualRegressionConfig(_Section):
     des_norm: bool
 
+    KEY: ClassVar[str] = "dual_regression"
+
 
 @dataclass(frozen=True)
-class LabelingConfig:
+class LabelingConfig(_Section):
     network_threshold: float
     noise_hfc: float
     noise_motion_r: float
@@ -84,16 +141,33 @@ class LabelingConfig:
     noise_wm_fraction: float
     noise_spread: float
 
+    KEY: ClassVar[str] = "labeling"
+
+    def _check(self) -> None:
+        _within(
+            0.0,
+            1.0,
+            *((f"labeling.{f.name}", getattr(self, f.name)) for f in dataclasses.fields(self)),
+        )
+
 
 @dataclass(frozen=True)
-class DatasetConfig:
+class DatasetConfig(_Section):
     split: list[float]
     dtype: Literal["float16", "float32"]
     projection_size: int
 
+    KEY: ClassVar[str] = "dataset"
+
+    def _check(self) -> None:
+        split = self.split
+        if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
+            raise ConfigError(f"dataset.split: expected three positive fractions summing to 1, got {split}")
+        _at_least(1, ("dataset.projection_size", self.projection_size))
+
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     optimizer: Literal["sgd", "adam"]
     lr: float
     momentum: float
@@ -105,23 +179,49 @@ class TrainConfig:
     mlp_dropout: float
     num_workers: int
 
+    KEY: ClassVar[str] = "train"
+
+    def _check(self) -> None:
+        _above(0.0, ("train.lr", self.lr))
+        _at_least(1, ("train.batch_size", self.batch_size), ("train.epochs", self.epochs))
+        _at_least(
+            0,
+            ("train.early_stopping_patience", self.early_stopping_patience),
+            ("train.num_workers", self.num_workers),
+        )
+        if not 0.0 <= self.mlp_dropout < 1.0:
+            raise ConfigError(f"train.mlp_dropout: must be in [0, 1), got {self.mlp_dropout}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum: must be in [0, 1), got {self.momentum}")
+        if any(h < 1 for h in self.mlp_hidden) or not self.mlp_hidden:
+            raise ConfigError(
+                f"train.mlp_hidden: expected one or more layer widths >= 1, got {self.mlp_hidden}"
+            )
+
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(_Section):
     abstain_threshold: float
     champion_metric: str
     max_maps_per_split: int | None
 
+    KEY: ClassVar[str] = "evaluate"
+
+    def _check(self) -> None:
+        _within(0.0, 1.0, ("evaluate.abstain_threshold", self.abstain_threshold))
+
 
 @dataclass(frozen=True)
-class TrackingConfig:
+class TrackingConfig(_Section):
     uri: str | None
     experiment: str
     registered_model: str
 
+    KEY: ClassVar[str] = "tracking"
+
 
 @dataclass(frozen=True)
-class ServeConfig:
+class ServeConfig(_Section):
     name: str
     host: str
     port: int
@@ -129,10 +229,72 @@ class ServeConfig:
     max_batch: int
     abstain_below: float
 
+    KEY: ClassVar[str] = "serve"
+
+    def _check(self) -> None:
+        _above(0.0, ("serve.max_request_mb", self.max_request_mb))
+        _at_least(1, ("serve.max_batch", self.max_batch), ("serve.port", self.port))
+        _within(0.0, 1.0, ("serve.abstain_below", self.abstain_below))
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """What ``make run`` gives the models on one simulated profile (pipeline arguments)."""
+
+    mlp_epochs: int
+    resnet_epochs: int
+    resnet_max_train_samples: int
+    r3d_epochs: int
+    r3d_max_train_samples: int
+    eval_max_maps: int
+
+
+@dataclass(frozen=True)
+class DemoBudgetConfig(_Section):
+    tiny: BudgetConfig
+    demo: BudgetConfig
+
+    KEY: ClassVar[str] = "demo_budget"
+
+    def _check(self) -> None:
+        for profile in dataclasses.fields(self):
+            budget = dataclasses.asdict(getattr(self, profile.name))
+            _at_least(1, *((f"demo_budget.{profile.name}.{k}", v) for k, v in budget.items()))
+
 
 @dataclass(frozen=True)
 class Config:
-    """The effective configuration of a run (defaults merged with overrides)."""
+    """The effective configuration of a run (defaults merged with overrides).
+
+    Attributes
+    ----------
+    seed : int
+        Seed every random step derives its generator from (at least 0).
+    device : {"auto", "cpu", "cuda"}
+        Where torch computes; ``auto`` takes CUDA when present.
+    simulate : SimulateConfig
+        The simulated cohort (``sim://`` inputs).
+    preprocess : PreprocessConfig
+        Motion correction, smoothing, temporal filter and registration.
+    ica : IcaConfig
+        Group ICA: model order, MIGP and FastICA settings.
+    dual_regression : DualRegressionConfig
+        Dual regression of the group maps onto each subject.
+    labeling : LabelingConfig
+        Thresholds of the automatic component labels.
+    dataset : DatasetConfig
+        Train/validation/test split and storage of the maps.
+    train : TrainConfig
+        Classifier training.
+    evaluate : EvaluateConfig
+        Evaluation and the choice of the champion model.
+    tracking : TrackingConfig
+        MLflow tracking and model registry.
+    serve : ServeConfig
+        The model server.
+    demo_budget : DemoBudgetConfig
+        Training budgets of ``make run`` on the ``tiny`` and ``demo`` profiles.
+    """
 
     seed: int
     device: Literal["auto", "cpu", "cuda"]
@@ -146,68 +308,11 @@ class Config:
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     serve: ServeConfig
+    demo_budget: DemoBudgetConfig
 
     def __post_init__(self) -> None:
-        _check_finite(self, "")
-        split = self.dataset.split
-        if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
-            raise ConfigError(f"dataset.split: expected three positive fractions summing to 1, got {split}")
-        p, ica, t = self.preprocess, self.ica, self.train
-        _at_least(0.0, ("preprocess.fwhm_mm", p.fwhm_mm))
-        _above(
-            0.0,
-            ("preprocess.highpass_cutoff_s", p.highpass_cutoff_s),
-            ("preprocess.registration_max_cost", p.registration_max_cost),
-            ("preprocess.registration_max_shear", p.registration_max_shear),
-            ("train.lr", t.lr),
-            ("ica.tol", ica.tol),
-            ("serve.max_request_mb", self.serve.max_request_mb),
-        )
-        _above(1.0, ("preprocess.registration_max_scale", p.registration_max_scale))
-        _at_least(
-            1,
-            ("train.batch_size", t.batch_size),
-            ("train.epochs", t.epochs),
-            ("preprocess.n_jobs", p.n_jobs),
-            ("ica.max_iter", ica.max_iter),
-            ("ica.n_restarts", ica.n_restarts),
-            ("serve.max_batch", self.serve.max_batch),
-            ("serve.port", self.serve.port),
-            ("dataset.projection_size", self.dataset.projection_size),
-        )
-        _at_least(
-            0,
-            ("train.early_stopping_patience", t.early_stopping_patience),
-            ("train.num_workers", t.num_workers),
-        )
-        if isinstance(ica.order, int) and ica.order < 2:
-            raise ConfigError(f"ica.order: must be at least 2 or 'auto', got {ica.order}")
-        if isinstance(ica.order, int) and ica.migp_dim < ica.order + 2:
-            raise ConfigError(
-                f"ica.migp_dim: must exceed ica.order + 1 ({ica.order + 1}), got {ica.migp_dim}"
-            )
-        if ica.subject_dim is not None and ica.subject_dim < 1:
-            raise ConfigError(f"ica.subject_dim: must be at least 1 or null, got {ica.subject_dim}")
-        lab = self.labeling
-        _within(
-            0.0,
-            1.0,
-            ("serve.abstain_below", self.serve.abstain_below),
-            ("evaluate.abstain_threshold", self.evaluate.abstain_threshold),
-            ("labeling.network_threshold", lab.network_threshold),
-            ("labeling.noise_hfc", lab.noise_hfc),
-            ("labeling.noise_motion_r", lab.noise_motion_r),
-            ("labeling.noise_csf_fraction", lab.noise_csf_fraction),
-            ("labeling.noise_edge_fraction", lab.noise_edge_fraction),
-            ("labeling.noise_wm_fraction", lab.noise_wm_fraction),
-            ("labeling.noise_spread", lab.noise_spread),
-        )
-        if not 0.0 <= t.mlp_dropout < 1.0:
-            raise ConfigError(f"train.mlp_dropout: must be in [0, 1), got {t.mlp_dropout}")
-        if not 0.0 <= t.momentum < 1.0:
-            raise ConfigError(f"train.momentum: must be in [0, 1), got {t.momentum}")
-        if any(h < 1 for h in t.mlp_hidden) or not t.mlp_hidden:
-            raise ConfigError(f"train.mlp_hidden: expected one or more layer widths >= 1, got {t.mlp_hidden}")
+        # Each section checked itself when it was built; the top-level seed is the one value here.
+        _at_least(0, ("seed", self.seed))
 
 
 def _check_finite(node: Any, prefix: str) -> None:
@@ -335,9 +440,15 @@ def _merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> 
 
 
 def default_config_dict() -> dict[str, Any]:
-    """The defaults file as a plain dictionary."""
+    """The defaults file as a plain dictionary (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_defaults_text_parsed())
+
+
+@functools.cache
+def _defaults_text_parsed() -> dict[str, Any]:
     text = resources.files("rsnflow.data").joinpath("defaults.yaml").read_text()
-    return yaml.safe_load(text)
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
 
 
 def _read_user_file(path: Path) -> dict[str, Any]:
@@ -391,6 +502,55 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return _build(Config, data, "")
 
 
+def default_section(cls: type[S]) -> S:
+    """The section ``cls`` with the values of ``defaults.yaml`` (the estimators' defaults).
+
+    ``cls`` is a section class, such as :class:`PreprocessConfig`.
+
+    Returns
+    -------
+    S
+        The section, validated.
+    """
+    return build_section(cls, default_config_dict()[cls.KEY])
+
+
+def build_section(cls: type[S], values: dict[str, Any]) -> S:
+    """A section from plain values, each checked for its type and range.
+
+    ``cls`` is the section class, such as :class:`TrainConfig`.
+
+    Parameters
+    ----------
+    values
+        Every field of the section.
+
+    Returns
+    -------
+    S
+        The section.
+
+    Raises
+    ------
+    ConfigError
+        For a missing or unknown field, a wrong type or a value out of range;
+        the message names the dotted key (``train.lr``).
+    """
+    section: S = _build(cls, values, cls.KEY)
+    return section
+
+
 def config_to_dict(config: Config) -> dict[str, Any]:
-    """The configuration as plain data (for YAML, JSON, MLflow params)."""
+    """The configuration as plain data (for YAML, JSON, MLflow params).
+
+    Parameters
+    ----------
+    config : Config
+        The configuration.
+
+    Returns
+    -------
+    dict
+        Nested dictionaries of the sections and their values (``dataclasses.asdict``).
+    """
     return dataclasses.asdict(config)

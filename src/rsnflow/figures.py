@@ -25,7 +25,20 @@ __all__ = [
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
-    """Save a figure as PNG atomically and close it."""
+    """Save a figure as PNG atomically and close it.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure; it is closed afterwards.
+    path : str or Path
+        Output PNG file (110 dpi).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -33,7 +46,25 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
 
 
 def motion_plot(table: pd.DataFrame, title: str, path: str | Path, fd_threshold: float | None = None) -> Path:
-    """Translations (mm), rotations (degrees) and framewise displacement over volumes."""
+    """Translations (mm), rotations (degrees) and framewise displacement over volumes.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Motion parameters per volume: ``trans_x``, ``trans_y``, ``trans_z`` (mm),
+        ``rot_x``, ``rot_y``, ``rot_z`` (radians) and ``framewise_displacement`` (mm).
+    title : str
+        Title of the figure.
+    path : str or Path
+        Output PNG file.
+    fd_threshold : float or None, default=None
+        When given, drawn as a dashed line on the FD panel (mm).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     fig, axes = plt.subplots(3, 1, figsize=(9, 6), sharex=True)
     for c in ("trans_x", "trans_y", "trans_z"):
         axes[0].plot(table[c].to_numpy(), label=c)
@@ -55,7 +86,26 @@ def motion_plot(table: pd.DataFrame, title: str, path: str | Path, fd_threshold:
 def registration_plot(
     epi: NDArray[np.floating], template_mask: NDArray[np.bool_], title: str, path: str | Path
 ) -> Path:
-    """Mean EPI in MNI space with the template's brain outline (FSL's registration check)."""
+    """Mean EPI in MNI space with the template's brain outline (FSL's registration check).
+
+    Three axial slices, one coronal and one sagittal.
+
+    Parameters
+    ----------
+    epi : ndarray of shape (X, Y, Z)
+        Mean EPI volume on the template's grid.
+    template_mask : ndarray of bool, shape (X, Y, Z)
+        The template's brain mask; its outline is drawn in red.
+    title : str
+        Title of the figure.
+    path : str or Path
+        Output PNG file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     shape = epi.shape
     cuts = [("axial", 2, k) for k in np.linspace(shape[2] * 0.3, shape[2] * 0.75, 3).astype(int)]
     cuts += [("coronal", 1, shape[1] // 2), ("sagittal", 0, shape[0] // 2)]
@@ -79,7 +129,28 @@ def carpet_plot(
     title: str,
     path: str | Path,
 ) -> Path:
-    """Voxel time series in the mask (z-scored, rows) over volumes, with FD above."""
+    """Voxel time series in the mask (z-scored, rows) over volumes, with FD above.
+
+    At most about 1500 voxel rows are drawn (every n-th voxel).
+
+    Parameters
+    ----------
+    data : ndarray of shape (X, Y, Z, T)
+        The BOLD series.
+    mask : ndarray of bool, shape (X, Y, Z)
+        Voxels to draw.
+    fd : ndarray of shape (T,)
+        Framewise displacement per volume (mm).
+    title : str
+        Title of the figure.
+    path : str or Path
+        Output PNG file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     ts = np.asarray(data, dtype=np.float32)[mask]
     ts = (ts - ts.mean(1, keepdims=True)) / np.maximum(ts.std(1, keepdims=True), 1e-6)
     step = max(1, len(ts) // 1500)
@@ -108,12 +179,19 @@ def component_montage(
     ----------
     maps
         ``(X, Y, Z, K)`` statistic maps on the grid of ``template``.
+    template
+        ``(X, Y, Z)`` background image.
     titles
         One title per component.
     stem
         PNGs are written as ``{stem}_{first:03d}.png``.
     spectra
         Optional ``(freqs, power (K, F))`` drawn as a fourth panel.
+    per_page
+        Components per PNG (one row each).
+    threshold
+        Absolute map values below this are not drawn over the template; the colour scale
+        runs from it to 10.
 
     Returns
     -------
@@ -158,7 +236,24 @@ def component_montage(
 def confusion_figure(
     y: NDArray[np.integer], pred: NDArray[np.integer], classes: list[str], title: str, path: str | Path
 ) -> Path:
-    """Row-normalised confusion matrix over the classes present in truth or prediction."""
+    """Row-normalised confusion matrix over the classes present in truth or prediction.
+
+    Parameters
+    ----------
+    y, pred : ndarray of shape (n_maps,)
+        True and predicted class indices.
+    classes : list of str
+        Class labels, indexed by class index.
+    title : str
+        Title of the figure; the accuracy is appended.
+    path : str or Path
+        Output PNG file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     present = np.union1d(np.unique(y), np.unique(pred))
     pos = {c: i for i, c in enumerate(present)}
     counts = np.zeros((len(present), len(present)))

@@ -32,7 +32,21 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class SubjectRun:
-    """One validated run: its entities, where it is and what it holds."""
+    """One validated run: its entities, where it is and what it holds.
+
+    Attributes
+    ----------
+    run : RunId
+        The run's BIDS entities.
+    path : Path
+        The raw ``*_bold.nii[.gz]`` file.
+    tr : float
+        Repetition time in seconds.
+    shape : tuple of int
+        Image shape ``(X, Y, Z, T)``, ``T`` in volumes.
+    voxel_mm : tuple of float
+        Voxel size along x, y, z in mm.
+    """
 
     run: RunId
     path: Path
@@ -51,6 +65,15 @@ class CohortRuns:
 
     ``failed`` maps a run (its prefix, ``sub-01_ses-2_task-rest_run-1``) that
     was refused, or a subject (``sub-03``) with no matching run, to the reason.
+
+    Attributes
+    ----------
+    bids_dir : Path
+        The raw BIDS dataset.
+    runs : list of SubjectRun
+        The valid runs, in the order of :func:`find_runs`.
+    failed : dict of str to str
+        Refused run prefix or participant ID to the reason.
     """
 
     bids_dir: Path
@@ -70,7 +93,15 @@ class CohortRuns:
         return sorted({r.subject for r in self.runs})
 
     def summary(self) -> pd.DataFrame:
-        """One row per run (and per subject without a matching run): status, reason, TR, shape."""
+        """One row per run (and per subject without a matching run): status, reason, TR, shape.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``participant_id``, ``run``, ``status`` (``ok`` or ``failed``),
+            ``reason``, ``tr`` (s), ``shape`` (``XxYxZxT``) and ``path``, sorted by
+            participant and run.
+        """
         rows = [
             {
                 "participant_id": r.run.participant_id,
@@ -103,14 +134,35 @@ def fetch_cohort(cohort_uri: str, out: str | Path, config: Any, seed: int = 0, n
 
     ``sim://PROFILE`` simulates one (the ``simulate`` config section);
     ``s3://bucket/prefix`` downloads a complete (marked) cohort;
-    ``s3://bucket/prefix/*`` takes the oldest complete cohort under the prefix
-    not yet in its processed manifest, and records it there (a recurring run);
+    ``s3://bucket/prefix/*`` takes the first (in lexicographic order of the URIs)
+    complete cohort under the prefix not yet in its processed manifest, and
+    records it there as soon as it is downloaded (a recurring run);
     anything else is a local BIDS folder, linked into ``out``.
+
+    Parameters
+    ----------
+    cohort_uri : str
+        ``sim://PROFILE``, ``s3://bucket/prefix``, ``s3://bucket/prefix/*`` or a local folder.
+    out : str or Path
+        Folder that receives the cohort.
+    config : Config
+        Run configuration; only its ``simulate`` section is read (``sim://``).
+    seed : int, default=0
+        Seed of the simulation (``sim://`` only).
+    n_jobs : int, default=1
+        Worker processes of the simulation (``sim://`` only).
+
+    Returns
+    -------
+    str
+        The URI of the cohort brought in: ``cohort_uri``, or for a watched prefix
+        the cohort chosen under it.
 
     Raises
     ------
     StorageError
-        No new complete cohort under a watched prefix, or a failed download.
+        No S3 endpoint or credentials, no new complete cohort under a watched prefix,
+        or a failed download.
     """
     target = Path(out)
     if cohort_uri.startswith("sim://"):
@@ -163,7 +215,18 @@ def ingest_cohort(
         Runs with fewer volumes are refused (the temporal filter and ICA need a
         series, not a handful of volumes).
     summary_tsv
-        Optional path for the per-run status table.
+        Optional path for the per-run status table (:meth:`CohortRuns.summary`).
+
+    Returns
+    -------
+    CohortRuns
+        The valid runs and the reasons for those left out.
+
+    Raises
+    ------
+    InvalidInputError
+        From :func:`rsnflow.bids.find_runs`: not a BIDS dataset, an unknown participant
+        or session label, or no matching run at all.
     """
     result = CohortRuns(Path(bids_dir))
     runs, unmatched = find_runs(bids_dir, participant_label, session_label, task, bids_filter)

@@ -60,7 +60,15 @@ TR_RANGE_S = (0.1, 20.0)
 
 
 class InvalidInputError(ValueError):
-    """An input file is unusable. ``path`` names the file, ``problem`` says why."""
+    """An input file is unusable. ``path`` names the file, ``problem`` says why.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (or, for data held in memory, the name of its source); kept as a :class:`~pathlib.Path`.
+    problem : str
+        What is wrong with it. The message is ``"{path}: {problem}"``.
+    """
 
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path = Path(path)
@@ -78,6 +86,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary name keeps the final suffixes (``.nii.gz``) so that writers
     which choose the format by extension behave the same. On error the
     temporary file is removed and ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The final file. Its folder is created if needed.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary file (already created, empty) to write to.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +123,13 @@ _TEMP_NAME = re.compile(rf"^\..*\.{_TEMP_TAG}(\d+)-")
 
 
 def temp_marker() -> str:
-    """The part of a temporary name that marks it as rsnflow's and names the writing process."""
+    """The part of a temporary name that marks it as rsnflow's and names the writing process.
+
+    Returns
+    -------
+    str
+        ``"rsnflow-tmp-{pid}-"`` with the current process id.
+    """
     return f"{_TEMP_TAG}{os.getpid()}-"
 
 
@@ -124,8 +148,19 @@ def remove_leftovers(root: str | os.PathLike[str], recursive: bool = True) -> in
 
     Only names that rsnflow's writers make (:func:`temp_marker`) whose writing
     process is gone are removed; a live writer's are kept, and nothing else is
-    touched. ``recursive=False`` looks at ``root``'s own entries only. Returns
-    how many were removed.
+    touched.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder to clean. A missing folder is not an error.
+    recursive : bool, default=True
+        Look in every folder below ``root``; ``False`` looks at ``root``'s own entries only.
+
+    Returns
+    -------
+    int
+        How many files and folders were removed.
     """
     base = Path(root)
     if not base.is_dir():
@@ -151,21 +186,66 @@ def remove_leftovers(root: str | os.PathLike[str], recursive: bool = True) -> in
 
 
 def save_nifti(img: nib.spatialimages.SpatialImage, path: str | os.PathLike[str]) -> Path:
-    """Save a NIfTI image atomically; gzip is chosen by the ``.gz`` extension."""
+    """Save a NIfTI image atomically; gzip is chosen by the ``.gz`` extension.
+
+    Parameters
+    ----------
+    img : nibabel.spatialimages.SpatialImage
+        The image to save.
+    path : str or os.PathLike
+        Destination file (``.nii`` or ``.nii.gz``); its folder is created if needed.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
     return Path(path)
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write a text file atomically."""
+    """Write a text file atomically.
+
+    Parameters
+    ----------
+    text : str
+        The content, written as UTF-8 (the pages say so, whatever the locale).
+    path : str or os.PathLike
+        Destination file; its folder is created if needed.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
-    """Write JSON atomically, indented and with sorted keys (stable diffs)."""
+    """Write JSON atomically, indented and with sorted keys (stable diffs).
+
+    Parameters
+    ----------
+    data : Any
+        JSON-serialisable data; NumPy scalars and arrays and :class:`~pathlib.Path` objects
+        are converted (to numbers, lists and strings).
+    path : str or os.PathLike
+        Destination file; its folder is created if needed.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    TypeError
+        A value that cannot be written as JSON.
+    """
     return write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n", path)
 
 
@@ -233,6 +313,21 @@ def open_nifti(path: str | os.PathLike[str]) -> nib.Nifti1Image:
     """A NIfTI image whose data is read only when asked (headers, one volume); no validation.
 
     For files rsnflow wrote itself; a user's file goes through :func:`load_nifti`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.nii`` or ``.nii.gz`` file.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        The image (a :class:`nibabel.Nifti2Image` for a NIfTI-2 file), its data not yet read.
+
+    Raises
+    ------
+    InvalidInputError
+        nibabel read the file as another image format.
     """
     img = nib.load(path)
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
@@ -346,7 +441,20 @@ def _inflate_nifti(path: Path) -> nib.Nifti1Image:
 
 
 def nifti_class(raw: bytes) -> type[nib.Nifti1Image] | None:
-    """The nibabel class for uncompressed bytes that start with a NIfTI-1 or NIfTI-2 header, else None."""
+    """The nibabel class for uncompressed bytes that start with a NIfTI-1 or NIfTI-2 header, else None.
+
+    Parameters
+    ----------
+    raw : bytes
+        The start of an uncompressed file (at least its first 4 bytes: the header size, 348 or 540,
+        in either byte order).
+
+    Returns
+    -------
+    type or None
+        :class:`nibabel.Nifti1Image`, :class:`nibabel.Nifti2Image`, or ``None`` when ``raw`` does
+        not start with a NIfTI header size.
+    """
     for order in ("little", "big"):
         size = int.from_bytes(raw[:4], order) if len(raw) >= 4 else 0
         if size in (348, 540):
@@ -363,9 +471,32 @@ def nifti_from_bytes(
 ) -> nib.Nifti1Image:
     """Parse a single-file NIfTI-1/2 image (gzipped or not) held in memory and validate it.
 
-    ``where`` names the source in error messages (a request input, say);
-    ``max_bytes`` bounds the decompressed size so a gzip bomb is refused
-    (``None``: no bound, for local files). The checks are those of :func:`load_nifti`.
+    The checks are those of :func:`load_nifti`.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file: ``.nii`` bytes, or ``.nii.gz`` bytes (one gzip member).
+    where : str or os.PathLike
+        Names the source in error messages (a request input, say).
+    ndim : int or None, default=None
+        Required dimensionality (3 or 4); ``None`` accepts either.
+    max_bytes : int or None, default=1 GiB
+        Bound on the decompressed size in bytes (and on the data size the header claims) so that a
+        gzip bomb is refused; ``None``: no bound, for local files.
+    min_volumes : int, default=1
+        For 4D images, the least number of volumes accepted.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        The validated image with its data read.
+
+    Raises
+    ------
+    InvalidInputError
+        Empty data, a corrupt or truncated gzip stream, more than ``max_bytes`` once inflated, no
+        NIfTI header, or any of the problems :func:`check_image` refuses.
     """
     if len(data) == 0:
         raise InvalidInputError(where, "NIfTI payload is empty (0 bytes)")
@@ -402,10 +533,35 @@ def check_image(
 ) -> nib.Nifti1Image:
     """Validate a NIfTI image and return it with its data read; errors name ``where``.
 
-    ``available`` is the size in bytes of the (uncompressed) file holding the
-    image: the size its header claims is checked against it, and against
-    ``max_bytes``, before anything of that size is allocated (a 100-byte file
-    can claim 9 GB).
+    Parameters
+    ----------
+    img : nibabel.filebasedimages.FileBasedImage
+        The image as nibabel opened it (its data need not be read yet).
+    where : str or os.PathLike
+        The file or source named in error messages.
+    ndim : int or None, default=None
+        Required dimensionality (3 or 4); ``None`` accepts either. With 3, a 4D image of a single
+        volume is accepted and returned as 3D.
+    min_volumes : int, default=1
+        For 4D images, the least number of volumes accepted.
+    available : int or None, default=None
+        Size in bytes of the (uncompressed) file holding the image: the size its header claims is
+        checked against it before anything of that size is allocated (a 100-byte file can claim
+        9 GB). ``None`` skips this check.
+    max_bytes : int or None, default=None
+        Largest data size in bytes the header may claim; ``None``: no bound.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        A new image holding the data that was read, with the same affine and header.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a NIfTI image; wrong dimensionality; too few volumes; no voxels; complex data; a
+        claimed size over ``max_bytes`` or over what the file holds; unreadable data; NaN or
+        infinite values; an all-zero image; an affine that is missing or not invertible.
     """
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InvalidInputError(where, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
@@ -487,6 +643,17 @@ def sidecars(bold_path: str | os.PathLike[str]) -> list[Path]:
     root, ``sub-01/sub-01_task-rest_bold.json``,
     ``sub-01/ses-2/func/sub-01_ses-2_task-rest_run-1_bold.json``. Values of a
     later file override those of an earlier one (:func:`read_sidecar`).
+
+    Parameters
+    ----------
+    bold_path : str or os.PathLike
+        The run's NIfTI file (it need not exist: only its name and folders are used).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The sidecars that apply, from the folder nearest the dataset root to the run's own
+        folder and, within a folder, from the fewest entities to the most.
     """
     p = Path(bold_path)
     stem = p.name.removesuffix(".gz").removesuffix(".nii")
@@ -504,7 +671,18 @@ def sidecars(bold_path: str | os.PathLike[str]) -> list[Path]:
 
 
 def find_sidecar(bold_path: str | os.PathLike[str]) -> Path | None:
-    """The most specific JSON sidecar of a BOLD run (:func:`sidecars`), or None."""
+    """The most specific JSON sidecar of a BOLD run (:func:`sidecars`), or None.
+
+    Parameters
+    ----------
+    bold_path : str or os.PathLike
+        The run's NIfTI file.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The last of :func:`sidecars`, or ``None`` when no sidecar applies.
+    """
     found = sidecars(bold_path)
     return found[-1] if found else None
 
@@ -512,10 +690,21 @@ def find_sidecar(bold_path: str | os.PathLike[str]) -> Path | None:
 def read_sidecar(bold_path: str | os.PathLike[str]) -> dict[str, tuple[Any, Path]]:
     """The run's metadata merged along BIDS inheritance: key -> (value, the file that set it).
 
+    Parameters
+    ----------
+    bold_path : str or os.PathLike
+        The run's NIfTI file.
+
+    Returns
+    -------
+    dict of str to (Any, pathlib.Path)
+        Every key of the sidecars that apply (:func:`sidecars`), with the value of the most
+        specific sidecar that sets it and that sidecar's path. Empty when there is no sidecar.
+
     Raises
     ------
     InvalidInputError
-        A sidecar that is not a JSON object.
+        A sidecar that cannot be read, is not valid JSON or is not a JSON object.
     """
     merged: dict[str, tuple[Any, Path]] = {}
     for path in sidecars(bold_path):
@@ -530,7 +719,18 @@ def read_sidecar(bold_path: str | os.PathLike[str]) -> dict[str, tuple[Any, Path
 
 
 def sidecar_metadata(bold_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The run's merged sidecar metadata, values only (:func:`read_sidecar` without the files)."""
+    """The run's merged sidecar metadata, values only (:func:`read_sidecar` without the files).
+
+    Parameters
+    ----------
+    bold_path : str or os.PathLike
+        The run's NIfTI file.
+
+    Returns
+    -------
+    dict of str to Any
+        The merged metadata.
+    """
     return {key: value for key, (value, _) in read_sidecar(bold_path).items()}
 
 
@@ -540,6 +740,19 @@ def read_tr(path: str | os.PathLike[str], img: nib.Nifti1Image | None = None) ->
     Taken from the ``RepetitionTime`` of the BIDS sidecars (seconds by the
     BIDS standard, inheritance followed: :func:`read_sidecar`), otherwise from the NIfTI header's 4th pixdim
     and its time unit (``msec`` and ``usec`` are converted).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The run's NIfTI file; its sidecars are looked up from its name.
+    img : nibabel.Nifti1Image or None, default=None
+        The run's image when already loaded; otherwise the header is read from ``path`` when
+        there is no sidecar TR.
+
+    Returns
+    -------
+    float
+        The repetition time in seconds.
 
     Raises
     ------
@@ -588,7 +801,17 @@ def _check_tr(path: Path, tr: float, where: str) -> float:
 
 @dataclass(frozen=True)
 class BoldRun:
-    """A validated 4D BOLD run and its repetition time."""
+    """A validated 4D BOLD run and its repetition time.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The run's NIfTI file.
+    img : nibabel.Nifti1Image
+        The 4D image, its data read and validated.
+    tr : float
+        Repetition time in seconds.
+    """
 
     path: Path
     img: nib.Nifti1Image
@@ -596,11 +819,31 @@ class BoldRun:
 
     @property
     def n_volumes(self) -> int:
+        """Number of volumes (time points) of the run."""
         return int(self.img.shape[3])
 
 
 def load_bold(path: str | os.PathLike[str], min_volumes: int = 2) -> BoldRun:
-    """Load and validate a 4D BOLD run with its repetition time."""
+    """Load and validate a 4D BOLD run with its repetition time.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The run's ``.nii`` or ``.nii.gz`` file.
+    min_volumes : int, default=2
+        The least number of volumes accepted.
+
+    Returns
+    -------
+    BoldRun
+        The run, its validated image (:func:`load_nifti`) and its TR (:func:`read_tr`).
+
+    Raises
+    ------
+    InvalidInputError
+        The image is not a valid 4D image of at least ``min_volumes`` volumes, or it has no
+        plausible repetition time.
+    """
     img = load_nifti(path, ndim=4, min_volumes=min_volumes)
     return BoldRun(Path(path), img, read_tr(path, img))
 
@@ -614,7 +857,25 @@ def write_dataset_description(
     dataset_type: str = "derivative",
     source: str | None = None,
 ) -> Path:
-    """Write ``dataset_description.json`` (BIDS 1.9) naming rsnflow as the generator."""
+    """Write ``dataset_description.json`` (BIDS 1.9) naming rsnflow as the generator.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The dataset's root folder (created if needed).
+    name : str, default="rsnflow"
+        The dataset's ``Name``.
+    dataset_type : str, default="derivative"
+        ``DatasetType``: ``"derivative"`` or ``"raw"``. Only a derivative dataset gets
+        ``GeneratedBy`` (rsnflow and its version) and ``SourceDatasets``.
+    source : str or None, default=None
+        URL of the source dataset, written as ``SourceDatasets`` of a derivative dataset.
+
+    Returns
+    -------
+    pathlib.Path
+        The written ``dataset_description.json``.
+    """
     desc: dict[str, Any] = {
         "Name": name,
         "BIDSVersion": "1.9.0",
@@ -633,6 +894,18 @@ def link_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
     Used to assemble one derivatives tree from per-task artifacts: rsnflow never
     modifies a written file in place (writes are renames), so sharing inodes is safe.
     Existing files in ``dst`` are kept.
+
+    Parameters
+    ----------
+    src : str or os.PathLike
+        The folder whose files are linked.
+    dst : str or os.PathLike
+        The folder they are linked into, with the same relative paths (folders created as needed).
+
+    Returns
+    -------
+    pathlib.Path
+        ``dst``.
     """
     s, d = Path(src), Path(dst)
     for path in s.rglob("*"):
@@ -649,7 +922,18 @@ def link_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, read in 16 MiB chunks (datasets of several GB)."""
+    """SHA-256 of a file, read in 16 MiB chunks (datasets of several GB).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    str
+        The hexadecimal digest (64 characters).
+    """
     import hashlib
 
     digest = hashlib.sha256()

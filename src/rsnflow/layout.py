@@ -57,7 +57,20 @@ _PREPROC_RECORD = "_desc-preproc_record.json"
 
 
 def subject_dir(root: str | os.PathLike[str], subject: str) -> Path:
-    """A participant's folder (every session and run of it below)."""
+    """A participant's folder (every session and run of it below).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The dataset or derivatives folder.
+    subject : str
+        Participant label, with or without its ``sub-`` prefix.
+
+    Returns
+    -------
+    pathlib.Path
+        ``root/sub-<label>``.
+    """
     return Path(root) / f"sub-{subject.removeprefix('sub-')}"
 
 
@@ -80,6 +93,31 @@ def derivative_path(
     ``d/sub-01/func/sub-01_task-rest_space-MNI152NLin2009aSym_res-4mm_desc-preproc_bold.nii.gz``;
     for ``RunId("01", session="2", run="1")`` the folder is ``sub-01/ses-2/func`` and the name
     starts ``sub-01_ses-2_task-rest_run-1_``.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The derivatives folder.
+    run : rsnflow.bids.RunId or str
+        The source run, a run prefix (``sub-01_ses-2_task-rest_run-1``) or a participant label.
+    suffix : str
+        The BIDS suffix (``bold``, ``mask``, ``timeseries``, ...).
+    desc : str or None, default=None
+        The ``desc-`` entity; ``None`` or empty leaves it out.
+    space : str or None, default=None
+        The ``space-`` entity; ``None`` or empty leaves it out.
+    res : str, int or None, default=None
+        The ``res-`` entity; a whole number is in mm (``4`` gives ``res-4mm``), other values are
+        written as they are.
+    extension : str, default=".nii.gz"
+        The file extension, with its leading dot.
+    datatype : str, default="func"
+        The datatype folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The path (nothing is created).
     """
     rid = RunId.of(run)
     parts = [str(rid)]
@@ -95,7 +133,25 @@ def derivative_path(
 
 @dataclass(frozen=True)
 class SubjectOutputs:
-    """Paths of one run's preprocessing derivatives (BIDS-Derivatives names)."""
+    """Paths of one run's preprocessing derivatives (BIDS-Derivatives names).
+
+    Attributes
+    ----------
+    bold : pathlib.Path
+        The preprocessed run (``desc-preproc_bold.nii.gz``, on the 4 mm template grid).
+    mask : pathlib.Path
+        Its brain mask (``desc-brain_mask.nii.gz``).
+    confounds : pathlib.Path
+        The confounds table (``desc-confounds_timeseries.tsv``).
+    qc_json : pathlib.Path
+        The QC measures (``_qc.json``).
+    qc_html : pathlib.Path
+        The QC page (``_qc.html``); its images are in :attr:`figures`.
+    mean : pathlib.Path
+        The mean volume (``desc-mean_boldref.nii.gz``).
+    record : pathlib.Path
+        The completeness record (``desc-preproc_record.json``), written last.
+    """
 
     bold: Path
     mask: Path
@@ -116,23 +172,56 @@ class SubjectOutputs:
         return self.qc_html.parent / "figures"
 
     def figure(self, kind: str) -> Path:
-        """A QC image (``kind``: motion, reg, carpet), named after the run."""
+        """A QC image (``kind``: motion, reg, carpet), named after the run.
+
+        Parameters
+        ----------
+        kind : str
+            The figure's name: ``motion``, ``reg`` or ``carpet``.
+
+        Returns
+        -------
+        pathlib.Path
+            ``figures/<run prefix>_<kind>.png`` beside the QC page.
+        """
         return self.figures / f"{self.qc_html.name.removesuffix('_qc.html')}_{kind}.png"
 
     def files(self) -> list[Path]:
-        """Every output the record lists."""
+        """Every output the record lists.
+
+        Returns
+        -------
+        list of pathlib.Path
+            The preprocessed run, its sidecar, the mask, the mean volume, the confounds, and the
+            QC page and measures; the preprocessed run (the main output) first.
+        """
         return [self.bold, self.sidecar, self.mask, self.mean, self.confounds, self.qc_html, self.qc_json]
 
     def complete(self) -> bool:
-        """The completeness record exists and every output has its recorded size (written last)."""
+        """The completeness record exists and every output has its recorded size (written last).
+
+        Returns
+        -------
+        bool
+            Whether the record at :attr:`record` is intact (:meth:`rsnflow.records.Record.intact`).
+        """
         return Record(self.record).intact().complete
 
 
 def subject_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> SubjectOutputs:
     """Where the preprocessing of a run writes.
 
-    ``run`` is a :class:`~rsnflow.bids.RunId`, or a participant label for its
-    plain ``task-rest`` run.
+    Parameters
+    ----------
+    deriv_dir : str or os.PathLike
+        The derivatives folder.
+    run : rsnflow.bids.RunId or str
+        The source run, or a participant label for its plain ``task-rest`` run.
+
+    Returns
+    -------
+    SubjectOutputs
+        The paths (nothing is created).
     """
     return SubjectOutputs(
         bold=derivative_path(deriv_dir, run, "bold", desc="preproc", **_SPACE),
@@ -146,7 +235,19 @@ def subject_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> SubjectOutpu
 
 
 def preprocessed_records(deriv_dir: str | os.PathLike[str]) -> Iterator[tuple[Any, Path]]:
-    """Every preprocessing record under ``deriv_dir`` with the run it names (sessions included)."""
+    """Every preprocessing record under ``deriv_dir`` with the run it names (sessions included).
+
+    Parameters
+    ----------
+    deriv_dir : str or os.PathLike
+        The derivatives folder.
+
+    Yields
+    ------
+    tuple of (rsnflow.bids.RunId, pathlib.Path)
+        The run and its ``desc-preproc_record.json``, sorted by path, runs without sessions first.
+        Records whose names are not a run prefix are skipped.
+    """
     root = Path(deriv_dir)
     for pattern in (f"sub-*/func/*{_PREPROC_RECORD}", f"sub-*/ses-*/func/*{_PREPROC_RECORD}"):
         for record in sorted(root.glob(pattern)):
@@ -157,7 +258,21 @@ def preprocessed_records(deriv_dir: str | os.PathLike[str]) -> Iterator[tuple[An
 
 
 def dr_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> dict[str, Path]:
-    """Paths of one run's dual-regression outputs (a participant label: its plain ``task-rest`` run)."""
+    """Paths of one run's dual-regression outputs (a participant label: its plain ``task-rest`` run).
+
+    Parameters
+    ----------
+    deriv_dir : str or os.PathLike
+        The derivatives folder.
+    run : rsnflow.bids.RunId or str
+        The source run, or a participant label.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``maps`` (the run's component maps), ``zmaps`` (the same, z-scored), ``timeseries``
+        (the components' time series, TSV) and ``record`` (the completeness record).
+    """
     return {
         "maps": derivative_path(deriv_dir, run, "components", desc="dr", **_SPACE),
         "zmaps": derivative_path(deriv_dir, run, "components", desc="drz", **_SPACE),
@@ -167,7 +282,21 @@ def dr_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> dict[str, Path]:
 
 
 def group_paths(deriv_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Where the group-level outputs live: group ICA, its labels, their pages and figures."""
+    """Where the group-level outputs live: group ICA, its labels, their pages and figures.
+
+    Parameters
+    ----------
+    deriv_dir : str or os.PathLike
+        The derivatives folder.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        The paths under ``deriv_dir/group`` by role: ``dir``; the group ICA's ``maps``, ``mask``,
+        ``mixing``, ``table``, ``json``, ``report`` and ``record``; ``dr_summary``; ``figures``
+        and ``ica_figures``; the labels' ``labels``, ``labels_report``, ``labels_record`` and
+        ``labels_figures``.
+    """
     g = Path(deriv_dir) / GROUP_DIR
     space = f"space-{SPACE_NAME}_res-4mm"
     return {
@@ -190,5 +319,16 @@ def group_paths(deriv_dir: str | os.PathLike[str]) -> dict[str, Path]:
 
 
 def preprocess_summary_path(deriv_dir: str | os.PathLike[str]) -> Path:
-    """The per-run summary of the preprocessing stage."""
+    """The per-run summary of the preprocessing stage.
+
+    Parameters
+    ----------
+    deriv_dir : str or os.PathLike
+        The derivatives folder.
+
+    Returns
+    -------
+    pathlib.Path
+        ``deriv_dir/preprocess_summary.tsv``.
+    """
     return Path(deriv_dir) / SUMMARY_NAME

@@ -19,7 +19,19 @@ _configured = False
 
 
 def get_logger(name: str) -> logging.Logger:
-    """A child of the ``rsnflow`` logger (``rsnflow.<module>``)."""
+    """A child of the ``rsnflow`` logger (``rsnflow.<module>``).
+
+    Parameters
+    ----------
+    name : str
+        Logger name, usually ``__name__``; used as is when it already starts with
+        ``rsnflow``, else prefixed with ``rsnflow.``.
+
+    Returns
+    -------
+    logging.Logger
+        The logger.
+    """
     if name.startswith(_LOGGER_NAME):
         return logging.getLogger(name)
     return logging.getLogger(f"{_LOGGER_NAME}.{name}")
@@ -68,10 +80,29 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """Wrap long loops in a tqdm bar on stderr; silent when logging is above INFO.
+    """Wrap long loops in a tqdm bar on stderr when stderr is a terminal.
 
-    ``RSNFLOW_PROGRESS=0`` turns bars off (CI logs, KFP pods).
+    Silent when logging is above INFO, when stderr is a file or a pipe (CI
+    logs, KFP pods: a bar's redraws would be thousands of lines there), and
+    with ``RSNFLOW_PROGRESS=0``; ``RSNFLOW_PROGRESS=1`` forces bars on.
+
+    Parameters
+    ----------
+    iterable : iterable
+        The items to loop over.
+    desc : str
+        Label shown before the bar.
+    total : int, optional
+        Number of items, when ``iterable`` has no length.
+    unit : str, default="it"
+        Name of one item in the rate (``subject``, ``run``).
+
+    Yields
+    ------
+    object
+        The items of ``iterable``, unchanged.
     """
     quiet = logging.getLogger(_LOGGER_NAME).getEffectiveLevel() > logging.INFO
-    disabled = quiet or os.environ.get("RSNFLOW_PROGRESS", "1") == "0"
+    setting = os.environ.get("RSNFLOW_PROGRESS", "")
+    disabled = quiet or setting == "0" or (setting != "1" and not sys.stderr.isatty())
     yield from tqdm(iterable, desc=desc, total=total, unit=unit, disable=disabled, leave=False)

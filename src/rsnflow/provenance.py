@@ -31,7 +31,15 @@ _PACKAGES = (
 
 
 def code_version() -> str:
-    """The git commit of the source tree (``+dirty`` when modified), else the package version."""
+    """The git commit of the source tree (``+dirty`` when modified), else the package version.
+
+    Returns
+    -------
+    str
+        ``HEAD``'s SHA of the git work tree holding this package, with ``+dirty`` when
+        tracked files differ from it; the package version when git or the work tree is
+        unavailable.
+    """
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
@@ -56,7 +64,14 @@ def code_version() -> str:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour shapes the results."""
+    """Versions of the packages whose behaviour shapes the results.
+
+    Returns
+    -------
+    dict of str to str
+        Distribution name to version (``"not installed"`` for one that is missing),
+        plus ``python`` and ``rsnflow``.
+    """
     out = {"python": sys.version.split()[0], "rsnflow": __version__}
     for name in _PACKAGES:
         try:
@@ -67,7 +82,19 @@ def package_versions() -> dict[str, str]:
 
 
 def provenance(parameters: dict[str, Any]) -> dict[str, Any]:
-    """A record of a run: its parameters, code version, packages and platform."""
+    """A record of a run: its parameters, code version, packages and platform.
+
+    Parameters
+    ----------
+    parameters : dict
+        The run's parameters, stored as given.
+
+    Returns
+    -------
+    dict
+        Keys ``parameters``, ``code_version`` (:func:`code_version`), ``packages``
+        (:func:`package_versions`) and ``platform`` (``platform.platform()``).
+    """
     return {
         "parameters": parameters,
         "code_version": code_version(),

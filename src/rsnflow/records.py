@@ -43,11 +43,33 @@ RECORD_FORMAT = "rsnflow-record/1"
 
 
 class StaleOutputError(InvalidInputError):
-    """An existing output was made from other inputs or settings, and recomputing is not allowed."""
+    """An existing output was made from other inputs or settings, and recomputing is not allowed.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The stale output.
+    problem : str
+        Why it is stale and what to do about it.
+    """
 
 
 def config_digest(section: Any, exclude: Iterable[str] = ()) -> str:
-    """SHA-256 of a config section (a dataclass or mapping), leaving out keys that do not shape outputs."""
+    """SHA-256 of a config section (a dataclass or mapping), leaving out keys that do not shape outputs.
+
+    Parameters
+    ----------
+    section : dataclass instance or Mapping
+        The config section; its fields or keys are serialised as JSON with sorted keys (other values
+        as their ``str``).
+    exclude : iterable of str, default=()
+        Top-level keys left out.
+
+    Returns
+    -------
+    str
+        The hexadecimal digest.
+    """
     is_instance = dataclasses.is_dataclass(section) and not isinstance(section, type)
     data = dataclasses.asdict(section) if is_instance else dict(section)
     for key in exclude:
@@ -59,7 +81,18 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's content, remembered per (path, size, mtime) within the process."""
+    """SHA-256 of a file's content, remembered per (path, size, mtime) within the process.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    str
+        The hexadecimal digest.
+    """
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
@@ -70,7 +103,18 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 @dataclass(frozen=True)
 class RecordStatus:
-    """The outcome of :meth:`Record.status`: ``complete``, ``missing``, ``incomplete`` or ``stale``."""
+    """The outcome of :meth:`Record.status`: ``complete``, ``missing``, ``incomplete`` or ``stale``.
+
+    Attributes
+    ----------
+    state : str
+        ``"complete"``, ``"missing"`` (no record), ``"incomplete"`` (an output is gone or has
+        another size than recorded) or ``"stale"`` (made from other inputs or settings).
+    reason : str, default=""
+        Why the state is not ``complete``, for messages.
+    path : pathlib.Path or None, default=None
+        The output (or record) the reason is about.
+    """
 
     state: str
     reason: str = ""
@@ -78,6 +122,7 @@ class RecordStatus:
 
     @property
     def complete(self) -> bool:
+        """Whether ``state`` is ``"complete"``."""
         return self.state == "complete"
 
     def __str__(self) -> str:
@@ -86,12 +131,25 @@ class RecordStatus:
 
 @dataclass(frozen=True)
 class Record:
-    """The completeness record at ``path`` (a JSON file beside the outputs it describes)."""
+    """The completeness record at ``path`` (a JSON file beside the outputs it describes).
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The record's JSON file; the output names it lists are relative to its folder.
+    """
 
     path: Path
 
     def read(self) -> dict[str, Any] | None:
-        """The record's content, or None when it is missing or unreadable (a crash before it was written)."""
+        """The record's content, or None when it is missing or unreadable (a crash before it was written).
+
+        Returns
+        -------
+        dict or None
+            The parsed record, or ``None`` when the file is missing, not valid JSON, or not a
+            record of format :data:`RECORD_FORMAT`.
+        """
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -101,7 +159,22 @@ class Record:
         return data
 
     def write(self, stage: str, inputs: Mapping[str, str], config: str, outputs: Iterable[Path]) -> None:
-        """Record ``outputs`` (written; the first is the main one) as made from ``inputs``; write it last."""
+        """Record ``outputs`` (written; the first is the main one) as made from ``inputs``; write it last.
+
+        Each output's size and SHA-256 are recorded, under its path relative to the record's folder.
+        The record is written atomically.
+
+        Parameters
+        ----------
+        stage : str
+            The stage that made the outputs (``"preprocess"``, say).
+        inputs : Mapping of str to str
+            Identity (SHA-256) of every input, by name.
+        config : str
+            Identity of the config section that shaped the outputs (:func:`config_digest`).
+        outputs : iterable of pathlib.Path
+            The written outputs; the first is the main one, named in messages.
+        """
         entries = {}
         for out in outputs:
             rel = os.path.relpath(out, self.path.parent)
@@ -117,7 +190,14 @@ class Record:
         write_json(record, self.path)
 
     def intact(self) -> RecordStatus:
-        """Whether the record exists and every output it lists has the recorded size."""
+        """Whether the record exists and every output it lists has the recorded size.
+
+        Returns
+        -------
+        RecordStatus
+            ``complete``; ``missing`` when there is no readable record; ``incomplete`` naming the
+            first output that is gone or has another size.
+        """
         return self._intact(self.read())
 
     def _intact(self, data: dict[str, Any] | None) -> RecordStatus:
@@ -133,7 +213,21 @@ class Record:
         return RecordStatus("complete")
 
     def status(self, inputs: Mapping[str, str], config: str) -> RecordStatus:
-        """Complete when intact and made from exactly ``inputs`` under ``config``; else why not."""
+        """Complete when intact and made from exactly ``inputs`` under ``config``; else why not.
+
+        Parameters
+        ----------
+        inputs : Mapping of str to str
+            Identities of the inputs the outputs would be made from now, by name.
+        config : str
+            Identity of the config section that would shape them now (:func:`config_digest`).
+
+        Returns
+        -------
+        RecordStatus
+            As :meth:`intact`, or ``stale`` (naming the main output) when the config or any input
+            differs from the record's.
+        """
         data = self.read()
         state = self._intact(data)
         if not state.complete:
@@ -152,6 +246,16 @@ class Record:
     def digest(self, output: str | os.PathLike[str]) -> str:
         """The recorded SHA-256 of one output (by path), the output's identity for downstream stages.
 
+        Parameters
+        ----------
+        output : str or os.PathLike
+            The output file.
+
+        Returns
+        -------
+        str
+            The SHA-256 the record holds for it (the file is not hashed again).
+
         Raises
         ------
         InvalidInputError
@@ -164,6 +268,12 @@ class Record:
         return str(data["outputs"][rel]["sha256"])
 
     def inputs(self) -> dict[str, str]:
-        """The input identities the outputs were made from (empty when there is no record)."""
+        """The input identities the outputs were made from (empty when there is no record).
+
+        Returns
+        -------
+        dict of str to str
+            Input name to identity, as recorded by :meth:`write`.
+        """
         data = self.read()
         return dict(data["inputs"]) if data else {}

@@ -26,7 +26,18 @@ class Report:
     """Build an HTML page section by section, then :meth:`write` it.
 
     Figures are embedded as base64 PNG so the page can be moved or uploaded
-    (KFP HTML artifact, MLflow) without its folder.
+    (KFP HTML artifact, MLflow) without its folder. The section methods return
+    the report, so calls chain.
+
+    Parameters
+    ----------
+    title : str
+        Title of the page (``<title>`` and the top heading).
+
+    Attributes
+    ----------
+    title : str
+        Title of the page.
     """
 
     def __init__(self, title: str) -> None:
@@ -34,24 +45,88 @@ class Report:
         self._parts: list[str] = []
 
     def heading(self, text: str) -> Report:
+        """Add a section heading (``<h2>``).
+
+        Parameters
+        ----------
+        text : str
+            The heading, HTML-escaped.
+
+        Returns
+        -------
+        Report
+            This report.
+        """
         self._parts.append(f"<h2>{html.escape(text)}</h2>")
         return self
 
     def text(self, text: str, css: str | None = None) -> Report:
+        """Add a paragraph.
+
+        Parameters
+        ----------
+        text : str
+            The paragraph, HTML-escaped.
+        css : str or None, default=None
+            CSS class of the paragraph: ``"warn"`` or ``"ok"`` are styled.
+
+        Returns
+        -------
+        Report
+            This report.
+        """
         cls = f' class="{css}"' if css else ""
         self._parts.append(f"<p{cls}>{html.escape(text)}</p>")
         return self
 
     def items(self, lines: list[str]) -> Report:
+        """Add a bulleted list.
+
+        Parameters
+        ----------
+        lines : list of str
+            One item each, HTML-escaped.
+
+        Returns
+        -------
+        Report
+            This report.
+        """
         lis = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
         self._parts.append(f"<ul>{lis}</ul>")
         return self
 
     def table(self, frame: pd.DataFrame) -> Report:
+        """Add a table (without the frame's index).
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            The table; cell values are HTML-escaped.
+
+        Returns
+        -------
+        Report
+            This report.
+        """
         self._parts.append(frame.to_html(index=False, escape=True, border=0))
         return self
 
     def figure(self, png: str | Path, caption: str = "") -> Report:
+        """Add a PNG, embedded as base64, with an optional caption.
+
+        Parameters
+        ----------
+        png : str or Path
+            The PNG file, read now.
+        caption : str, default=""
+            Caption and alt text; no caption when empty.
+
+        Returns
+        -------
+        Report
+            This report.
+        """
         data = base64.b64encode(Path(png).read_bytes()).decode()
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         self._parts.append(
@@ -60,10 +135,32 @@ class Report:
         return self
 
     def link(self, href: str, text: str) -> Report:
+        """Add a paragraph with a link.
+
+        Parameters
+        ----------
+        href : str
+            The link target, usually a file beside the page.
+        text : str
+            The link text.
+
+        Returns
+        -------
+        Report
+            This report.
+        """
         self._parts.append(f'<p><a href="{html.escape(href)}">{html.escape(text)}</a></p>')
         return self
 
     def render(self) -> str:
+        """The whole page as HTML.
+
+        Returns
+        -------
+        str
+            A self-contained HTML document: title, style, the sections in order and a
+            footer with the rsnflow version.
+        """
         body = "\n".join(self._parts)
         return (
             f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
@@ -72,4 +169,16 @@ class Report:
         )
 
     def write(self, path: str | Path) -> Path:
+        """Write the rendered page atomically.
+
+        Parameters
+        ----------
+        path : str or Path
+            Output HTML file.
+
+        Returns
+        -------
+        Path
+            The written file.
+        """
         return write_text(self.render(), path)

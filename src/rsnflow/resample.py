@@ -27,7 +27,25 @@ def check_device(device: object) -> None:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``cuda`` when asked for or (``auto``) when present, else ``cpu``."""
+    """``cuda`` when asked for or (``auto``) when present, else ``cpu``.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        The requested device.
+
+    Returns
+    -------
+    torch.device
+        The device to compute on.
+
+    Raises
+    ------
+    ValueError
+        ``device`` is not one of :data:`DEVICES`.
+    RuntimeError
+        ``"cuda"`` was requested but torch sees no CUDA device.
+    """
     check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -37,14 +55,35 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def grid_points(shape: tuple[int, ...]) -> NDArray[np.float64]:
-    """Voxel coordinates ``(prod(shape), 3)`` of a grid, in C order."""
+    """Voxel coordinates ``(prod(shape), 3)`` of a grid, in C order.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Grid shape; only the first three axes are used (a 4D shape is fine).
+
+    Returns
+    -------
+    ndarray of float64, shape (X * Y * Z, 3)
+        ``(i, j, k)`` of every voxel, the last axis varying fastest.
+    """
     return np.indices(shape[:3]).reshape(3, -1).T.astype(np.float64)
 
 
 def affine_points(matrices: ArrayLike, points: ArrayLike) -> NDArray[np.float64]:
     """Apply one ``(4, 4)`` or a batch ``(B, 4, 4)`` of matrices to points ``(N, 3)``.
 
-    Returns ``(N, 3)`` or ``(B, N, 3)``.
+    Parameters
+    ----------
+    matrices : array-like, shape (4, 4) or (B, 4, 4)
+        Affine matrices.
+    points : array-like, shape (N, 3)
+        Points, one per row.
+
+    Returns
+    -------
+    ndarray of float64, shape (N, 3) or (B, N, 3)
+        The points through each matrix.
     """
     m = np.asarray(matrices, dtype=np.float64)
     p = np.asarray(points, dtype=np.float64)
@@ -52,7 +91,22 @@ def affine_points(matrices: ArrayLike, points: ArrayLike) -> NDArray[np.float64]
 
 
 def volumes_first(data: NDArray[np.generic], start: int, stop: int, device: torch.device) -> torch.Tensor:
-    """Volumes ``start:stop`` of an ``(X, Y, Z, T)`` array as a ``(B, X, Y, Z)`` float32 tensor."""
+    """Volumes ``start:stop`` of an ``(X, Y, Z, T)`` array as a ``(B, X, Y, Z)`` float32 tensor.
+
+    Parameters
+    ----------
+    data : ndarray, shape (X, Y, Z, T)
+        A 4D series, any numeric dtype.
+    start, stop : int
+        Volume range, as in a slice (``stop`` excluded).
+    device : torch.device
+        Where the tensor goes.
+
+    Returns
+    -------
+    torch.Tensor of float32, shape (B, X, Y, Z)
+        The volumes, ``B = stop - start`` (fewer when the range passes the end).
+    """
     block = np.ascontiguousarray(np.moveaxis(data[..., start:stop], -1, 0), dtype=np.float32)
     return torch.from_numpy(block).to(device)
 

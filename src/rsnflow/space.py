@@ -53,27 +53,73 @@ _CACHE_VERSION = "1"
 
 
 def cache_dir() -> Path:
-    """Folder holding the resampled template and masks."""
+    """Folder holding the resampled template and masks.
+
+    Returns
+    -------
+    Path
+        ``space-v<version>`` under ``$RSNFLOW_CACHE_DIR`` (default ``~/.cache/rsnflow``);
+        not created here.
+    """
     root = os.environ.get("RSNFLOW_CACHE_DIR") or Path.home() / ".cache" / "rsnflow"
     return Path(root) / f"space-v{_CACHE_VERSION}"
 
 
 def world_to_voxel(coords_mm: ArrayLike, affine: ArrayLike = MNI4_AFFINE) -> NDArray[np.float64]:
-    """Map world coordinates (mm, ``(..., 3)``) to continuous voxel coordinates."""
+    """Map world coordinates (mm, ``(..., 3)``) to continuous voxel coordinates.
+
+    Parameters
+    ----------
+    coords_mm : array-like, shape (..., 3)
+        World coordinates in mm.
+    affine : array-like, shape (4, 4)
+        Voxel-to-world affine of the grid; default: the MNI 4 mm grid.
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        Voxel coordinates, not rounded.
+    """
     xyz = np.asarray(coords_mm, dtype=float)
     inv = np.linalg.inv(np.asarray(affine, dtype=float))
     return xyz @ inv[:3, :3].T + inv[:3, 3]
 
 
 def voxel_to_world(ijk: ArrayLike, affine: ArrayLike = MNI4_AFFINE) -> NDArray[np.float64]:
-    """Map voxel coordinates (``(..., 3)``) to world coordinates in mm."""
+    """Map voxel coordinates (``(..., 3)``) to world coordinates in mm.
+
+    Parameters
+    ----------
+    ijk : array-like, shape (..., 3)
+        Voxel coordinates (integer or continuous).
+    affine : array-like, shape (4, 4)
+        Voxel-to-world affine of the grid; default: the MNI 4 mm grid.
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        World coordinates in mm.
+    """
     v = np.asarray(ijk, dtype=float)
     a = np.asarray(affine, dtype=float)
     return v @ a[:3, :3].T + a[:3, 3]
 
 
 def unmask(values: NDArray[np.floating], mask: NDArray[np.bool_]) -> NDArray[np.float32]:
-    """Rows ``(K, V)`` of values inside ``mask`` as a 4D ``(45, 54, 45, K)`` float32 volume."""
+    """Rows ``(K, V)`` of values inside ``mask`` as a 4D ``(45, 54, 45, K)`` float32 volume.
+
+    Parameters
+    ----------
+    values : ndarray, shape (K, V)
+        One row per map, one column per in-mask voxel (C order of the grid).
+    mask : ndarray of bool, shape (45, 54, 45)
+        Mask on the MNI 4 mm grid with ``V`` true voxels.
+
+    Returns
+    -------
+    ndarray of float32, shape (45, 54, 45, K)
+        The maps, 0 outside the mask.
+    """
     out = np.zeros((*MNI4_SHAPE, values.shape[0]), dtype=np.float32)
     out[mask] = values.T
     return out
@@ -90,6 +136,12 @@ def resample_to_grid(
         Image in world (mm) coordinates of MNI space.
     interpolation
         ``"continuous"`` (cubic), ``"linear"`` or ``"nearest"`` (nilearn's names).
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        Float32 image of shape ``(45, 54, 45[, T])`` with :data:`MNI4_AFFINE` (a fresh
+        header: the input's is not kept).
     """
     from nilearn.image import resample_img
 

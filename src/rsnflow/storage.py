@@ -45,7 +45,25 @@ class StorageError(RuntimeError):
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` to ``("bucket", "some/prefix")``."""
+    """``s3://bucket/some/prefix`` to ``("bucket", "some/prefix")``.
+
+    Parameters
+    ----------
+    uri : str
+        An ``s3://`` URI.
+
+    Returns
+    -------
+    bucket : str
+        Bucket name.
+    prefix : str
+        Key prefix without leading or trailing ``/`` (empty for the bucket root).
+
+    Raises
+    ------
+    StorageError
+        Not an ``s3://`` URI with a bucket.
+    """
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc:
         raise StorageError(f"{uri}: not an s3://bucket/prefix URI")
@@ -54,7 +72,20 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 @dataclass
 class ObjectStore:
-    """A connection to one S3 endpoint, with retries and checksums."""
+    """A connection to one S3 endpoint, with retries and checksums.
+
+    Attributes
+    ----------
+    client : minio.Minio
+        The SDK client (any object with the same methods, such as a test double).
+    endpoint : str
+        ``host:port`` of the endpoint, for messages.
+    retries : int, default=4
+        Retries of a failed request before giving up (network errors and S3 errors other
+        than refused access or a missing bucket or key).
+    backoff_s : float, default=0.5
+        Wait before the first retry, in seconds; doubled at each retry.
+    """
 
     client: Any
     endpoint: str
@@ -63,7 +94,27 @@ class ObjectStore:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ObjectStore:
-        """Build from ``RSNFLOW_S3_ENDPOINT`` (``http(s)://host:port``) and the AWS credential variables."""
+        """Build from ``RSNFLOW_S3_ENDPOINT`` (``http(s)://host:port``) and the AWS credential variables.
+
+        ``AWS_ENDPOINT_URL`` and ``MLFLOW_S3_ENDPOINT_URL`` are read when
+        ``RSNFLOW_S3_ENDPOINT`` is unset; an endpoint without a scheme is taken as
+        ``http``; ``AWS_REGION`` is passed on when set.
+
+        Parameters
+        ----------
+        env : dict of str to str, optional
+            Variables to read instead of ``os.environ``.
+
+        Returns
+        -------
+        ObjectStore
+            A store with the default retries.
+
+        Raises
+        ------
+        StorageError
+            No endpoint, or no access key or secret key.
+        """
         from minio import Minio
 
         e = os.environ if env is None else env
@@ -116,6 +167,18 @@ class ObjectStore:
         raise AssertionError("unreachable")
 
     def require_bucket(self, bucket: str) -> None:
+        """Raise unless ``bucket`` exists.
+
+        Parameters
+        ----------
+        bucket : str
+            Bucket name.
+
+        Raises
+        ------
+        StorageError
+            The bucket does not exist, or the endpoint refused or failed the request.
+        """
         if not self._call(f"s3://{bucket}", lambda: self.client.bucket_exists(bucket)):
             raise StorageError(f"s3://{bucket}: bucket does not exist on {self.endpoint}")
 
@@ -149,10 +212,25 @@ class ObjectStore:
     def upload_tree(self, local_dir: str | Path, uri: str) -> dict[str, str]:
         """Upload every file under ``local_dir`` to ``uri``, then the completion marker.
 
+        Each object carries its SHA-256 as ``sha256`` metadata; the marker
+        ``_COMPLETE.json`` is written last, with the hashes and the UTC time.
+
+        Parameters
+        ----------
+        local_dir : str or Path
+            Folder to upload, recursively.
+        uri : str
+            Destination ``s3://bucket/prefix``; keys are the paths relative to ``local_dir``.
+
         Returns
         -------
-        dict
+        dict of str to str
             Relative path to SHA-256, as written in the marker.
+
+        Raises
+        ------
+        StorageError
+            Missing bucket, or an upload that failed after the retries.
         """
         bucket, prefix = parse_uri(uri)
         self.require_bucket(bucket)
@@ -160,7 +238,7 @@ class ObjectStore:
         files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
         hashes = {}
         for rel, path in files.items():
-            key = f"{prefix}/{rel}" if prefix else rel
+            key = _key(prefix, rel)
             digest = sha256_file(path)
             upload = functools.partial(
                 self.client.fput_object,
@@ -174,18 +252,45 @@ class ObjectStore:
             hashes[rel] = digest
         self._put_json(
             bucket,
-            f"{prefix}/{MARKER}" if prefix else MARKER,
+            _key(prefix, MARKER),
             {"files": hashes, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         )
         log.info("uploaded %d files to %s", len(hashes), uri)
         return hashes
 
     def is_complete(self, uri: str) -> bool:
+        """Whether the prefix ``uri`` holds its completion marker.
+
+        Parameters
+        ----------
+        uri : str
+            ``s3://bucket/prefix`` of a cohort or an output.
+
+        Returns
+        -------
+        bool
+            True when ``_COMPLETE.json`` exists under the prefix.
+        """
         bucket, prefix = parse_uri(uri)
-        return self._get_json(bucket, f"{prefix}/{MARKER}") is not None
+        return self._get_json(bucket, _key(prefix, MARKER)) is not None
 
     def download_cohort(self, uri: str, dest: str | Path) -> Path:
         """Download a complete prefix into ``dest``, verifying every file's SHA-256.
+
+        Only the files listed in the marker are downloaded; each is written to a
+        ``.part`` file first and moved into place once its checksum matches.
+
+        Parameters
+        ----------
+        uri : str
+            ``s3://bucket/prefix`` written by :meth:`upload_tree`.
+        dest : str or Path
+            Local folder; created as needed, existing files are replaced.
+
+        Returns
+        -------
+        Path
+            ``dest``.
 
         Raises
         ------
@@ -194,15 +299,18 @@ class ObjectStore:
         """
         bucket, prefix = parse_uri(uri)
         self.require_bucket(bucket)
-        marker = self._get_json(bucket, f"{prefix}/{MARKER}")
+        marker = self._get_json(bucket, _key(prefix, MARKER))
         if marker is None:
             raise StorageError(f"{uri}: incomplete (no {MARKER}); refusing a half-uploaded cohort")
         out = Path(dest)
         for rel, digest in marker["files"].items():
             target = out / rel
+            # The marker is data from the bucket: a name may not climb out of ``dest``.
+            if Path(rel).is_absolute() or not target.resolve().is_relative_to(out.resolve()):
+                raise StorageError(f"{uri}/{MARKER}: the file name {rel!r} points outside the cohort")
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.part")
-            key = f"{prefix}/{rel}"
+            key = _key(prefix, rel)
             self._call(
                 f"s3://{bucket}/{key}", functools.partial(self.client.fget_object, bucket, key, str(tmp))
             )
@@ -214,7 +322,19 @@ class ObjectStore:
         return out
 
     def discover_cohorts(self, uri: str) -> list[str]:
-        """Complete cohorts directly under ``uri`` not yet in its processed manifest, sorted."""
+        """Complete cohorts directly under ``uri`` not yet in its processed manifest, sorted.
+
+        Parameters
+        ----------
+        uri : str
+            Watched ``s3://bucket/prefix``; each folder directly under it is a candidate
+            cohort (``_rsnflow*`` folders excepted).
+
+        Returns
+        -------
+        list of str
+            ``s3://`` URIs of the new complete cohorts, in lexicographic order.
+        """
         bucket, prefix = parse_uri(uri)
         self.require_bucket(bucket)
         base = f"{prefix}/" if prefix else ""
@@ -230,9 +350,24 @@ class ObjectStore:
         return sorted(found)
 
     def mark_processed(self, watched_uri: str, cohort_uri: str) -> None:
-        """Record ``cohort_uri`` in the processed manifest of ``watched_uri``."""
+        """Record ``cohort_uri`` in the processed manifest of ``watched_uri``.
+
+        Reads, updates and rewrites ``_rsnflow/processed.json`` under the watched prefix.
+
+        Parameters
+        ----------
+        watched_uri : str
+            The ``s3://bucket/prefix`` given to :meth:`discover_cohorts`.
+        cohort_uri : str
+            The cohort to record, as :meth:`discover_cohorts` returned it.
+        """
         bucket, prefix = parse_uri(watched_uri)
-        key = f"{prefix}/{PROCESSED}" if prefix else PROCESSED
+        key = _key(prefix, PROCESSED)
         manifest = self._get_json(bucket, key) or {"cohorts": []}
         manifest["cohorts"] = sorted(set(manifest["cohorts"]) | {cohort_uri})
         self._put_json(bucket, key, manifest)
+
+
+def _key(prefix: str, name: str) -> str:
+    """The object key of ``name`` under ``prefix`` (the bucket's root when the prefix is empty)."""
+    return f"{prefix}/{name}" if prefix else name

@@ -27,12 +27,37 @@ R = TypeVar("R")
 
 
 def skipped(row: dict[str, Any]) -> dict[str, Any]:
-    """The summary row of a subject whose outputs are already complete."""
+    """The summary row of a subject whose outputs are already complete.
+
+    Parameters
+    ----------
+    row : dict
+        The subject's identifying columns (``participant_id``, ...).
+
+    Returns
+    -------
+    dict
+        A copy of ``row`` with ``status`` ``"skipped (complete)"``, an empty ``reason``
+        and ``seconds`` 0.
+    """
     return {**row, "status": "skipped (complete)", "reason": "", "seconds": 0.0}
 
 
 def failed_row(row: dict[str, Any], reason: str) -> dict[str, Any]:
-    """The summary row of a subject that failed for ``reason``."""
+    """The summary row of a subject that failed for ``reason``.
+
+    Parameters
+    ----------
+    row : dict
+        The subject's identifying columns (``participant_id``, ...).
+    reason : str
+        Why it failed.
+
+    Returns
+    -------
+    dict
+        A copy of ``row`` with ``status`` ``"failed"``, ``reason`` and ``seconds`` 0.
+    """
     return {**row, "status": "failed", "reason": reason, "seconds": 0.0}
 
 
@@ -47,6 +72,24 @@ def guarded(
     ``expected`` failures (bad input, an implausible result) are logged with
     their message; anything else also with its traceback. The row gets
     ``status`` (ok|failed), ``reason``, ``seconds`` and whatever ``work`` returns.
+
+    Parameters
+    ----------
+    name : str
+        The subject as named in log messages.
+    work : callable
+        Does the subject's work; returns extra summary columns, or None.
+    row : dict
+        The subject's identifying columns (``participant_id``, ...).
+    expected : tuple of type, default=(InvalidInputError,)
+        Exception types logged without their traceback; their message is the reason.
+        Any other ``Exception`` is caught too, its reason prefixed with its type name.
+
+    Returns
+    -------
+    dict
+        A copy of ``row`` with ``status``, ``reason``, ``seconds`` (wall time, rounded
+        to 0.01 s) and, on success, the columns returned by ``work``.
     """
     t0 = time.perf_counter()
     try:
@@ -79,6 +122,31 @@ def map_subjects(
     one at a time, each in a pool of its own, so the one that kills its worker
     again is known: it becomes ``on_killed(job, reason)`` and the others finish.
     Without ``on_killed`` the :class:`~concurrent.futures.process.BrokenProcessPool` is raised.
+
+    Parameters
+    ----------
+    fn : callable
+        Work of one job; with worker processes (started with ``spawn``) it and the jobs
+        must be picklable.
+    jobs : sequence
+        One item per subject.
+    n_jobs : int
+        Worker processes; 1 or less runs the jobs serially in this process.
+    desc : str
+        Label of the progress bar and log messages.
+    on_killed : callable, optional
+        ``on_killed(job, reason)`` gives the result of a job whose worker dies again when
+        the job runs alone.
+
+    Returns
+    -------
+    list
+        ``fn(job)`` (or ``on_killed(job, reason)``) for each job, in the order of ``jobs``.
+
+    Raises
+    ------
+    BrokenProcessPool
+        A job killed its worker again and ``on_killed`` is None.
     """
     if max(1, min(n_jobs, len(jobs))) <= 1:
         return [fn(j) for j in progress(jobs, desc, unit="subject")]

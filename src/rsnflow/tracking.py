@@ -24,10 +24,26 @@ __all__ = ["CHAMPION", "Tracker", "resolve_uri"]
 log = get_logger(__name__)
 
 CHAMPION = "champion"
+#: MLflow 3's experiment type: with it the UI opens the experiment on its runs (model
+#: training), not on the empty GenAI traces page it shows for an experiment without it.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_uri(config: TrackingConfig, local_dir: str | Path) -> str:
-    """The tracking URI: ``tracking.uri`` (``--tracking-uri``), ``MLFLOW_TRACKING_URI``, or local SQLite."""
+    """The tracking URI: ``tracking.uri`` (``--tracking-uri``), ``MLFLOW_TRACKING_URI``, or local SQLite.
+
+    Parameters
+    ----------
+    config : TrackingConfig
+        The ``tracking`` section of the configuration.
+    local_dir : str or Path
+        Folder of the SQLite store when no URI is set; created if needed.
+
+    Returns
+    -------
+    str
+        The URI; ``sqlite:///<local_dir>/mlflow.db`` (absolute path) for the local store.
+    """
     uri = config.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
@@ -37,7 +53,31 @@ def resolve_uri(config: TrackingConfig, local_dir: str | Path) -> str:
 
 
 class Tracker:
-    """One MLflow experiment at one tracking URI."""
+    """One MLflow experiment at one tracking URI.
+
+    The experiment is created when it does not exist (with a SQLite store, its
+    artifacts go to ``mlartifacts`` beside the database).
+
+    Parameters
+    ----------
+    uri : str
+        The tracking URI (see :func:`resolve_uri`).
+    experiment : str
+        Name of the experiment.
+    registered_model : str
+        Name of the registered model that :meth:`log_model` adds versions to.
+
+    Attributes
+    ----------
+    uri : str
+        The tracking URI.
+    registered_model : str
+        Name of the registered model.
+    client : mlflow.MlflowClient
+        Client at ``uri``.
+    experiment_id : str
+        Id of the experiment.
+    """
 
     def __init__(self, uri: str, experiment: str, registered_model: str) -> None:
         import mlflow
@@ -52,14 +92,32 @@ class Tracker:
             if uri.startswith("sqlite:///"):
                 # A SQLite store would otherwise put artifacts under ./mlruns of the caller's cwd.
                 location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-            exp_id = self.client.create_experiment(experiment, artifact_location=location)
+            exp_id = self.client.create_experiment(
+                experiment, artifact_location=location, tags=EXPERIMENT_KIND
+            )
         else:
             exp_id = exp.experiment_id
+            for key, value in EXPERIMENT_KIND.items():
+                if key not in exp.tags:
+                    self.client.set_experiment_tag(exp_id, key, value)
         self.experiment_id = exp_id
 
     @contextmanager
     def run(self, name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
-        """Start a run; yields its id."""
+        """Start a run; yields its id.
+
+        Parameters
+        ----------
+        name : str
+            Name of the run.
+        tags : dict of str to str or None, default=None
+            Tags of the run.
+
+        Yields
+        ------
+        str
+            The run's id; the run ends when the block exits.
+        """
         import mlflow
 
         mlflow.set_tracking_uri(self.uri)
@@ -68,6 +126,13 @@ class Tracker:
 
     @staticmethod
     def log_params(params: dict[str, Any]) -> None:
+        """Log parameters to the active run; lists, tuples and dicts as their string.
+
+        Parameters
+        ----------
+        params : dict of str to Any
+            Parameter names and values.
+        """
         import mlflow
 
         mlflow.log_params(
@@ -76,12 +141,30 @@ class Tracker:
 
     @staticmethod
     def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+        """Log metrics to the active run, as floats.
+
+        Parameters
+        ----------
+        metrics : dict of str to float
+            Metric names and values.
+        step : int or None, default=None
+            Step of the values (the epoch during training).
+        """
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     @staticmethod
     def log_artifacts(paths: list[Path], folder: str | None = None) -> None:
+        """Upload files to the active run's artifacts.
+
+        Parameters
+        ----------
+        paths : list of Path
+            The files.
+        folder : str or None, default=None
+            Folder in the run's artifacts; None puts them at the root.
+        """
         import mlflow
 
         for p in paths:
@@ -93,6 +176,19 @@ class Tracker:
         The model is exported (pt2), which keeps no Python attributes: its
         ``header()`` (architecture, class labels, input shape) goes into the
         MLflow model's metadata, where the predictor reads the labels.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The classifier; moved to the CPU and set to eval mode.
+        example : array-like
+            An input batch, logged as the input example; the signature is inferred
+            from it and the model's output on it.
+
+        Returns
+        -------
+        str
+            The new version of the registered model.
         """
         import mlflow
         import numpy as np
@@ -116,6 +212,39 @@ class Tracker:
         log.info("registered %s version %s", self.registered_model, version)
         return version
 
+    def tag_version(self, version: str, tags: dict[str, Any]) -> None:
+        """Set tags on a registered version (values as strings; numbers to 4 decimals).
+
+        Parameters
+        ----------
+        version
+            The registered model's version.
+        tags
+            Tag names and values.
+        """
+        for key, value in tags.items():
+            text = f"{value:.4f}" if isinstance(value, float) else str(value)
+            self.client.set_model_version_tag(self.registered_model, version, key, text)
+
     def set_champion(self, version: str) -> None:
+        """Point the ``champion`` alias at ``version`` and tag it ``role=champion``.
+
+        The version the alias leaves keeps its tags but its ``role`` becomes
+        ``former-champion``, so the registry says which version serves.
+
+        Parameters
+        ----------
+        version
+            The registered model's version.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            previous = self.client.get_model_version_by_alias(self.registered_model, CHAMPION).version
+        except MlflowException:
+            previous = None
         self.client.set_registered_model_alias(self.registered_model, CHAMPION, version)
+        if previous is not None and str(previous) != str(version):
+            self.tag_version(str(previous), {"role": "former-champion"})
+        self.tag_version(version, {"role": "champion"})
         log.info("alias %s -> %s version %s", CHAMPION, self.registered_model, version)

@@ -146,8 +146,12 @@ def train_classifier(
         Optimiser, epochs, batch size, loss weighting, early stopping.
     seed
         Seed of initialisation, dropout and shuffling.
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`rsnflow.resample.pick_device`).
     tracking, tracking_uri
         MLflow experiment settings and the resolved URI; no tracking when ``tracking`` is None.
+        Without ``tracking_uri`` the URI comes from :func:`rsnflow.tracking.resolve_uri`
+        (a local store in the parent of ``model_dir`` when none is configured).
     max_train_samples
         Train on a seeded random subset of this many training maps (the demo's
         CNN budget); the model's metadata and the MLflow run record it.

@@ -33,7 +33,20 @@ MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
 
 def rigid_matrix(params: ArrayLike, centre: ArrayLike = (0.0, 0.0, 0.0)) -> NDArray[np.float64]:
-    """4x4 matrices of rigid parameters ``(..., 6)`` about ``centre`` (mm)."""
+    """4x4 matrices of rigid parameters ``(..., 6)`` about ``centre`` (mm).
+
+    Parameters
+    ----------
+    params : array-like, shape (..., 6)
+        ``[trans_x, trans_y, trans_z, rot_x, rot_y, rot_z]``: mm and radians.
+    centre : array-like, shape (3,), default=(0, 0, 0)
+        Rotation centre ``c`` in mm.
+
+    Returns
+    -------
+    ndarray, shape (..., 4, 4)
+        The matrices of ``x -> R (x - c) + c + t`` with ``R = Rz @ Ry @ Rx``.
+    """
     p = np.asarray(params, dtype=float)
     t, (ax, ay, az) = p[..., :3], np.moveaxis(p[..., 3:], -1, 0)
     cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
@@ -51,7 +64,21 @@ def rigid_matrix(params: ArrayLike, centre: ArrayLike = (0.0, 0.0, 0.0)) -> NDAr
 
 
 def rigid_params(matrix: ArrayLike, centre: ArrayLike = (0.0, 0.0, 0.0)) -> NDArray[np.float64]:
-    """Inverse of :func:`rigid_matrix`: the 6 parameters of rigid 4x4 matrices."""
+    """Inverse of :func:`rigid_matrix`: the 6 parameters of rigid 4x4 matrices.
+
+    Parameters
+    ----------
+    matrix : array-like, shape (..., 4, 4)
+        Rigid matrices (rotation and translation only).
+    centre : array-like, shape (3,), default=(0, 0, 0)
+        Rotation centre in mm, the one the matrices were built about.
+
+    Returns
+    -------
+    ndarray, shape (..., 6)
+        ``[trans_x, trans_y, trans_z, rot_x, rot_y, rot_z]`` in mm and radians,
+        ``rot_y`` in ``[-pi/2, pi/2]``.
+    """
     m = np.asarray(matrix, dtype=float)
     r = m[..., :3, :3]
     ry = np.arcsin(np.clip(-r[..., 2, 0], -1.0, 1.0))
@@ -63,7 +90,20 @@ def rigid_params(matrix: ArrayLike, centre: ArrayLike = (0.0, 0.0, 0.0)) -> NDAr
 
 
 def apply_affine(matrix: ArrayLike, points: ArrayLike) -> NDArray[np.float64]:
-    """Apply a 4x4 matrix to points ``(..., 3)``."""
+    """Apply a 4x4 matrix to points ``(..., 3)``.
+
+    Parameters
+    ----------
+    matrix : array-like, shape (4, 4)
+        One affine matrix (not a batch).
+    points : array-like, shape (..., 3)
+        Points, one per row.
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        The transformed points.
+    """
     m = np.asarray(matrix, dtype=float)
     p = np.asarray(points, dtype=float)
     return p @ m[:3, :3].T + m[:3, 3]
@@ -75,6 +115,18 @@ def framewise_displacement(params: ArrayLike, radius_mm: float = 50.0) -> NDArra
     Sum of absolute backward differences of the translations and of the
     rotations converted to arc length on a sphere of ``radius_mm``; 0 for the
     first volume.
+
+    Parameters
+    ----------
+    params : array-like, shape (n_volumes, 6)
+        Rigid parameters per volume, translations in mm and rotations in radians.
+    radius_mm : float, default=50.0
+        Radius of the sphere that turns rotations into displacements, in mm.
+
+    Returns
+    -------
+    ndarray, shape (n_volumes,)
+        Framewise displacement in mm.
     """
     p = np.asarray(params, dtype=float)
     d = np.abs(np.diff(p, axis=0))
@@ -87,6 +139,18 @@ def rotations_torch(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     ``theta`` ``(B, 3)`` -> ``R = Rz Ry Rx`` ``(B, 3, 3)`` and ``dR/dtheta`` ``(B, 3, 3, 3)``
     (axis 1: the angle).
+
+    Parameters
+    ----------
+    theta : torch.Tensor, shape (B, 3)
+        ``[rot_x, rot_y, rot_z]`` in radians.
+
+    Returns
+    -------
+    r : torch.Tensor, shape (B, 3, 3)
+        The rotation matrices.
+    d : torch.Tensor, shape (B, 3, 3, 3)
+        Their derivatives: ``d[:, k]`` is ``dR / dtheta[:, k]``.
     """
     import torch
 

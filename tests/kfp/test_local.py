@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kfp_pipelines.local import DEMO_BUDGET, _overrides, run_report
+from kfp_pipelines.local import _overrides, demo_budget, run_report
 from rsnflow.config import load_config
 
 
@@ -17,10 +17,16 @@ def test_overrides_are_the_differences_from_the_defaults(tmp_path: Path) -> None
     assert _overrides(load_config()) == {}
 
 
-def test_demo_budget_is_stated() -> None:
-    assert DEMO_BUDGET["demo"]["r3d_max_train_samples"] > 0
+def test_demo_budget_comes_from_the_configuration(tmp_path: Path) -> None:
+    demo = demo_budget(load_config())
+    assert demo["r3d_max_train_samples"] > 0
     # the MLP trains on the whole split, longer than the paper's 25 epochs (a smaller split)
-    assert "mlp_max_train_samples" not in DEMO_BUDGET["demo"] and DEMO_BUDGET["demo"]["mlp_epochs"] == 50
+    assert "mlp_max_train_samples" not in demo and demo["mlp_epochs"] == 50
+    # the real-size profiles train with the paper's settings; a user file can change the budget
+    assert demo_budget(load_config(overrides={"simulate": {"profile": "beijing"}})) == {}
+    f = tmp_path / "c.yaml"
+    f.write_text("demo_budget:\n  demo:\n    r3d_epochs: 4\n")
+    assert demo_budget(load_config(f))["r3d_epochs"] == 4
 
 
 def test_run_report_links_every_stage_and_says_what_was_skipped(tmp_path: Path) -> None:

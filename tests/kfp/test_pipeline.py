@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -94,9 +95,10 @@ def test_resources_accelerators_caching_and_retries(compiled: list[dict]) -> Non
 @pytest.mark.slow
 def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
     """``rsnflow run BIDS_DIR``: a plain BIDS folder (one subject with two sessions) through the pipeline."""
+    import builtins
     import shutil
 
-    from kfp_pipelines.local import DEMO_BUDGET, run_local
+    from kfp_pipelines.local import demo_budget, run_local
     from rsnflow.config import load_config
     from rsnflow.simulate import simulate_cohort
 
@@ -116,7 +118,10 @@ def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
     config = load_config(cfg, {"simulate": {"profile": "tiny"}})
     work = tmp_path / "work"
     # Threshold 0 so that the registration branch runs too; the tiny budget, as the demo profile's.
-    status = run_local(work, config, {**DEMO_BUDGET["tiny"], "accuracy_threshold": 0.0}, cohort_uri=str(bids))
+    own_print = builtins.print
+    status = run_local(work, config, {**demo_budget(config), "accuracy_threshold": 0.0}, cohort_uri=str(bids))
+    # kfp.local's threads swap builtins.print; the caller's own print must come back unindented.
+    assert builtins.print is own_print
     assert status == EXIT_PARTIAL  # the NaN subject is reported and skipped; the run goes on
     page = work / "report.html"
     text = page.read_text()
@@ -136,8 +141,40 @@ def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
     with sqlite3.connect(work / "mlflow" / "mlflow.db") as db:
         runs = {r[0] for r in db.execute("select name from runs")}
         aliases = list(db.execute("select alias from registered_model_aliases"))
-    assert {"train-mlp", "train-resnet2p5d", "train-r3d18"} <= runs
+    assert {"train-mlp", "train-resnet2p5d", "train-r3d18", "evaluate"} <= runs
     assert aliases == [("champion",)]
+    _mlflow_as_a_person_sees_it(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}", run_dir)
+    # The KFP UI's artifacts: metrics, Table 1 in Markdown, a confusion matrix per model.
+    ev = run_dir / "evaluate"
+    assert "Table 1" in (ev / "table1").read_text()
+    for arch in ("mlp", "resnet2p5d", "r3d18"):
+        meta = json.loads((ev / "executor_output.json").read_text())["artifacts"][f"{arch}_confusion"]
+        confusion = meta["artifacts"][0]["metadata"]["confusionMatrix"]
+        assert len(confusion["annotationSpecs"]) == len(confusion["rows"]) >= 2
+
+
+def _mlflow_as_a_person_sees_it(uri: str, run_dir: Path) -> None:
+    """The experiment opens on its runs; the evaluation run holds Table 1 and the confusion matrices;
+    only the champion carries the alias, and every version says what it is."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("rsnflow")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (evaluation,) = client.search_runs([exp.experiment_id], "attributes.run_name = 'evaluate'")
+    assert {"mlp.test_accuracy", "r3d18.test_macro_f1"} <= set(evaluation.data.metrics)
+    logged = {a.path for a in client.list_artifacts(evaluation.info.run_id, "evaluation")}
+    assert {"evaluation/table1.md", "evaluation/confusion_mlp.png", "evaluation/confusion_r3d18.tsv"} <= (
+        logged
+    )
+    champion = client.get_model_version_by_alias("rsnflow-rsn-classifier", "champion")
+    versions = client.search_model_versions("name = 'rsnflow-rsn-classifier'")
+    assert len(versions) == 3
+    roles = sorted(v.tags["role"] for v in versions)
+    assert roles == ["challenger", "challenger", "champion"]
+    assert champion.tags["role"] == "champion" and champion.tags["pipeline_run"].startswith("rsnflow")
+    assert {"test_accuracy", "dataset_sha256", "code_version", "evaluation_run_id"} <= set(champion.tags)
+    assert champion.tags["evaluation_run_id"] == evaluation.info.run_id
 
 
 def _browse(front: Path) -> None:

@@ -96,7 +96,15 @@ def build_taxonomy() -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Taxonomy:
-    """The class list with its hierarchy; built by :func:`load_taxonomy`."""
+    """The class list with its hierarchy; built by :func:`load_taxonomy`.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per class, in index order, with the columns of :func:`build_taxonomy`.
+    version : str
+        Version of the taxonomy file (:data:`TAXONOMY_VERSION`).
+    """
 
     table: pd.DataFrame
     version: str = TAXONOMY_VERSION
@@ -120,18 +128,58 @@ class Taxonomy:
         return len(self.table)
 
     def index(self, label: str) -> int:
-        """Class index of ``label``; ``KeyError`` lists the closest labels."""
+        """Class index of ``label``; ``KeyError`` lists the closest labels.
+
+        Parameters
+        ----------
+        label : str
+            A class label, spelled exactly (case-sensitive).
+
+        Returns
+        -------
+        int
+            Row of ``label`` in :attr:`table`.
+
+        Raises
+        ------
+        KeyError
+            ``label`` is not a class of the taxonomy.
+        """
         matches = np.flatnonzero(self.table["label"].to_numpy() == label)
         if len(matches) == 0:
             raise KeyError(f"unknown label {label!r}; closest: {', '.join(self.closest(label))}")
         return int(matches[0])
 
     def parent(self, label: str) -> str:
-        """The parent network of ``label`` (``DMN`` for ``DMN-PCC-MID``)."""
+        """The parent network of ``label`` (``DMN`` for ``DMN-PCC-MID``).
+
+        Parameters
+        ----------
+        label : str
+            A class label.
+
+        Returns
+        -------
+        str
+            The ``network`` column of its row (``NOISE`` and ``UNKNOWN`` for the two non-networks).
+        """
         return str(self.table["network"].iloc[self.index(label)])
 
     def closest(self, label: str, n: int = 3) -> list[str]:
-        """The ``n`` valid labels closest in spelling to ``label``."""
+        """The ``n`` valid labels closest in spelling to ``label``.
+
+        Parameters
+        ----------
+        label : str
+            Any text; compared case-insensitively.
+        n : int, default=3
+            Number of labels to return.
+
+        Returns
+        -------
+        list of str
+            Up to ``n`` labels, closest first (``difflib`` similarity, no cutoff).
+        """
         import difflib
 
         found = difflib.get_close_matches(label.upper(), [lab.upper() for lab in self.labels], n, 0.0)
@@ -139,18 +187,52 @@ class Taxonomy:
         return [upper[f] for f in found]
 
     def nodes(self, label: str) -> NDArray[np.float64]:
-        """The defining MNI nodes (mm) of ``label`` as an ``(n, 3)`` array."""
+        """The defining MNI nodes (mm) of ``label`` as an ``(n, 3)`` array.
+
+        Parameters
+        ----------
+        label : str
+            A class label.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_nodes, 3)`` MNI coordinates in mm; ``(0, 3)`` for ``Noise`` and ``Unknown``.
+        """
         text = str(self.table["nodes_mni"].iloc[self.index(label)])
         if not text or text == "nan":
             return np.zeros((0, 3))
         return np.array([[float(v) for v in node.split(",")] for node in text.split(";")])
 
     def extent(self, label: str) -> float:
-        """Gaussian width (sigma, mm) of the nodes of ``label``."""
+        """Gaussian width (sigma, mm) of the nodes of ``label``.
+
+        Parameters
+        ----------
+        label : str
+            A class label.
+
+        Returns
+        -------
+        float
+            Sigma in mm (0 for ``Noise`` and ``Unknown``).
+        """
         return float(self.table["extent_mm"].iloc[self.index(label)])
 
     def reference_map(self, label: str) -> NDArray[np.float32]:
-        """The reference spatial map of a network label on the MNI 4 mm grid."""
+        """The reference spatial map of a network label on the MNI 4 mm grid.
+
+        Parameters
+        ----------
+        label : str
+            A class label.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(45, 54, 45)`` read-only map from :func:`rsnflow.atlas.reference_maps`
+            (all zeros for ``Noise`` and ``Unknown``).
+        """
         from rsnflow.atlas.maps import reference_maps
 
         return reference_maps()[self.index(label)]
@@ -158,13 +240,30 @@ class Taxonomy:
 
 @functools.cache
 def load_taxonomy() -> Taxonomy:
-    """The shipped taxonomy (``rsnflow/data/rsn_taxonomy.tsv``)."""
+    """The shipped taxonomy (``rsnflow/data/rsn_taxonomy.tsv``).
+
+    Returns
+    -------
+    Taxonomy
+        The taxonomy read from the file, cached after the first call.
+    """
     table = pd.read_csv(io.StringIO(_read_data("rsn_taxonomy.tsv")), sep="\t", keep_default_na=False)
     return Taxonomy(table)
 
 
 def write_taxonomy(path: str | None = None) -> str:
-    """Rebuild the taxonomy and write it (default: the shipped file in the source tree)."""
+    """Rebuild the taxonomy and write it (default: the shipped file in the source tree).
+
+    Parameters
+    ----------
+    path : str, optional
+        Where to write the TSV; by default ``rsnflow/data/rsn_taxonomy.tsv`` in the source tree.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
     from pathlib import Path
 
     target = Path(path) if path else Path(__file__).resolve().parents[1] / "data" / "rsn_taxonomy.tsv"

@@ -62,7 +62,21 @@ NORMALISATION = "per map: z-score over the group mask (mean 0, std 1 inside), 0 
 
 
 def normalise_maps(maps: NDArray[np.floating], mask: NDArray[np.bool_]) -> NDArray[np.float32]:
-    """Z-score every map of ``maps`` ``(..., X, Y, Z)`` over ``mask``; zero outside it."""
+    """Z-score every map of ``maps`` ``(..., X, Y, Z)`` over ``mask``; zero outside it.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        ``(..., X, Y, Z)`` spatial maps.
+    mask : numpy.ndarray
+        ``(X, Y, Z)`` boolean mask the statistics are computed in.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the shape of ``maps``: each map with mean 0 and standard
+        deviation 1 inside ``mask`` (std floored at 1e-6), 0 outside.
+    """
     m = np.asarray(maps, dtype=np.float32)
     inside = m[..., mask]
     mean = inside.mean(-1, keepdims=True)
@@ -73,7 +87,20 @@ def normalise_maps(maps: NDArray[np.floating], mask: NDArray[np.bool_]) -> NDArr
 
 
 def class_weights(class_index: NDArray[np.integer], n_classes: int) -> NDArray[np.float64]:
-    """Balanced weights ``n / (k * count_c)`` over the ``k`` classes present; 0 for absent ones."""
+    """Balanced weights ``n / (k * count_c)`` over the ``k`` classes present; 0 for absent ones.
+
+    Parameters
+    ----------
+    class_index : numpy.ndarray
+        Class index of every sample (non-negative integers).
+    n_classes : int
+        Number of classes (length of the result).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_classes,)`` float64 weights.
+    """
     counts = np.bincount(np.asarray(class_index), minlength=n_classes).astype(np.float64)
     present = counts > 0
     weights = np.zeros(n_classes)
@@ -87,6 +114,15 @@ DATASET_FORMAT = "rsnflow-dataset/1"
 
 def check_output_dir(deriv_dir: str | Path, dataset_dir: str | Path, overwrite: bool) -> None:
     """Refuse a ``DATASET_DIR`` that building there could destroy (nothing is touched here).
+
+    Parameters
+    ----------
+    deriv_dir : str or pathlib.Path
+        The input derivatives folder.
+    dataset_dir : str or pathlib.Path
+        The folder the dataset is to be written to.
+    overwrite : bool
+        Whether an existing rsnflow dataset at ``dataset_dir`` may be replaced.
 
     Raises
     ------

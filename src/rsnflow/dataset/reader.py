@@ -19,7 +19,23 @@ View = Literal["volume", "projection"]
 
 
 def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a dataset built by :func:`rsnflow.dataset.build_dataset`."""
+    """The manifest of a dataset built by :func:`rsnflow.dataset.build_dataset`.
+
+    Parameters
+    ----------
+    dataset_dir : str or pathlib.Path
+        The dataset folder.
+
+    Returns
+    -------
+    dict
+        The parsed ``manifest.json``.
+
+    Raises
+    ------
+    InvalidInputError
+        ``manifest.json`` is missing.
+    """
     from rsnflow.io import InvalidInputError
 
     path = Path(dataset_dir) / "manifest.json"
@@ -86,7 +102,26 @@ class MapDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 def make_loader(
     dataset: MapDataset, batch_size: int, shuffle: bool = False, num_workers: int = 0, seed: int = 0
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-    """A DataLoader over ``dataset`` whose shuffle order depends only on ``seed``."""
+    """A DataLoader over ``dataset`` whose shuffle order depends only on ``seed``.
+
+    Parameters
+    ----------
+    dataset : MapDataset
+        The samples to load.
+    batch_size : int
+        Samples per batch.
+    shuffle : bool, default=False
+        Reshuffle the samples at every epoch.
+    num_workers : int, default=0
+        Worker processes (0: load in the main process); workers persist across epochs.
+    seed : int, default=0
+        Seed of the loader's random generator (shuffle order).
+
+    Returns
+    -------
+    torch.utils.data.DataLoader
+        Yields ``(maps, class_index)`` batches; memory is pinned when CUDA is available.
+    """
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,

@@ -29,7 +29,18 @@ Verify = Literal["fast", "full", "none"]
 
 
 def block_digests(path: str | Path) -> list[str]:
-    """SHA-256 of each :data:`BLOCK` bytes of a file, in order."""
+    """SHA-256 of each :data:`BLOCK` bytes of a file, in order.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file to hash.
+
+    Returns
+    -------
+    list of str
+        Hex digests, one per block (the last block may be shorter); empty for an empty file.
+    """
     out = []
     with Path(path).open("rb") as fh:
         for chunk in iter(lambda: fh.read(BLOCK), b""):
@@ -45,6 +56,16 @@ def _block_digest(path: Path, i: int) -> str:
 
 def verify_dataset(dataset_dir: str | Path, manifest: dict[str, Any], level: Verify = "fast") -> None:
     """Raise unless the dataset's files match its manifest (``level``: fast, full or none).
+
+    Parameters
+    ----------
+    dataset_dir : str or pathlib.Path
+        The dataset folder.
+    manifest : dict
+        Its manifest (:func:`rsnflow.dataset.load_manifest`).
+    level : {"fast", "full", "none"}, default="fast"
+        ``fast`` hashes ``index.tsv``, ``mask.npy`` and up to :data:`FAST_BLOCKS`
+        blocks of ``maps.npy``; ``full`` hashes every block; ``none`` checks nothing.
 
     Raises
     ------

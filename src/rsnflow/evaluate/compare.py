@@ -2,7 +2,8 @@
 
 Writes into ``REPORT_DIR``: ``table1.md`` and ``index.html`` (the paper's
 Table 1 plus macro-F1, network accuracy, calibration and the cross-cohort
-figure), ``metrics.json``, ``per_class_<arch>.tsv`` and ``confusion_<arch>.png``.
+figure), ``metrics.json``, ``per_class_<arch>.tsv``, ``confusion_<arch>.png``
+and ``confusion_<arch>.tsv`` (test split; truth in rows).
 The champion is the model with the best ``evaluate.champion_metric`` (by
 default validation macro-F1: the test split stays a report, not a choice),
 ties broken by the faster inference; its registered MLflow version gets the
@@ -45,7 +46,34 @@ def predict_split(
     max_maps: int | None = None,
     seed: int = 0,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64], float]:
-    """Class probabilities of a split (optionally a seeded sample of ``max_maps``), truth and seconds."""
+    """Class probabilities of a split (optionally a seeded sample of ``max_maps``), truth and seconds.
+
+    Parameters
+    ----------
+    model : RSNClassifier
+        The classifier, already on ``device``.
+    dataset_dir : str or Path
+        Written by ``rsnflow dataset``.
+    split : str
+        ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+    device : torch.device
+        Where the maps are sent for inference.
+    batch_size : int, default=32
+        Maps per batch.
+    max_maps : int or None, default=None
+        Classify a random sample of this many maps of the split; None classifies all.
+    seed : int, default=0
+        Seed of the sample when ``max_maps`` is set.
+
+    Returns
+    -------
+    probs : ndarray of shape (n_maps, n_classes)
+        Softmax class probabilities.
+    y : ndarray of shape (n_maps,)
+        True class indices of the same maps.
+    seconds : float
+        Wall-clock time of inference (data loading included).
+    """
     ds: Any = MapDataset(dataset_dir, split, "volume")
     y_all = ds.targets.numpy()
     rows = np.arange(len(ds))
@@ -96,6 +124,7 @@ def _evaluate_one(
         table = per_class_table(pred, y, taxonomy.labels)
         write_text(table.to_csv(sep="\t", index=False, float_format="%.4f"), out / f"per_class_{name}.tsv")
         confusion_figure(y, pred, taxonomy.labels, f"{name}: test split", out / f"confusion_{name}.png")
+        write_text(_confusion_table(y, pred, taxonomy.labels).to_csv(sep="\t"), out / f"confusion_{name}.tsv")
         if config.abstain_threshold > 0:
             kept = probs.max(1) >= config.abstain_threshold
             abst = abstain(probs, config.abstain_threshold, taxonomy.index(UNKNOWN))
@@ -119,6 +148,8 @@ def evaluate_models(
     device: str = "auto",
     cross_dataset: str | Path | None = None,
     seed: int = 0,
+    set_alias: bool = True,
+    pipeline_run: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate trained classifiers; write Table 1 and figures; set the champion alias.
 
@@ -133,11 +164,22 @@ def evaluate_models(
     config
         Abstention threshold, champion metric, optional cap on maps per split.
     tracking
-        When given, logs an evaluation run and sets the alias on the champion's
-        registered version (at the tracking URI each model was trained with).
+        When given, logs an evaluation run (every model's metrics, Table 1, the
+        confusion matrices and per-class tables as artifacts), tags each model's
+        registered version with its figures and role, and sets the alias on the
+        champion's (at the tracking URI each model was trained with).
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
     cross_dataset
         A dataset of an independently simulated and decomposed cohort: every
         map of it is classified (the honest figure for a new cohort).
+    seed
+        Seed of the sample of maps when ``config.max_maps_per_split`` is set.
+    set_alias
+        False leaves the alias to a later gate (the pipeline's
+        ``register_champion`` task, which checks a test-accuracy threshold).
+    pipeline_run
+        The pipeline run's name, tagged on the versions and the evaluation run.
 
     Returns
     -------
@@ -167,9 +209,19 @@ def evaluate_models(
     write_json(summary, out / "metrics.json")
     _html(out, rows, results, champion, metric, cross_dataset is not None)
     if tracking is not None:
-        _track(tracking, results, metas, champion, out)
+        _track(tracking, results, metas, champion, out, set_alias, pipeline_run)
     log.info("champion: %s (%s %.4f)", champion, metric, results[champion][metric])
     return summary
+
+
+def _confusion_table(y: NDArray[np.int64], pred: NDArray[np.int64], labels: list[str]) -> pd.DataFrame:
+    """Counts of (truth row, prediction column) over the labels that occur in either (of 58, most are 0)."""
+    present = np.union1d(y, pred)
+    index = {k: i for i, k in enumerate(present)}
+    counts = np.zeros((len(present), len(present)), dtype=np.int64)
+    np.add.at(counts, ([index[k] for k in y], [index[k] for k in pred]), 1)
+    names = [labels[k] for k in present]
+    return pd.DataFrame(counts, index=pd.Index(names, name="truth"), columns=names)
 
 
 def _minutes(seconds: float | None) -> str:
@@ -233,6 +285,7 @@ def _html(
     for name in results:
         report.heading(f"{name}: confusion matrix (test split)").figure(out / f"confusion_{name}.png", name)
         report.link(f"per_class_{name}.tsv", f"{name}: per-class precision, recall, F1")
+        report.link(f"confusion_{name}.tsv", f"{name}: confusion counts (truth in rows)")
     report.write(out / "index.html")
 
 
@@ -242,19 +295,49 @@ def _track(
     metas: dict[str, dict[str, Any]],
     champion: str,
     out: Path,
+    set_alias: bool,
+    pipeline_run: str | None,
 ) -> None:
     from rsnflow.tracking import Tracker
 
     uri = tracking.uri or metas[champion]["mlflow"]["tracking_uri"]
     if uri is None:
-        log.warning("the champion was trained without tracking; no alias set")
+        log.warning("the champion was trained without tracking; no evaluation run, no alias")
         return
     tracker = Tracker(uri, tracking.experiment, tracking.registered_model)
-    with tracker.run("evaluate", tags={"stage": "evaluate", "champion": champion}):
+    run_tags = {
+        "stage": "evaluate",
+        "champion": champion,
+        **({"pipeline_run": pipeline_run} if pipeline_run else {}),
+    }
+    with tracker.run("evaluate", tags=run_tags) as run_id:
         for name, r in results.items():
-            tracker.log_metrics({f"{name}.{k}": v for k, v in r.items() if isinstance(v, int | float)})
+            tracker.log_metrics({f"{name}.{k}": v for k, v in r.items() if _is_number(v)})
         tracker.log_params({"champion": champion, "models": list(results)})
-        tracker.log_artifacts([p for p in out.iterdir() if p.is_file()], "evaluation")
+        tracker.log_artifacts([p for p in sorted(out.iterdir()) if p.is_file()], "evaluation")
+    for name, r in results.items():
+        version = metas[name]["mlflow"]["version"]
+        if version is None:
+            continue
+        tracker.tag_version(
+            version,
+            {
+                "arch": r["arch"],
+                "test_accuracy": float(r["test_accuracy"]),
+                "test_macro_f1": float(r["test_macro_f1"]),
+                "val_macro_f1": float(r["val_macro_f1"]),
+                "dataset_sha256": metas[name]["params"].get("dataset_sha256", "unknown"),
+                "code_version": metas[name].get("code_version", "unknown"),
+                "evaluation_run_id": run_id,
+                "pipeline_run": pipeline_run or "none",
+                # Only the champion gets the alias; the others say why they are in the registry.
+                "role": "champion-candidate" if name == champion else "challenger",
+            },
+        )
     version = metas[champion]["mlflow"]["version"]
-    if version is not None:
+    if set_alias and version is not None:
         tracker.set_champion(version)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

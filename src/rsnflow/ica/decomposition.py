@@ -38,7 +38,16 @@ log = get_logger(__name__)
 def normalise_subject(data: NDArray[np.floating]) -> NDArray[np.float32]:
     """Demean each voxel over time and divide by its standard deviation (MELODIC ``--vn``).
 
-    ``data`` is ``(T, V)``; voxels with no variance become 0.
+    Parameters
+    ----------
+    data : ndarray
+        ``(T, V)`` time series of one subject, one column per voxel.
+
+    Returns
+    -------
+    ndarray
+        ``(T, V)`` float32 array, each column of zero mean and unit standard
+        deviation; voxels with no variance (std at most 1e-6) become 0.
     """
     x = np.asarray(data, dtype=np.float32)
     x = x - x.mean(0, keepdims=True)
@@ -63,7 +72,18 @@ class GroupPCA:
     eigenvalues: NDArray[np.float64]
 
     def whitened(self, k: int) -> NDArray[np.float64]:
-        """The ``k`` strongest spatial eigenmaps ``(k, V)``, each of unit variance over voxels."""
+        """The ``k`` strongest spatial eigenmaps ``(k, V)``, each of unit variance over voxels.
+
+        Parameters
+        ----------
+        k : int
+            Number of eigenmaps, strongest first (at most ``d``).
+
+        Returns
+        -------
+        ndarray
+            ``(k, V)`` float64 rows, each scaled to a squared norm of ``V``.
+        """
         scale = np.sqrt(self.rows.shape[1] / np.maximum(self.eigenvalues[:k], 1e-30))
         return self.rows[:k].astype(np.float64) * scale[:, None]
 
@@ -104,13 +124,25 @@ def migp(subjects: Iterable[NDArray[np.floating]], dim: int, device: torch.devic
 
     Parameters
     ----------
-    subjects
+    subjects : iterable of ndarray
         ``(T_s, V)`` arrays, streamed one at a time (in the order given:
         shuffle beforehand, with a seed, as MIGP recommends). A single array
         gives its exact PCA when ``dim`` is at least its number of rows.
-    dim
+    dim : int
         Rows kept between reductions (MELODIC's internal dimension: well above
         the final order, so the order's eigenmaps are those of the whole stack).
+    device : torch.device or str, default="cpu"
+        Where the reductions are computed.
+
+    Returns
+    -------
+    GroupPCA
+        The ``min(dim, total rows)`` strongest eigenmaps and their eigenvalues.
+
+    Raises
+    ------
+    ValueError
+        When ``subjects`` is empty.
 
     Notes
     -----
@@ -176,7 +208,27 @@ def regress_maps(
     mixing (MELODIC's back-projection), through the small ``K x K`` normal
     equations. The residual sum of squares per voxel is ``|x|^2 - |M m|^2``
     (the least-squares residual is orthogonal to the fit), so no ``T x V``
-    residual is formed; ``order`` sets the degrees of freedom ``T - order``.
+    residual is formed.
+
+    Parameters
+    ----------
+    data : ndarray
+        ``(T, V)`` time series.
+    sources : ndarray
+        ``(K, V)`` spatial sources (e.g. FastICA's), in the same voxels.
+    order : int
+        Model order: the noise std has ``T - order`` degrees of freedom (at least 1).
+    device : torch.device or str, default="cpu"
+        Where the solves are computed.
+
+    Returns
+    -------
+    mixing : ndarray
+        ``(T, K)`` float64 time courses, ``data pinv(sources)``.
+    maps : ndarray
+        ``(K, V)`` float64 maps in data units.
+    noise : ndarray
+        ``(V,)`` float64 residual standard deviation per voxel.
     """
     dev = torch.device(device)
     x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float64)).to(dev)
@@ -194,11 +246,20 @@ def bic_order(eigenvalues: NDArray[np.floating], n_samples: float, max_order: in
 
     Parameters
     ----------
-    eigenvalues
-        Eigenvalues of the data covariance, any order.
-    n_samples
+    eigenvalues : ndarray
+        Eigenvalues of the data covariance, any order; those below 1e-12 of
+        the largest are dropped.
+    n_samples : float
         Number of independent observations (voxels over the smoothness
         factor, for spatially smooth data).
+    max_order : int or None, default=None
+        Largest order tried; the orders tried never exceed the number of
+        kept eigenvalues minus 2 (None or 0: that bound only).
+
+    Returns
+    -------
+    int
+        The order with the highest BIC (1 when no order can be tried).
     """
     lam = np.sort(np.asarray(eigenvalues, dtype=np.float64))[::-1]
     lam = lam[lam > lam[0] * 1e-12]
@@ -220,7 +281,19 @@ def bic_order(eigenvalues: NDArray[np.floating], n_samples: float, max_order: in
 
 @dataclass(frozen=True)
 class FastICAResult:
-    """Spatial FastICA on whitened data: ``sources = unmixing @ whitened``."""
+    """Spatial FastICA on whitened data: ``sources = unmixing @ whitened``.
+
+    Attributes
+    ----------
+    unmixing : ndarray
+        ``(K, K)`` float64 orthogonal unmixing matrix.
+    sources : ndarray
+        ``(K, V)`` float32 independent spatial sources.
+    n_iter : int
+        Iterations run, summed over all random starts.
+    converged : bool
+        Whether the last start converged within ``tol``.
+    """
 
     unmixing: NDArray[np.float64]
     sources: NDArray[np.float32]
@@ -256,7 +329,32 @@ def fastica(
     ``D = diag(1 / (beta_i - E[g'(y_i)]))``, ``mu`` halved on each further
     stall), so it converges, with a warning. Everything runs in float64: the
     path does not hinge on the rounding of one machine's float32 kernels, and
-    1 or 2 threads give the same maps. ``max_iter`` bounds each start.
+    1 or 2 threads give the same maps.
+
+    Parameters
+    ----------
+    whitened : ndarray
+        ``(K, V)`` whitened rows, e.g. :meth:`GroupPCA.whitened`.
+    seed : int
+        Seed of the generator that draws every random start.
+    max_iter : int, default=500
+        Iterations allowed to each start.
+    tol : float, default=1e-4
+        Convergence threshold on the largest turn of a row.
+    nonlinearity : {"logcosh", "exp", "cube"}, default="logcosh"
+        Contrast function ``G``.
+    device : torch.device or str, default="cpu"
+        Where the iterations run.
+
+    Returns
+    -------
+    FastICAResult
+        Unmixing matrix, sources, iteration count and convergence flag.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``nonlinearity``.
     """
     dev = torch.device(device)
     z = torch.from_numpy(np.ascontiguousarray(whitened, dtype=np.float64)).to(dev)

@@ -49,6 +49,15 @@ log = get_logger(__name__)
 def check_order_fits(order: int | str, n_volumes: int, where: str) -> None:
     """Refuse a model order that dual regression cannot fit to runs of ``n_volumes`` (it needs order + 2).
 
+    Parameters
+    ----------
+    order : int or str
+        The configured ``ica.order``; a string (``"auto"``) is not checked.
+    n_volumes : int
+        Volumes of the shortest run.
+    where : str
+        That run's name, for the message.
+
     Raises
     ------
     ConfigError
@@ -62,7 +71,29 @@ def check_order_fits(order: int | str, n_volumes: int, where: str) -> None:
 
 
 def dr_identity(deriv_dir: str | Path, subject: RunId | str, des_norm: bool) -> tuple[dict[str, str], str]:
-    """What a run's dual-regression outputs are made from: the run, the group maps and mask, des_norm."""
+    """What a run's dual-regression outputs are made from: the run, the group maps and mask, des_norm.
+
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        The derivatives folder.
+    subject : RunId or str
+        The run, or a participant label for its plain ``task-rest`` run.
+    des_norm : bool
+        Whether stage-1 time courses are scaled to unit variance.
+
+    Returns
+    -------
+    inputs : dict of str to str
+        SHA-256 of the preprocessed run and of the group maps and mask, as their records hold them.
+    config : str
+        SHA-256 of the ``des_norm`` setting.
+
+    Raises
+    ------
+    InvalidInputError
+        When the group ICA is missing or incomplete (:func:`~rsnflow.ica.group.group_record`).
+    """
     deriv = Path(deriv_dir)
     group = group_record(deriv)
     paths = group_paths(deriv)
@@ -78,8 +109,21 @@ def dr_identity(deriv_dir: str | Path, subject: RunId | str, des_norm: bool) -> 
 def dr_status(deriv_dir: str | Path, subject: RunId | str, des_norm: bool | None = None) -> RecordStatus:
     """Whether a run's dual regression is complete for the current group maps (and ``des_norm``).
 
-    Without ``des_norm`` the recorded setting is taken as is (the dataset stage
-    only needs the maps to come from these group maps and this run).
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        The derivatives folder.
+    subject : RunId or str
+        The run, or a participant label for its plain ``task-rest`` run.
+    des_norm : bool or None, default=None
+        The setting the outputs must have been made with. Without it the
+        recorded setting is taken as is (the dataset stage only needs the maps
+        to come from these group maps and this run).
+
+    Returns
+    -------
+    RecordStatus
+        ``complete``, ``missing``, ``incomplete`` or ``stale``, with the reason.
     """
     record = Record(dr_outputs(deriv_dir, subject)["record"])
     inputs, cfg = dr_identity(deriv_dir, subject, bool(des_norm))
@@ -90,7 +134,14 @@ def dr_status(deriv_dir: str | Path, subject: RunId | str, des_norm: bool | None
 
 @dataclass(frozen=True)
 class DualRegressionCohort:
-    """Outcome of :func:`dual_regression_cohort`; one summary row per run."""
+    """Outcome of :func:`dual_regression_cohort`; one summary row per run.
+
+    Attributes
+    ----------
+    summary : pandas.DataFrame
+        One row per run: ``participant_id``, ``run``, ``status`` (``ok``,
+        ``failed`` or ``skipped (complete)``), ``reason`` and ``seconds``.
+    """
 
     summary: pd.DataFrame
 
@@ -154,7 +205,26 @@ def dual_regression_cohort(
 
     A run whose outputs were made from these group maps, this run and
     ``des_norm`` is skipped (unless ``force``); one made from other group maps
-    (group ICA rerun) is redone, or refused when ``recompute`` is false.
+    (group ICA rerun) is redone, or refused when ``recompute`` is false. The
+    summary is also written to ``DERIV_DIR/group/dual_regression_summary.tsv``.
+
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        The derivatives folder holding the preprocessed runs and the group ICA.
+    des_norm : bool, default=True
+        Scale stage-1 time courses to unit variance before stage 2.
+    n_jobs : int, default=1
+        Worker processes (one run each).
+    force : bool, default=False
+        Redo every run, complete or not.
+    recompute : bool, default=True
+        Redo runs whose outputs are stale; when false, refuse them instead.
+
+    Returns
+    -------
+    DualRegressionCohort
+        The per-run summary; a run that failed does not stop the others.
 
     Raises
     ------

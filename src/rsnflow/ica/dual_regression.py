@@ -24,8 +24,14 @@ __all__ = ["DualRegression", "dual_regression", "t_to_z"]
 class DualRegression:
     """Outputs of :func:`dual_regression` for one subject.
 
-    ``timecourses`` ``(T, K)``; ``maps`` ``(K, V)`` stage-2 betas; ``zmaps``
-    ``(K, V)`` their z statistics.
+    Attributes
+    ----------
+    timecourses : ndarray
+        ``(T, K)`` stage-1 time courses.
+    maps : ndarray
+        ``(K, V)`` stage-2 betas.
+    zmaps : ndarray
+        ``(K, V)`` their z statistics.
     """
 
     timecourses: NDArray[np.float32]
@@ -34,7 +40,21 @@ class DualRegression:
 
 
 def t_to_z(t: NDArray[np.floating], dof: float) -> NDArray[np.float64]:
-    """Convert t statistics to z with the same tail probability (accurate in both tails)."""
+    """Convert t statistics to z with the same tail probability (accurate in both tails).
+
+    Parameters
+    ----------
+    t : ndarray
+        t statistics, any shape.
+    dof : float
+        Degrees of freedom of the t distribution.
+
+    Returns
+    -------
+    ndarray
+        float64 z values of the same shape and sign (magnitude capped where the
+        tail probability underflows 1e-300).
+    """
     t = np.asarray(t, dtype=np.float64)
     lower = special.stdtr(dof, -np.abs(t))  # tail probability, never rounds to 1
     z = -special.ndtri(np.clip(lower, 1e-300, 0.5))
@@ -55,8 +75,20 @@ def dual_regression(
         ``(T, V)`` subject time series inside the group mask.
     group_maps
         ``(K, V)`` group component maps inside the same mask.
-    des_norm
+    des_norm : bool, default=True
         Scale stage-1 time courses to unit variance before stage 2.
+    device : torch.device or str, default="cpu"
+        Where the regressions are computed.
+
+    Returns
+    -------
+    DualRegression
+        Time courses, maps and z maps; the z maps have ``T - K - 1`` degrees of freedom.
+
+    Raises
+    ------
+    ValueError
+        When ``T <= K + 1``.
     """
     dev = torch.device(device)
     y = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float64)).to(dev)

@@ -28,6 +28,7 @@ from scipy import stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from rsnflow.config import IcaConfig, PreprocessConfig, default_section
 from rsnflow.ica.decomposition import (
     FastICAResult,
     bic_order,
@@ -50,10 +51,20 @@ log = get_logger(__name__)
 Run = nib.Nifti1Image | str | os.PathLike[str] | NDArray[np.floating]
 
 _FUNS = ("logcosh", "exp", "cube")
+#: The parameters' defaults: the ``ica`` section of ``defaults.yaml``.
+_DEFAULTS = default_section(IcaConfig)
 
 
 class InsufficientDataError(ValueError):
-    """The runs hold fewer dimensions than the model order needs."""
+    """The runs hold fewer dimensions than the model order needs.
+
+    Parameters
+    ----------
+    order : int
+        The model order asked for; kept as ``self.order``.
+    n_rows : int
+        Rows (dimensions) MIGP kept from the runs; kept as ``self.n_rows``.
+    """
 
     def __init__(self, order: int, n_rows: int) -> None:
         super().__init__(f"model order {order} needs more data: the runs hold {n_rows} dimensions after MIGP")
@@ -61,7 +72,22 @@ class InsufficientDataError(ValueError):
 
 
 def run_rows(data: NDArray[np.floating], subject_dim: int | None) -> NDArray[np.float32]:
-    """A ``(T, V)`` run as MIGP takes it: voxels variance-normalised, volumes centred; or its subject PCA."""
+    """A ``(T, V)`` run as MIGP takes it: voxels variance-normalised, volumes centred; or its subject PCA.
+
+    Parameters
+    ----------
+    data : ndarray
+        ``(T, V)`` time series of one run inside the mask.
+    subject_dim : int or None
+        Whitened eigenmaps to keep (:func:`~rsnflow.ica.decomposition.subject_pca`);
+        ``None`` keeps the normalised volumes.
+
+    Returns
+    -------
+    ndarray
+        ``(T, V)`` float32 rows, or ``(min(subject_dim, rank), V)`` whitened
+        eigenmaps with ``subject_dim``.
+    """
     x = normalise_subject(data)
     x -= x.mean(1, keepdims=True)
     if subject_dim is None:
@@ -118,7 +144,8 @@ class GroupICA(TransformerMixin, BaseEstimator):
     n_components_ : int
         The order used (the estimate when ``n_components="auto"``).
     n_iter_ : int
-        FastICA iterations of the kept start.
+        FastICA iterations of the kept restart (summed over the random starts it
+        replaced after a stall).
     converged_ : bool
         Whether the kept start converged.
     affine_ : ndarray of shape (4, 4)
@@ -133,16 +160,16 @@ class GroupICA(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_components: int | str = 100,
-        migp_dim: int = 500,
-        subject_dim: int | None = 100,
-        fun: str = "logcosh",
-        max_iter: int = 500,
-        tol: float = 1e-4,
-        n_restarts: int = 1,
+        n_components: int | str = _DEFAULTS.order,
+        migp_dim: int = _DEFAULTS.migp_dim,
+        subject_dim: int | None = _DEFAULTS.subject_dim,
+        fun: str = _DEFAULTS.nonlinearity,
+        max_iter: int = _DEFAULTS.max_iter,
+        tol: float = _DEFAULTS.tol,
+        n_restarts: int = _DEFAULTS.n_restarts,
         random_state: int | None = 0,
         device: str = "auto",
-        smoothness_fwhm_mm: float = 7.0,
+        smoothness_fwhm_mm: float = default_section(PreprocessConfig).fwhm_mm,
     ) -> None:
         self.n_components = n_components
         self.migp_dim = migp_dim
@@ -154,6 +181,39 @@ class GroupICA(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.smoothness_fwhm_mm = smoothness_fwhm_mm
+
+    @classmethod
+    def from_config(
+        cls,
+        config: IcaConfig,
+        random_state: int | None = 0,
+        device: str = "auto",
+        smoothness_fwhm_mm: float = default_section(PreprocessConfig).fwhm_mm,
+    ) -> GroupICA:
+        """The estimator an ``ica`` configuration section describes.
+
+        Parameters
+        ----------
+        config
+            The section (``load_config().ica``).
+        random_state
+            Seed of the run order and of FastICA (the run's ``seed``).
+        device
+            ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        smoothness_fwhm_mm
+            The FWHM the runs were smoothed with (for ``order: auto``).
+
+        Returns
+        -------
+        GroupICA
+            An unfitted estimator.
+        """
+        return cls(
+            n_components=config.order, migp_dim=config.migp_dim, subject_dim=config.subject_dim,
+            fun=config.nonlinearity, max_iter=config.max_iter, tol=config.tol,
+            n_restarts=config.n_restarts, random_state=random_state, device=device,
+            smoothness_fwhm_mm=smoothness_fwhm_mm,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ fitting
 
@@ -198,8 +258,31 @@ class GroupICA(TransformerMixin, BaseEstimator):
     ) -> GroupICA:
         """Fit from ``rows(i)``, run ``i``'s MIGP rows (:func:`run_rows`), for ``i`` in a seeded order.
 
-        ``stream`` turns the seeded order of run indices into the rows (the stage reads
-        ahead in threads); by default ``map(rows, order)``.
+        Parameters
+        ----------
+        rows : callable
+            ``rows(i)`` gives run ``i``'s MIGP rows, ``(T_i, V)`` or its subject PCA.
+        n_runs : int
+            Number of runs; indices ``0 .. n_runs - 1`` are permuted by the seed.
+        mask : ndarray of bool
+            The 3D mask the rows' ``V`` voxels come from.
+        affine : ndarray of shape (4, 4), default=MNI4_AFFINE
+            Voxel-to-world affine of the mask's grid.
+        stream : callable or None, default=None
+            Turns the seeded order of run indices into the rows (the stage reads
+            ahead in threads); by default ``map(rows, order)``.
+
+        Returns
+        -------
+        GroupICA
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            When a parameter is invalid.
+        InsufficientDataError
+            When MIGP keeps fewer than ``n_components_ + 2`` rows.
         """
         self._validate_params()
         seed = self._seed()

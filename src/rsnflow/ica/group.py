@@ -51,7 +51,6 @@ from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, unmask
 __all__ = [
     "GroupICAResult",
     "common_mask",
-    "estimator_from_config",
     "group_ica",
     "group_migp",
     "group_record",
@@ -67,7 +66,25 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class GroupICAResult:
-    """What the :func:`group_ica` stage made (maps inside the mask), besides its files."""
+    """What the :func:`group_ica` stage made (maps inside the mask), besides its files.
+
+    Attributes
+    ----------
+    zmaps : ndarray
+        ``(K, V)`` float32 z maps inside ``mask``, sorted by explained variance.
+    mask : ndarray of bool
+        ``(45, 54, 45)`` common mask on the MNI 4 mm grid.
+    mixing : ndarray
+        ``(rows, K)`` float32 time courses of the MIGP rows.
+    explained_variance : ndarray
+        ``(K,)`` fraction of the MIGP rows' variance each component explains.
+    runs : list of RunId
+        The runs decomposed, sorted.
+    order : int
+        The model order ``K`` used.
+    converged : bool
+        Whether FastICA converged.
+    """
 
     zmaps: NDArray[np.float32]  # (K, V)
     mask: NDArray[np.bool_]  # (45, 54, 45)
@@ -85,6 +102,16 @@ class GroupICAResult:
 
 def group_record(deriv_dir: str | Path) -> Record:
     """The completeness record of the group ICA; raise unless it is intact.
+
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        The derivatives folder.
+
+    Returns
+    -------
+    Record
+        The intact record of the group ICA outputs.
 
     Raises
     ------
@@ -105,14 +132,38 @@ def group_record(deriv_dir: str | Path) -> Record:
 
 
 def preprocessed_runs(deriv_dir: str | Path) -> list[RunId]:
-    """The runs (every session and run of every subject) whose preprocessing is complete, sorted."""
+    """The runs (every session and run of every subject) whose preprocessing is complete, sorted.
+
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        The derivatives folder.
+
+    Returns
+    -------
+    list of RunId
+        Each run once, sorted.
+    """
     return sorted(
         {run for run, _ in preprocessed_records(deriv_dir) if subject_outputs(deriv_dir, run).complete()}
     )
 
 
 def common_mask(deriv_dir: str | Path, runs: list[RunId] | list[str]) -> NDArray[np.bool_]:
-    """Voxels inside every listed run's brain mask (MELODIC's group mask)."""
+    """Voxels inside every listed run's brain mask (MELODIC's group mask).
+
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        The derivatives folder.
+    runs : list of RunId or list of str
+        The runs (or participant labels for their plain ``task-rest`` runs).
+
+    Returns
+    -------
+    ndarray of bool
+        ``(45, 54, 45)`` mask on the MNI 4 mm grid.
+    """
     mask = np.ones(MNI4_SHAPE, dtype=bool)
     for run in runs:
         mask &= load_nifti(subject_outputs(deriv_dir, run).mask, ndim=3).get_fdata() > 0
@@ -133,6 +184,26 @@ def group_migp(
     leaves the eigenmaps centred too. With ``subject_dim``, each subject
     enters MIGP as its ``subject_dim`` whitened eigenmaps
     (:func:`~rsnflow.ica.decomposition.subject_pca`) instead of its volumes.
+
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        The derivatives folder.
+    subjects : list of RunId or list of str
+        The runs, streamed in this order (two read ahead in threads).
+    mask : ndarray of bool
+        The 3D mask of the voxels used.
+    dim : int
+        Rows MIGP keeps between reductions.
+    device : torch.device or str, default="cpu"
+        Where MIGP computes.
+    subject_dim : int or None, default=None
+        Whitened eigenmaps per run; ``None``: the run's volumes.
+
+    Returns
+    -------
+    GroupPCA
+        The strongest eigenmaps of the runs' concatenation.
     """
     prepare = functools.partial(_subject_rows, deriv_dir, mask=mask, subject_dim=subject_dim)
     stream = _prefetch(prepare, progress(subjects, "MIGP", unit="subject"), ahead=_READ_AHEAD)
@@ -140,7 +211,22 @@ def group_migp(
 
 
 def migp_rows(deriv_dir: str | Path, label: RunId | str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
-    """One run's ``(T, V)`` rows as MIGP takes them: voxels variance-normalised, volumes centred."""
+    """One run's ``(T, V)`` rows as MIGP takes them: voxels variance-normalised, volumes centred.
+
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        The derivatives folder.
+    label : RunId or str
+        The run, or a participant label for its plain ``task-rest`` run.
+    mask : ndarray of bool
+        The 3D mask of the ``V`` voxels kept.
+
+    Returns
+    -------
+    ndarray
+        ``(T, V)`` float32 rows.
+    """
     return run_rows(_load_subject(Path(deriv_dir), label, mask), None)
 
 
@@ -187,6 +273,24 @@ def group_ica(
     mixing, component table, provenance JSON and report page are written where
     :func:`rsnflow.layout.group_paths` says, the completeness record last.
 
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        The derivatives folder holding the preprocessed runs.
+    config : IcaConfig
+        The ``ica`` configuration section.
+    seed : int, default=0
+        Seed of the run order and of FastICA.
+    device : str, default="auto"
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    report : bool, default=True
+        Also write the HTML report with a montage and spectrum per component.
+
+    Returns
+    -------
+    GroupICAResult
+        The maps, mask, mixing and fit details.
+
     Raises
     ------
     InvalidInputError
@@ -206,8 +310,7 @@ def group_ica(
         n_subjects,
         int(mask.sum()),
     )
-    est = estimator_from_config(config, seed, device)
-    est.set_params(smoothness_fwhm_mm=_smoothing_of(deriv, runs[0]))
+    est = GroupICA.from_config(config, seed, device, smoothness_fwhm_mm=_smoothing_of(deriv, runs[0]))
 
     def rows(i: int) -> NDArray[np.float32]:
         return _subject_rows(deriv, runs[i], mask, config.subject_dim)
@@ -243,15 +346,6 @@ def _smoothing_of(deriv: Path, run: RunId) -> float:
         return float(json.loads(sidecar.read_text()).get("SmoothingFWHM", 0.0))
     except (OSError, ValueError, TypeError):
         return 0.0
-
-
-def estimator_from_config(config: IcaConfig, seed: int, device: str = "auto") -> GroupICA:
-    """The estimator the ``ica`` config section describes."""
-    return GroupICA(
-        n_components=config.order, migp_dim=config.migp_dim, subject_dim=config.subject_dim,
-        fun=config.nonlinearity, max_iter=config.max_iter, tol=config.tol,
-        n_restarts=config.n_restarts, random_state=seed, device=device,
-    )  # fmt: skip
 
 
 def _bold_digest(deriv: Path, label: RunId) -> str:

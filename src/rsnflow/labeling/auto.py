@@ -21,6 +21,15 @@ def reference_scores(
     Maps follow MELODIC's sign convention (positive skew), so the signed
     correlation is used: an anti-correlated network is not a match.
 
+    Parameters
+    ----------
+    zmaps : numpy.ndarray
+        ``(K, V)`` component z maps, the voxels of ``mask`` in order.
+    mask : numpy.ndarray
+        ``(45, 54, 45)`` boolean mask on the MNI 4 mm grid that ``zmaps`` were taken from.
+    taxonomy : Taxonomy
+        Gives the network labels and the rows of their reference maps.
+
     Returns
     -------
     pandas.DataFrame
@@ -31,7 +40,22 @@ def reference_scores(
 
 
 def noise_criteria(features: pd.DataFrame, config: LabelingConfig) -> pd.DataFrame:
-    """Which noise rule each component meets (boolean columns, one per rule)."""
+    """Which noise rule each component meets (boolean columns, one per rule).
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        One row per component with the columns ``hfc, motion_r, csf_fraction,
+        edge_fraction, wm_fraction, spread`` (:mod:`rsnflow.labeling.features`).
+    config : LabelingConfig
+        The ``noise_*`` thresholds; a rule fires when its feature exceeds its threshold.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Boolean columns ``high_frequency, motion, csf, edge, white_matter, diffuse``,
+        one row per component (a NaN feature never fires).
+    """
     return pd.DataFrame(
         {
             "high_frequency": features["hfc"] > config.noise_hfc,
@@ -51,6 +75,15 @@ def auto_labels(scores: pd.DataFrame, features: pd.DataFrame, config: LabelingCo
     ``network_threshold`` gives that network (a clear network map is kept even
     when a noise feature fires: the expert's choice in the paper); otherwise any
     noise criterion gives ``Noise``; otherwise ``Unknown``.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        ``(K, n_networks)`` reference correlations (:func:`reference_scores`).
+    features : pandas.DataFrame
+        Noise features of the same components (:func:`noise_criteria`).
+    config : LabelingConfig
+        ``network_threshold`` and the noise thresholds.
 
     Returns
     -------

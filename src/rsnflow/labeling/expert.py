@@ -61,6 +61,15 @@ def read_expert_labels(path: str | Path, n_components: int, taxonomy: Taxonomy) 
       ``Unknown`` (FIX does not name the network); the original label is kept
       in ``notes``.
 
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The label file (UTF-8 text).
+    n_components : int
+        Number of group components; every component ``0 .. n_components - 1`` needs one label.
+    taxonomy : Taxonomy
+        The valid labels.
+
     Returns
     -------
     pandas.DataFrame

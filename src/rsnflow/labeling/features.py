@@ -44,7 +44,21 @@ HIGH_HZ = 0.1
 
 
 def spatial_features(zmaps: NDArray[np.floating], mask: NDArray[np.bool_]) -> pd.DataFrame:
-    """Edge, CSF and white-matter fractions and spread of ``zmaps`` ``(K, V)`` inside ``mask``."""
+    """Edge, CSF and white-matter fractions and spread of ``zmaps`` ``(K, V)`` inside ``mask``.
+
+    Parameters
+    ----------
+    zmaps : numpy.ndarray
+        ``(K, V)`` component z maps, the voxels of ``mask`` in order.
+    mask : numpy.ndarray
+        ``(45, 54, 45)`` boolean brain mask on the MNI 4 mm grid.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``edge_fraction, csf_fraction, wm_fraction, spread``, one row per component:
+        shares of the |z| mass above :data:`Z_THRESHOLD`, and the fraction of mask voxels above it.
+    """
     tissue = load_tissue_probabilities()
     edge = (mask & ~ndimage.binary_erosion(mask, iterations=EDGE_VOXELS))[mask]
     csf = (tissue["csf"] > 0.5)[mask]
@@ -74,6 +88,13 @@ def temporal_features(
         Per subject ``(timecourses (T, K), motion (T, 6), tr)``; consumed one at a time.
     n_components
         ``K``, so that an empty ``runs`` still gives a table (of NaN).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``hfc, motion_r``, one row per component: the mean over subjects of the
+        fraction of power above 0.1 Hz (of the power above 0.01 Hz) and of the
+        largest |correlation| with the motion parameters and their derivatives.
     """
     hfc, motion_r = np.zeros(n_components), np.zeros(n_components)
     n = 0

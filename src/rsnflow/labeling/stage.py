@@ -37,17 +37,44 @@ log = get_logger(__name__)
 
 
 def labels_path(deriv_dir: str | Path) -> Path:
-    """Where the label table of ``deriv_dir`` lives."""
+    """Where the label table of ``deriv_dir`` lives.
+
+    Parameters
+    ----------
+    deriv_dir : str or pathlib.Path
+        The derivatives folder.
+
+    Returns
+    -------
+    pathlib.Path
+        ``DERIV_DIR/group/group_task-rest_desc-ica_labels.tsv``.
+    """
     return group_paths(deriv_dir)["labels"]
 
 
 def labels_record(deriv_dir: str | Path) -> Record:
-    """The completeness record of the label table (it names the group maps the labels belong to)."""
+    """The completeness record of the label table (it names the group maps the labels belong to).
+
+    Parameters
+    ----------
+    deriv_dir : str or pathlib.Path
+        The derivatives folder.
+
+    Returns
+    -------
+    Record
+        The record at ``DERIV_DIR/group/group_task-rest_desc-labels_record.json`` (which may not exist yet).
+    """
     return Record(group_paths(deriv_dir)["labels_record"])
 
 
 def check_labels_current(deriv_dir: str | Path) -> None:
     """Raise unless the label table is complete and was made for the current group maps.
+
+    Parameters
+    ----------
+    deriv_dir : str or pathlib.Path
+        The derivatives folder.
 
     Raises
     ------
@@ -68,7 +95,25 @@ def check_labels_current(deriv_dir: str | Path) -> None:
 
 
 def load_group_maps(deriv_dir: str | Path) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-    """The group z maps inside the group mask ``(K, V)`` and the mask."""
+    """The group z maps inside the group mask ``(K, V)`` and the mask.
+
+    Parameters
+    ----------
+    deriv_dir : str or pathlib.Path
+        Derivatives with group ICA done.
+
+    Returns
+    -------
+    maps : numpy.ndarray
+        ``(K, V)`` float32 z maps, the voxels of ``mask`` in order.
+    mask : numpy.ndarray
+        The boolean group mask.
+
+    Raises
+    ------
+    InvalidInputError
+        The group maps or mask are missing.
+    """
     paths = group_paths(deriv_dir)
     for key in ("maps", "mask"):
         if not paths[key].exists():
@@ -106,6 +151,8 @@ def label_components(
         Thresholds of the automatic rules.
     expert_labels
         Optional TSV or FIX label file (:func:`read_expert_labels`).
+    report
+        Also write the HTML review page with every component's map.
 
     Returns
     -------

@@ -52,7 +52,32 @@ def build_network(
     dropout: float = 0.66,
     mask: NDArray[np.bool_] | None = None,
 ) -> nn.Module:
-    """A randomly initialised network of architecture ``arch`` (``mask``: the MLP's input voxels)."""
+    """A randomly initialised network of architecture ``arch`` (``mask``: the MLP's input voxels).
+
+    Parameters
+    ----------
+    arch : str
+        ``"mlp"``, ``"resnet2p5d"`` or ``"r3d18"``.
+    n_classes : int
+        Number of output logits.
+    hidden : tuple of int, default=(200, 200, 200)
+        The MLP's hidden widths (ignored by the CNNs).
+    dropout : float, default=0.66
+        The MLP's dropout after its second hidden layer (ignored by the CNNs).
+    mask : ndarray of bool or None, default=None
+        The voxels the MLP's first layer reads; ``None``: the whole grid (ignored by the CNNs).
+
+    Returns
+    -------
+    torch.nn.Module
+        The network, an :class:`~rsnflow.models.mlp.MLP`,
+        :class:`~rsnflow.models.cnn.ResNet2p5D` or :class:`~rsnflow.models.cnn.R3D18`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``arch``.
+    """
     if arch == "mlp":
         return MLP(n_classes, hidden, dropout, mask)
     if arch == "resnet2p5d":
@@ -70,10 +95,22 @@ def load_pretrained(network: nn.Module, path: str | Path) -> list[str]:
     network. Tensors whose shape differs (the 1000- or 400-class head) are left
     at random init; a 3-channel ``r3d_18`` stem is summed to one channel.
 
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network to load into (in place, non-strictly).
+    path : str or Path
+        The ``state_dict`` file.
+
     Returns
     -------
     list of str
         Names of the parameters left at their initial values.
+
+    Raises
+    ------
+    InvalidInputError
+        When the file is not a readable ``state_dict`` or no tensor in it matches the network.
     """
     p = Path(path)
     try:
@@ -105,7 +142,21 @@ def load_pretrained(network: nn.Module, path: str | Path) -> list[str]:
 
 
 class RSNClassifier(nn.Module):
-    """Component maps ``(N, 45, 54, 45)`` to logits over the taxonomy classes."""
+    """Component maps ``(N, 45, 54, 45)`` to logits over the taxonomy classes.
+
+    Parameters
+    ----------
+    arch : str
+        ``"mlp"``, ``"resnet2p5d"`` or ``"r3d18"``.
+    classes : list of str
+        The class labels, in the order of the logits.
+    mask : ndarray of bool
+        ``(45, 54, 45)`` group mask the maps are z-scored inside (kept as a buffer).
+    projection_size : int, default=64
+        Side of the projection image, for the ``"projection"`` view.
+    network : torch.nn.Module or None, default=None
+        The network; ``None`` builds a random one with :func:`build_network`.
+    """
 
     mask: torch.Tensor  # buffer: the group mask the maps are normalised inside
 
@@ -125,7 +176,21 @@ class RSNClassifier(nn.Module):
         self.register_buffer("mask", torch.as_tensor(np.asarray(mask, dtype=bool)))
 
     def prepare(self, maps: torch.Tensor) -> torch.Tensor:
-        """Normalise raw maps and turn them into the network's input view."""
+        """Normalise raw maps and turn them into the network's input view.
+
+        Each map is z-scored over the voxels of ``mask`` and set to zero outside it.
+
+        Parameters
+        ----------
+        maps : torch.Tensor
+            ``(N, 45, 54, 45)`` raw component maps.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, 1, 45, 54, 45)`` volumes, or ``(N, 3, S, S)`` RGB projections
+            (``S = projection_size``) for the projection view.
+        """
         x = maps.float()
         inside = self.mask.expand_as(x)
         n = self.mask.sum()
@@ -137,9 +202,28 @@ class RSNClassifier(nn.Module):
         return x.unsqueeze(1)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """Logits of raw component maps (:meth:`prepare`, then the network).
+
+        Parameters
+        ----------
+        maps : torch.Tensor
+            ``(N, 45, 54, 45)`` raw component maps.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, n_classes)`` logits, columns in the order of ``classes``.
+        """
         return self.net(self.prepare(maps))
 
     def header(self) -> dict[str, Any]:
+        """What ``model.json`` records about the classifier.
+
+        Returns
+        -------
+        dict
+            ``arch``, ``classes``, ``projection_size``, ``input_shape`` and ``format``.
+        """
         return {
             "arch": self.arch,
             "classes": self.classes,
@@ -150,7 +234,22 @@ class RSNClassifier(nn.Module):
 
 
 def save_classifier(model: RSNClassifier, model_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``weights.pt`` and ``model.json`` into ``model_dir`` (atomically, each)."""
+    """Write ``weights.pt`` and ``model.json`` into ``model_dir`` (atomically, each).
+
+    Parameters
+    ----------
+    model : RSNClassifier
+        The classifier to save.
+    model_dir : str or Path
+        The folder, created if needed.
+    extra : dict or None, default=None
+        More entries for ``model.json`` (they override the header's).
+
+    Returns
+    -------
+    Path
+        ``model_dir``.
+    """
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)
     with atomic_path(d / "weights.pt") as tmp:
@@ -172,7 +271,27 @@ def save_classifier(model: RSNClassifier, model_dir: str | Path, extra: dict[str
 def load_classifier(
     model_dir: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[RSNClassifier, dict[str, Any]]:
-    """Load a classifier written by :func:`save_classifier`, in eval mode."""
+    """Load a classifier written by :func:`save_classifier`, in eval mode.
+
+    Parameters
+    ----------
+    model_dir : str or Path
+        The folder holding ``model.json`` and ``weights.pt``.
+    device : str or torch.device, default="cpu"
+        Where the model is moved.
+
+    Returns
+    -------
+    model : RSNClassifier
+        The classifier, in eval mode on ``device``.
+    meta : dict
+        The content of ``model.json``.
+
+    Raises
+    ------
+    InvalidInputError
+        When ``model.json`` is missing, the weights cannot be read or hold non-finite values.
+    """
     d = Path(model_dir)
     meta_path = d / "model.json"
     if not meta_path.exists():

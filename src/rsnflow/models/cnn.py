@@ -18,7 +18,13 @@ _STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 class ResNet2p5D(nn.Module):
-    """torchvision ResNet-50 on the RGB sum-projection image ``(N, 3, S, S)`` scaled 0-255."""
+    """torchvision ResNet-50 on the RGB sum-projection image ``(N, 3, S, S)`` scaled 0-255.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of output logits.
+    """
 
     mean: torch.Tensor  # buffers, declared for the type checker
     std: torch.Tensor
@@ -30,6 +36,18 @@ class ResNet2p5D(nn.Module):
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of projection images, normalised with the ImageNet channel statistics.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, 3, S, S)`` images scaled 0-255.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, n_classes)`` logits.
+        """
         return self.net((x - self.mean) / self.std)
 
 
@@ -39,6 +57,11 @@ class R3D18(nn.Module):
     The stem's RGB convolution becomes a one-channel one whose kernel is the
     sum of the three input-channel kernels (what a grey clip repeated on
     R, G, B would see), so Kinetics-pretrained weights carry over.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of output logits.
     """
 
     def __init__(self, n_classes: int) -> None:
@@ -47,6 +70,18 @@ class R3D18(nn.Module):
         self.net.stem[0] = one_channel_conv(self.net.stem[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of volumes.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, 1, 45, 54, 45)`` volumes.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, n_classes)`` logits.
+        """
         return self.net(x)
 
 

@@ -9,7 +9,7 @@ class probabilities in the order of ``classes_``.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import tempfile
 from typing import Any
 
@@ -21,11 +21,16 @@ from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from rsnflow.config import ARCHS, TrainConfig
+from rsnflow.config import ARCHS, TrainConfig, build_section, default_section
 from rsnflow.resample import check_device
 from rsnflow.space import MNI4_SHAPE
 
 __all__ = ["MapClassifier"]
+
+#: The parameters' defaults: the ``train`` section of ``defaults.yaml``.
+_DEFAULTS = default_section(TrainConfig)
+#: The section's fields that are this estimator's parameters.
+_PARAMS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "num_workers")
 
 
 class MapClassifier(ClassifierMixin, BaseEstimator):
@@ -62,16 +67,16 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        arch: str = "mlp",
-        epochs: int = 25,
-        batch_size: int = 32,
-        lr: float = 0.001,
-        momentum: float = 0.9,
-        optimizer: str = "sgd",
-        weighted_loss: bool = True,
-        early_stopping_patience: int = 0,
-        mlp_hidden: tuple[int, ...] = (200, 200, 200),
-        mlp_dropout: float = 0.66,
+        arch: str = ARCHS[0],
+        epochs: int = _DEFAULTS.epochs,
+        batch_size: int = _DEFAULTS.batch_size,
+        lr: float = _DEFAULTS.lr,
+        momentum: float = _DEFAULTS.momentum,
+        optimizer: str = _DEFAULTS.optimizer,
+        weighted_loss: bool = _DEFAULTS.weighted_loss,
+        early_stopping_patience: int = _DEFAULTS.early_stopping_patience,
+        mlp_hidden: tuple[int, ...] = tuple(_DEFAULTS.mlp_hidden),
+        mlp_dropout: float = _DEFAULTS.mlp_dropout,
         random_state: int = 0,
         device: str = "auto",
     ) -> None:
@@ -87,6 +92,32 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
         self.mlp_dropout = mlp_dropout
         self.random_state = random_state
         self.device = device
+
+    @classmethod
+    def from_config(
+        cls, config: TrainConfig, arch: str = ARCHS[0], random_state: int = 0, device: str = "auto"
+    ) -> MapClassifier:
+        """The estimator a ``train`` configuration section describes.
+
+        Parameters
+        ----------
+        config
+            The section (``load_config().train``); ``num_workers`` belongs to the stage.
+        arch
+            ``"mlp"``, ``"resnet2p5d"`` or ``"r3d18"``.
+        random_state
+            Seed of initialisation, dropout and shuffling (the run's ``seed``).
+        device
+            ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+        Returns
+        -------
+        MapClassifier
+            An unfitted estimator.
+        """
+        values = {name: getattr(config, name) for name in _PARAMS}
+        values["mlp_hidden"] = tuple(config.mlp_hidden)
+        return cls(arch=arch, random_state=random_state, device=device, **values)
 
     def fit(self, dataset: Any, y: Any = None) -> MapClassifier:
         """Train on a dataset folder written by ``rsnflow dataset`` (train split; best validation epoch).
@@ -118,7 +149,26 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, maps: Any, batch_size: int = 32) -> NDArray[np.float32]:
-        """Class probabilities ``(N, n_classes)`` of component maps ``(N, 45, 54, 45)`` (or a 4D image)."""
+        """Class probabilities ``(N, n_classes)`` of component maps ``(N, 45, 54, 45)`` (or a 4D image).
+
+        Parameters
+        ----------
+        maps : array-like or nibabel image
+            ``(N, 45, 54, 45)`` or one ``(45, 54, 45)`` array, a 4D image with
+            the maps last, or a list of 3D images, on the MNI 4 mm grid.
+        batch_size : int, default=32
+            Maps per forward pass.
+
+        Returns
+        -------
+        ndarray
+            ``(N, n_classes)`` float32 probabilities, columns in the order of ``classes_``.
+
+        Raises
+        ------
+        ValueError
+            When the maps are not on the MNI 4 mm grid or hold NaN or infinite values.
+        """
         check_is_fitted(self, "model_")
         x = _as_maps(maps)
         out = []
@@ -129,39 +179,29 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
         return np.concatenate(out).astype(np.float32)
 
     def predict(self, maps: Any) -> NDArray[np.str_]:
-        """The most probable label of each map."""
+        """The most probable label of each map.
+
+        Parameters
+        ----------
+        maps : array-like or nibabel image
+            Component maps, as for :meth:`predict_proba`.
+
+        Returns
+        -------
+        ndarray of str
+            ``(N,)`` labels from ``classes_``.
+        """
         return np.asarray(self.classes_[self.predict_proba(maps).argmax(1)])
 
     def _config(self) -> TrainConfig:
+        """The parameters as the stage's configuration section, checked as a config file's are."""
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.momentum, int | float) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if not (isinstance(self.mlp_dropout, int | float) and 0 <= self.mlp_dropout < 1):
-            raise ValueError(f"mlp_dropout must be in [0, 1), got {self.mlp_dropout!r}")
-        if not self.mlp_hidden or any(not isinstance(w, int) or w < 1 for w in self.mlp_hidden):
-            raise ValueError(f"mlp_hidden must be positive widths, got {self.mlp_hidden!r}")
         check_device(self.device)
-        return TrainConfig(
-            optimizer=self.optimizer,  # type: ignore[arg-type]  # checked above
-            lr=float(self.lr),
-            momentum=float(self.momentum),
-            batch_size=int(self.batch_size),
-            epochs=int(self.epochs),
-            weighted_loss=bool(self.weighted_loss),
-            early_stopping_patience=int(self.early_stopping_patience),
-            mlp_hidden=list(self.mlp_hidden),
-            mlp_dropout=float(self.mlp_dropout),
-            num_workers=0,
-        )
+        values = {name: getattr(self, name) for name in _PARAMS}
+        hidden = self.mlp_hidden
+        values["mlp_hidden"] = list(hidden) if isinstance(hidden, tuple | list) else hidden
+        return build_section(TrainConfig, {**values, "num_workers": 0})
 
 
 def _as_maps(maps: Any) -> NDArray[np.float32]:

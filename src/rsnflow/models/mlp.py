@@ -25,6 +25,17 @@ class MLP(nn.Module):
     computes the same function with a quarter of the arithmetic. Without a
     mask the whole grid is flattened. ReLU after each hidden layer and dropout
     after the second, as in the paper.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of output logits.
+    hidden : sequence of int, default=(200, 200, 200)
+        Widths of the hidden layers.
+    dropout : float, default=0.66
+        Dropout probability after the second hidden layer.
+    mask : ndarray of bool or None, default=None
+        ``(45, 54, 45)`` voxels the first layer reads; ``None``: the whole grid.
     """
 
     inputs: torch.Tensor | None  # buffer: the grid indices of the first layer's inputs
@@ -63,6 +74,18 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of volumes.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, 1, 45, 54, 45)`` volumes (any shape that flattens to the grid per sample).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, n_classes)`` logits.
+        """
         x = torch.flatten(x, 1)
         if self.inputs is not None:
             x = x.index_select(1, self.inputs)

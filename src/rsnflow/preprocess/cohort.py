@@ -25,7 +25,16 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class CohortPreprocessing:
-    """Outcome of :func:`preprocess_cohort`; ``summary`` has one row per run (and per subject without one)."""
+    """Outcome of :func:`preprocess_cohort`; ``summary`` has one row per run (and per subject without one).
+
+    Attributes
+    ----------
+    deriv_dir : pathlib.Path
+        The derivatives folder written.
+    summary : pandas.DataFrame
+        The table written to ``preprocess_summary.tsv``: ``participant_id, run, source,
+        status, reason, seconds`` and, for runs preprocessed now, ``mean_fd_mm, mask_dice``.
+    """
 
     deriv_dir: Path
     summary: pd.DataFrame
@@ -111,6 +120,34 @@ def preprocess_cohort(
     complete (their record names the same input files and settings) are
     skipped unless ``force``; outputs made from other inputs or settings are
     redone, or refused when ``recompute`` is false.
+
+    Parameters
+    ----------
+    bids_dir : str or pathlib.Path
+        Root of the raw BIDS dataset.
+    deriv_dir : str or pathlib.Path
+        Output derivatives folder; must not be or lie inside ``bids_dir``.
+    config : PreprocessConfig
+        The ``preprocess`` settings (``n_jobs`` sets the number of processes).
+    participant_label : list of str, optional
+        Subjects to preprocess, with or without ``sub-``; default all.
+    device : str, default="auto"
+        ``auto``, ``cpu`` or ``cuda``.
+    force : bool, default=False
+        Redo runs whose outputs are already complete.
+    recompute : bool, default=True
+        Redo stale outputs; when false (and not ``force``) stale outputs raise instead.
+    session_label : list of str, optional
+        Sessions to keep, with or without ``ses-``; default all.
+    task : str, default="rest"
+        ``task-`` label of the runs.
+    bids_filter : dict, optional
+        Further query on the BIDS entities (:func:`rsnflow.bids.find_runs`).
+
+    Returns
+    -------
+    CohortPreprocessing
+        ``deriv_dir`` and the per-run summary (also written to ``preprocess_summary.tsv``).
 
     Raises
     ------

@@ -18,12 +18,20 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from rsnflow.config import PreprocessConfig
+from rsnflow.config import PreprocessConfig, build_section, default_section
 from rsnflow.preprocess.run import mni_image, preprocess_run
 from rsnflow.resample import check_device
 from rsnflow.space import MNI4_AFFINE
 
 __all__ = ["Preprocessor"]
+
+#: The parameters' defaults: the ``preprocess`` section of ``defaults.yaml``.
+_DEFAULTS = default_section(PreprocessConfig)
+#: The section's fields that are this estimator's parameters.
+_PARAMS = (
+    "motion_reference", "fwhm_mm", "highpass_cutoff_s", "highpass_method", "registration_dof",
+    "registration_max_cost", "registration_max_scale", "registration_max_shear",
+)  # fmt: skip
 
 
 class Preprocessor(BaseEstimator):
@@ -58,6 +66,10 @@ class Preprocessor(BaseEstimator):
         Head pose per volume (mm, rad) relative to the reference.
     mni_to_epi_ : ndarray of shape (4, 4)
         The registration (MNI mm to the EPI reference frame).
+    bold_ : ndarray of shape (45, 54, 45, n_volumes)
+        The preprocessed run's data (see ``preprocessed_img_``).
+    tr_ : float
+        Repetition time used (s).
 
     Examples
     --------
@@ -66,14 +78,14 @@ class Preprocessor(BaseEstimator):
 
     def __init__(
         self,
-        motion_reference: str = "middle",
-        fwhm_mm: float = 7.0,
-        highpass_cutoff_s: float = 100.0,
-        highpass_method: str = "fsl",
-        registration_dof: int = 12,
-        registration_max_cost: float = 0.5,
-        registration_max_scale: float = 1.35,
-        registration_max_shear: float = 0.25,
+        motion_reference: str = _DEFAULTS.motion_reference,
+        fwhm_mm: float = _DEFAULTS.fwhm_mm,
+        highpass_cutoff_s: float = _DEFAULTS.highpass_cutoff_s,
+        highpass_method: str = _DEFAULTS.highpass_method,
+        registration_dof: int = _DEFAULTS.registration_dof,
+        registration_max_cost: float = _DEFAULTS.registration_max_cost,
+        registration_max_scale: float = _DEFAULTS.registration_max_scale,
+        registration_max_shear: float = _DEFAULTS.registration_max_shear,
         device: str = "auto",
     ) -> None:
         self.motion_reference = motion_reference
@@ -85,6 +97,25 @@ class Preprocessor(BaseEstimator):
         self.registration_max_scale = registration_max_scale
         self.registration_max_shear = registration_max_shear
         self.device = device
+
+    @classmethod
+    def from_config(cls, config: PreprocessConfig, device: str = "auto") -> Preprocessor:
+        """The estimator a ``preprocess`` configuration section describes.
+
+        Parameters
+        ----------
+        config
+            The section (``load_config().preprocess``); its ``slice_timing`` and
+            ``n_jobs`` belong to the cohort stage and are not used here.
+        device
+            ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+        Returns
+        -------
+        Preprocessor
+            An unfitted estimator.
+        """
+        return cls(**{name: getattr(config, name) for name in _PARAMS}, device=device)
 
     def fit(self, img: Any, y: Any = None, tr: float | None = None) -> Preprocessor:
         """Preprocess ``img`` (a 4D NIfTI image or a path to one) and keep the results.
@@ -135,7 +166,26 @@ class Preprocessor(BaseEstimator):
     def fit_transform(
         self, img: Any, y: Any = None, tr: float | None = None
     ) -> tuple[nib.Nifti1Image, pd.DataFrame, dict[str, Any]]:
-        """Preprocess ``img``: the preprocessed image, its confounds and its QC figures."""
+        """Preprocess ``img``: the preprocessed image, its confounds and its QC figures.
+
+        Parameters
+        ----------
+        img
+            The native run: a 4D NIfTI image or a path to one.
+        y
+            Ignored (scikit-learn's signature).
+        tr
+            Repetition time in seconds; default the BIDS sidecar's (paths) or the header's.
+
+        Returns
+        -------
+        preprocessed_img : nibabel.Nifti1Image
+            The preprocessed run on the MNI 4 mm grid.
+        confounds : pandas.DataFrame
+            ``confounds_``.
+        qc : dict
+            ``qc_``.
+        """
         self.fit(img, tr=tr)
         return self.preprocessed_img_, self.confounds_, self.qc_
 
@@ -146,39 +196,10 @@ class Preprocessor(BaseEstimator):
         return mni_image(self.bold_, self.tr_)
 
     def _config(self) -> PreprocessConfig:
-        """The parameters, validated, as the stage's configuration section."""
-        if self.motion_reference not in ("middle", "mean"):
-            raise ValueError(f"motion_reference must be 'middle' or 'mean', got {self.motion_reference!r}")
-        for name in ("fwhm_mm", "highpass_cutoff_s", "registration_max_cost", "registration_max_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (
-                isinstance(value, int | float) and math.isfinite(value) and value > 0
-            ):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        shear = self.registration_max_shear
-        if not (isinstance(shear, int | float) and shear >= 0):
-            raise ValueError(f"registration_max_shear must be >= 0, got {shear!r}")
-        if self.registration_max_scale <= 1:
-            raise ValueError(f"registration_max_scale must be above 1, got {self.registration_max_scale!r}")
-        if self.highpass_method not in ("fsl", "butterworth", "cosine"):
-            raise ValueError(
-                f"highpass_method must be fsl, butterworth or cosine, got {self.highpass_method!r}"
-            )
-        if self.registration_dof not in (6, 9, 12):
-            raise ValueError(f"registration_dof must be 6, 9 or 12, got {self.registration_dof!r}")
+        """The parameters as the stage's configuration section, checked as a config file's are."""
         check_device(self.device)
-        return PreprocessConfig(
-            motion_reference=self.motion_reference,  # type: ignore[arg-type]  # checked above
-            fwhm_mm=float(self.fwhm_mm),
-            highpass_cutoff_s=float(self.highpass_cutoff_s),
-            highpass_method=self.highpass_method,  # type: ignore[arg-type]
-            slice_timing=False,
-            registration_dof=self.registration_dof,  # type: ignore[arg-type]
-            registration_max_cost=float(self.registration_max_cost),
-            registration_max_scale=float(self.registration_max_scale),
-            registration_max_shear=float(self.registration_max_shear),
-            n_jobs=1,
-        )
+        values = {name: getattr(self, name) for name in _PARAMS}
+        return build_section(PreprocessConfig, {**values, "slice_timing": False, "n_jobs": 1})
 
 
 def _header_tr(img: nib.spatialimages.SpatialImage) -> float | None:

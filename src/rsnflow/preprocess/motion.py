@@ -60,12 +60,32 @@ class MotionEstimate:
     cost: NDArray[np.float64]
 
     def matrices(self) -> NDArray[np.float64]:
-        """``(T, 4, 4)`` world-mm matrices ``T_t``."""
+        """``(T, 4, 4)`` world-mm matrices ``T_t``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(T, 4, 4)`` rigid matrices mapping the reference frame onto each volume, rotating about
+            :attr:`centre`.
+        """
         return rigid_matrix(self.params, self.centre)
 
 
 def fov_centre(shape: tuple[int, ...], affine: NDArray[np.float64]) -> NDArray[np.float64]:
-    """World coordinates of the centre of a grid."""
+    """World coordinates of the centre of a grid.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the image; only the first three axes are used.
+    affine : numpy.ndarray
+        ``(4, 4)`` voxel-to-world affine.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(3,)`` world coordinates (mm) of voxel ``(shape - 1) / 2``.
+    """
     c = (np.asarray(shape[:3], dtype=float) - 1) / 2
     return affine[:3, :3] @ c + affine[:3, 3]
 
@@ -178,10 +198,18 @@ def estimate_motion(
     chunk
         Volumes optimised together (memory vs speed); default :data:`CHUNK_VOXELS` over
         the volume's voxel count, between 4 and 48.
+    show_progress
+        Show a progress bar per chunk loop.
 
     Returns
     -------
     MotionEstimate
+        Pose of every volume (translations mm, rotations rad) about the field-of-view centre.
+
+    Raises
+    ------
+    ValueError
+        ``reference`` is neither ``"middle"`` nor ``"mean"``.
     """
     if reference not in ("middle", "mean"):
         raise ValueError(f"reference must be 'middle' or 'mean', got {reference!r}")

@@ -54,6 +54,21 @@ def preprocess_identity(bold_path: str | Path, config: PreprocessConfig) -> tupl
 
     The raw run by content and its merged sidecar metadata (which may set the TR); the
     ``preprocess`` settings except ``n_jobs``, which does not change a result.
+
+    Parameters
+    ----------
+    bold_path : str or pathlib.Path
+        The raw BOLD run.
+    config : PreprocessConfig
+        The ``preprocess`` settings.
+
+    Returns
+    -------
+    inputs : dict of str to str
+        ``bold``: digest of the file's content; ``sidecar``: digest of its merged
+        sidecar metadata (empty when there is none).
+    config_digest : str
+        Digest of ``config`` without ``n_jobs``.
     """
     meta = sidecar_metadata(bold_path)
     inputs = {"bold": file_digest(bold_path), "sidecar": config_digest(meta) if meta else ""}

@@ -71,7 +71,22 @@ class AffineRegistration:
 def affine_from_params(
     p: NDArray[np.float64], centre_mni: NDArray[np.float64], centre_epi: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """``x_epi = R S H (x_mni - c_mni) + c_epi + t``: rotation, scales, shears."""
+    """``x_epi = R S H (x_mni - c_mni) + c_epi + t``: rotation, scales, shears.
+
+    Parameters
+    ----------
+    p : numpy.ndarray
+        The 12 parameters: translation ``t`` (mm), rotations (rad), log-scales, shears.
+    centre_mni : numpy.ndarray
+        ``(3,)`` centre ``c_mni`` in MNI mm.
+    centre_epi : numpy.ndarray
+        ``(3,)`` centre ``c_epi`` in EPI world mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4, 4)`` matrix from MNI mm to EPI world mm.
+    """
     with torch.no_grad():
         lin, off = _affine_torch(
             torch.from_numpy(np.asarray(p, dtype=np.float64)),
@@ -174,6 +189,16 @@ def register_to_mni(
     dof
         Degrees of freedom of the final transform: 6 (rigid), 9 (plus a scale
         per axis) or 12 (plus shears); the coarse-to-fine stages stop there.
+
+    Returns
+    -------
+    AffineRegistration
+        The MNI-mm to EPI-mm matrix, its parameters and the final correlation-ratio cost.
+
+    Raises
+    ------
+    ValueError
+        ``dof`` is not 6, 9 or 12.
     """
     if dof not in (6, 9, 12):
         raise ValueError(f"dof must be 6, 9 or 12, got {dof}")

@@ -63,12 +63,27 @@ MIN_COVERAGE = 0.5
 
 @dataclass
 class Timer:
-    """Seconds per step, lap by lap."""
+    """Seconds per step, lap by lap.
+
+    Attributes
+    ----------
+    seconds : dict of str to float
+        Seconds of each step, by step name, rounded to the millisecond.
+    _t : float
+        ``time.perf_counter()`` at the end of the last lap (or at creation).
+    """
 
     seconds: dict[str, float] = field(default_factory=dict)
     _t: float = field(default_factory=time.perf_counter)
 
     def lap(self, name: str) -> None:
+        """Record the seconds since the last lap under ``name`` and start the next lap.
+
+        Parameters
+        ----------
+        name : str
+            The step that just ended.
+        """
         now = time.perf_counter()
         self.seconds[name] = round(now - self._t, 3)
         self._t = now
@@ -80,6 +95,33 @@ class PreprocessedRun:
 
     ``bold`` is smoothed and high-pass filtered (0 outside ``mask``); ``mean``
     the mean before smoothing (the registration check's image).
+
+    Attributes
+    ----------
+    bold : numpy.ndarray
+        ``(45, 54, 45, T)`` float32 preprocessed run.
+    mask : numpy.ndarray
+        ``(45, 54, 45)`` template brain inside the field of view.
+    mean : numpy.ndarray
+        ``(45, 54, 45)`` mean of the resampled run before smoothing and filtering.
+    confounds : pandas.DataFrame
+        One row per volume (:func:`~rsnflow.preprocess.confounds.confounds_table`).
+    motion : MotionEstimate
+        The head motion estimate.
+    registration : AffineRegistration
+        The registration to MNI.
+    coverage : numpy.ndarray
+        Voxels inside the native field of view in every volume.
+    template_mask : numpy.ndarray
+        The template brain mask.
+    epi_mask : numpy.ndarray
+        The EPI's own brain mask, brought into MNI.
+    tsnr : numpy.ndarray
+        Temporal SNR of every voxel of ``mask`` (before smoothing; quadratic trend removed).
+    n_non_steady : int
+        Leading non-steady-state volumes (flagged in ``confounds``, not dropped).
+    seconds : dict of str to float
+        Seconds per step (:class:`Timer`).
     """
 
     bold: NDArray[np.float32]  # (45, 54, 45, T)
@@ -96,7 +138,15 @@ class PreprocessedRun:
     seconds: dict[str, float]
 
     def qc(self) -> dict[str, Any]:
-        """Motion, registration, mask and tSNR figures of the run."""
+        """Motion, registration, mask and tSNR figures of the run.
+
+        Returns
+        -------
+        dict
+            Framewise displacement summaries (mm), largest translation (mm) and rotation (degrees),
+            registration cost, scales, shears and matrix, Dice of the EPI mask with ``mask``,
+            the fraction of the template brain in the field of view, and the median tSNR.
+        """
         fd = self.confounds["framewise_displacement"].to_numpy()
         params, reg = self.motion.params, self.registration
         return {
@@ -116,7 +166,20 @@ class PreprocessedRun:
 
 
 def mni_image(bold: NDArray[np.float32], tr: float) -> nib.Nifti1Image:
-    """A preprocessed run as a 4D image on the MNI 4 mm grid, with its TR in the header."""
+    """A preprocessed run as a 4D image on the MNI 4 mm grid, with its TR in the header.
+
+    Parameters
+    ----------
+    bold : numpy.ndarray
+        ``(45, 54, 45, T)`` data.
+    tr : float
+        Repetition time (s).
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        The image, spatial units mm and time units seconds.
+    """
     img = nib.Nifti1Image(bold, MNI4_AFFINE)
     img.header.set_xyzt_units("mm", "sec")
     img.header.set_zooms((*np.abs(np.diag(MNI4_AFFINE)[:3]), tr))
@@ -129,6 +192,20 @@ def check_field_of_view(where: object, shape: tuple[int, ...], affine: NDArray[n
     Checked before motion correction: a 10x10x18-voxel crop (nitime's
     ``fmri1.nii.gz``) or a 3-slice slab cannot be registered to a whole-brain
     template, and motion correction of a handful of voxels is ill-posed.
+
+    Parameters
+    ----------
+    where : object
+        Names the run in the error message.
+    shape : tuple of int
+        Shape of the native run.
+    affine : numpy.ndarray
+        Its voxel-to-world affine.
+
+    Raises
+    ------
+    PreprocessingError
+        The field of view's volume is under :data:`MIN_COVERAGE` of the template brain's.
     """
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
     extent = zooms * np.asarray(shape[:3])
@@ -149,6 +226,20 @@ def check_registration(where: object, reg: AffineRegistration, config: Preproces
 
     A partial field of view lets the 12-DOF fit stretch the template to fill
     it (seen: z scaled by 1.6 at cost 0.67, against about 0.30 for good runs).
+
+    Parameters
+    ----------
+    where : object
+        Names the run in the error message.
+    reg : AffineRegistration
+        The registration to check.
+    config : PreprocessConfig
+        Gives ``registration_max_cost``, ``registration_max_scale`` and ``registration_max_shear``.
+
+    Raises
+    ------
+    PreprocessingError
+        Listing every limit the registration exceeds.
     """
     scale = reg.scales
     problems = []
@@ -173,7 +264,27 @@ def check_registration(where: object, reg: AffineRegistration, config: Preproces
 
 @dataclass(frozen=True)
 class AlignedRun:
-    """A run resampled into the MNI 4 mm grid, with the transforms that took it there."""
+    """A run resampled into the MNI 4 mm grid, with the transforms that took it there.
+
+    Attributes
+    ----------
+    bold : numpy.ndarray
+        ``(45, 54, 45, T)`` float32 run, not yet smoothed or filtered.
+    mask : numpy.ndarray
+        Template brain inside the field of view.
+    coverage : numpy.ndarray
+        Voxels inside the native field of view in every volume.
+    template_mask : numpy.ndarray
+        The template brain mask.
+    motion : MotionEstimate
+        The head motion estimate.
+    registration : AffineRegistration
+        The registration to MNI.
+    epi_mask : numpy.ndarray
+        The EPI's own brain mask, brought into MNI.
+    n_non_steady : int
+        Leading non-steady-state volumes.
+    """
 
     bold: NDArray[np.float32]  # (45, 54, 45, T), not yet smoothed or filtered
     mask: NDArray[np.bool_]
@@ -214,6 +325,11 @@ def preprocess_run(
     timer
         Collects seconds per step (a new one by default).
 
+    Returns
+    -------
+    PreprocessedRun
+        The smoothed, filtered run on the MNI 4 mm grid with its confounds, masks and transforms.
+
     Raises
     ------
     PreprocessingError
@@ -235,6 +351,32 @@ def align_run(
 
     The first half of :func:`preprocess_run`: the only one that needs the native
     run (a caller short of memory drops it before :func:`clean_run`).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(X, Y, Z, T)`` native run in any real dtype.
+    affine : numpy.ndarray
+        Its voxel-to-world affine.
+    config : PreprocessConfig
+        The ``preprocess`` settings.
+    device : str, default="auto"
+        ``auto``, ``cpu`` or ``cuda``.
+    where : object, default="run"
+        Names the run in error messages.
+    timer : Timer, optional
+        Collects seconds per step (a new one by default).
+
+    Returns
+    -------
+    AlignedRun
+        The resampled run, its masks and transforms.
+
+    Raises
+    ------
+    PreprocessingError
+        A field of view too small, motion correction failing, an implausible registration,
+        or less than :data:`MIN_COVERAGE` of the template brain covered.
     """
     timer = timer or Timer()
     dev = pick_device(device)
@@ -268,8 +410,26 @@ def align_run(
 def clean_run(
     aligned: AlignedRun, tr: float, config: PreprocessConfig, timer: Timer | None = None
 ) -> PreprocessedRun:
-    """Confounds, then 7 mm smoothing in the mask and the high-pass filter: the second half of
-    :func:`preprocess_run`, on the MNI grid only."""
+    """Confounds, then smoothing in the mask and the high-pass filter, on the MNI grid only.
+
+    The second half of :func:`preprocess_run`.
+
+    Parameters
+    ----------
+    aligned : AlignedRun
+        The output of :func:`align_run`.
+    tr : float
+        Repetition time (s).
+    config : PreprocessConfig
+        ``fwhm_mm`` (mm), ``highpass_cutoff_s`` and ``highpass_method``.
+    timer : Timer, optional
+        Collects seconds per step (a new one by default).
+
+    Returns
+    -------
+    PreprocessedRun
+        The run smoothed and filtered inside ``mask`` (0 outside), with its confounds and tSNR.
+    """
     timer = timer or Timer()
     bold, mask, motion = aligned.bold, aligned.mask, aligned.motion
     conf = confounds_table(

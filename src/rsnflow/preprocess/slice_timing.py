@@ -27,6 +27,23 @@ def check_slice_timing(
 ) -> tuple[NDArray[np.float64], int]:
     """The slice times and the slice axis from sidecar metadata, validated against the image.
 
+    Parameters
+    ----------
+    meta : dict
+        The BOLD sidecar: ``SliceTiming`` (s) and optionally ``SliceEncodingDirection``
+        (``i``, ``j`` or ``k``, with or without ``-``; default ``k``).
+    shape : tuple of int
+        Shape of the image (at least its three spatial axes).
+    tr : float
+        Repetition time (s).
+
+    Returns
+    -------
+    times : numpy.ndarray
+        ``(n_slices,)`` slice times in seconds.
+    axis : int
+        The spatial axis (0, 1 or 2) the slices are taken along.
+
     Raises
     ------
     ValueError
@@ -57,6 +74,22 @@ def shift_slices(
 
     The reference is the middle of the acquisition; a slice's value at volume
     ``t`` becomes its signal at ``t TR + reference``.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(X, Y, Z, T)`` BOLD series.
+    times : numpy.ndarray
+        Acquisition time (s) of each slice along ``axis`` (:func:`check_slice_timing`).
+    axis : int
+        The slice axis (0, 1 or 2).
+    tr : float
+        Repetition time (s).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the shape of ``data``.
     """
     out = np.empty(data.shape, dtype=np.float32)
     reference = (times.min() + times.max()) / 2

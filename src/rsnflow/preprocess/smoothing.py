@@ -10,7 +10,18 @@ __all__ = ["fwhm_to_sigma", "smooth_in_mask"]
 
 
 def fwhm_to_sigma(fwhm_mm: float) -> float:
-    """Gaussian sigma of a full width at half maximum."""
+    """Gaussian sigma of a full width at half maximum.
+
+    Parameters
+    ----------
+    fwhm_mm : float
+        Full width at half maximum (mm).
+
+    Returns
+    -------
+    float
+        Sigma in the same unit, ``fwhm_mm / sqrt(8 ln 2)``.
+    """
     return float(fwhm_mm) / np.sqrt(8.0 * np.log(2.0))
 
 
@@ -24,6 +35,22 @@ def smooth_in_mask(
     mask keeps values at the brain edge from being pulled towards the zeros
     outside it (the normalisation FSL's SUSAN and nilearn's masked smoothing
     also use); outside the mask the result is 0.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(X, Y, Z)`` or ``(X, Y, Z, T)`` image; a 4D image is smoothed in space only.
+    mask : numpy.ndarray
+        ``(X, Y, Z)`` boolean mask.
+    voxel_mm : array-like
+        Voxel size along the three spatial axes (mm).
+    fwhm_mm : float
+        Kernel FWHM (mm); 0 or less only zeroes the voxels outside ``mask``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the shape of ``data``.
     """
     if fwhm_mm <= 0:
         return np.where(mask[..., None] if data.ndim == 4 else mask, data, 0).astype(np.float32)

@@ -16,6 +16,18 @@ def fsl_highpass_matrix(n: int, sigma: float) -> NDArray[np.float64]:
     ``exp(-tau^2 / (2 sigma^2))`` for ``|tau| <= 3 sigma`` (truncated at the
     run's ends) and returns the line's value at ``t``; ``fslmaths -bptf``
     subtracts that trend.
+
+    Parameters
+    ----------
+    n : int
+        Number of time points (volumes).
+    sigma : float
+        Width of the Gaussian weights, in volumes.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, n)`` matrix ``L``; ``L @ y`` is the trend of a series ``y``.
     """
     half = int(np.ceil(3 * sigma))
     out = np.zeros((n, n))
@@ -48,6 +60,16 @@ def highpass(
         ``fsl`` (``fslmaths -bptf``), ``butterworth`` (order 2, zero-phase) or
         ``cosine`` (discrete cosine basis up to the cutoff period, as SPM, plus a
         linear term).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the shape of ``data``: the filtered series with each series' mean added back.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``method``.
     """
     x = np.asarray(data, dtype=np.float64)
     n = x.shape[-1]

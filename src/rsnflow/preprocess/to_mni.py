@@ -27,6 +27,22 @@ def resample_run_to_mni(
     frame (its motion matrix ``motion[t]``) -> native voxel: one interpolation
     per output value, however many transforms.
 
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(X, Y, Z, T)`` native BOLD series.
+    affine : numpy.ndarray
+        ``(4, 4)`` voxel-to-mm affine of ``data``.
+    motion : numpy.ndarray
+        ``(T, 4, 4)`` matrices from the reference frame to each volume's frame, in mm
+        (:meth:`MotionEstimate.matrices`).
+    mni_to_epi : numpy.ndarray
+        ``(4, 4)`` map from MNI mm to the EPI reference frame's mm.
+    device : torch.device
+        Where the trilinear sampling runs.
+    chunk : int, default=32
+        Volumes sampled per batch (bounds memory).
+
     Returns
     -------
     data_mni
@@ -67,6 +83,16 @@ def epi_brain_mask(mean_epi: NDArray[np.floating]) -> NDArray[np.bool_]:
 
     Otsu threshold, the largest connected component, a closing and hole
     filling per slice and in 3D (ventricles and dark spots stay inside).
+
+    Parameters
+    ----------
+    mean_epi : numpy.ndarray
+        ``(X, Y, Z)`` mean EPI volume.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(X, Y, Z)`` boolean mask (the Otsu foreground as is when it is empty).
     """
     img = np.asarray(mean_epi, dtype=np.float32)
     fg = img > _otsu(img[img > 0.05 * np.percentile(img, 99)])
@@ -84,7 +110,22 @@ def epi_brain_mask(mean_epi: NDArray[np.floating]) -> NDArray[np.bool_]:
 def mask_to_mni(
     mask: NDArray[np.bool_], affine: NDArray[np.float64], mni_to_epi: NDArray[np.float64]
 ) -> NDArray[np.bool_]:
-    """A native mask brought into the MNI grid (partial volume > 0.5)."""
+    """A native mask brought into the MNI grid (partial volume > 0.5).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(X, Y, Z)`` boolean mask in the EPI reference frame.
+    affine : numpy.ndarray
+        ``(4, 4)`` voxel-to-mm affine of ``mask``.
+    mni_to_epi : numpy.ndarray
+        ``(4, 4)`` map from MNI mm to the EPI reference frame's mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(45, 54, 45)`` boolean mask: voxels whose trilinearly interpolated mask exceeds 0.5.
+    """
     m = np.linalg.inv(affine) @ mni_to_epi @ MNI4_AFFINE
     pts = affine_points(m, grid_points(MNI4_SHAPE))
     frac = ndimage.map_coordinates(mask.astype(np.float32), pts.T, order=1, cval=0.0)
@@ -92,6 +133,17 @@ def mask_to_mni(
 
 
 def dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
-    """Dice overlap of two masks."""
+    """Dice overlap of two masks.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        Boolean masks of the same shape.
+
+    Returns
+    -------
+    float
+        ``2 |a & b| / (|a| + |b|)``; 1.0 when both are empty.
+    """
     denom = int(a.sum()) + int(b.sum())
     return 2.0 * int((a & b).sum()) / denom if denom else 1.0

@@ -47,6 +47,26 @@ def maps_from_numbers(values: Any, where: str, shape: list[int] | None = None) -
     ``shape`` is the declared shape of a V2 tensor (its data may be flat);
     without it the numbers must nest as ``[45][54][45]`` (one map) or
     ``[N][45][54][45]``.
+
+    Parameters
+    ----------
+    values : array-like
+        The numbers: nested lists, a flat list (with ``shape``) or an array.
+    where : str
+        The input named in error messages (``instances[0]``, say).
+    shape : list of int or None, default=None
+        The declared shape ``[N, 45, 54, 45]`` of a V2 tensor.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 maps of shape ``(N, 45, 54, 45)``, copied when ``values`` was a read-only buffer.
+
+    Raises
+    ------
+    kserve.errors.InvalidInput
+        Values that are not numbers, a shape that is not ``[N, 45, 54, 45]`` or that the values
+        do not fill, or NaN or infinite values.
     """
     try:
         arr = np.asarray(values, dtype=np.float32)
@@ -75,6 +95,18 @@ class InflateBudget:
 
     Each file is inflated with at most what is left, so 64 gzip bombs in one
     small body cost no more than one allowance (not 64 of them).
+
+    Parameters
+    ----------
+    max_bytes : int
+        The request's allowance in bytes.
+
+    Attributes
+    ----------
+    max_bytes : int
+        The allowance, as given.
+    left : int
+        What is left of it; zero or below once spent.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -82,6 +114,13 @@ class InflateBudget:
         self.left = max_bytes
 
     def spend(self, img: Any) -> None:
+        """Take a read image's size from what is left: its data's bytes and 352 for the header.
+
+        Parameters
+        ----------
+        img : nibabel.Nifti1Image
+            The image read from one of the request's files.
+        """
         self.left -= int(np.prod(img.shape)) * img.header.get_data_dtype().itemsize + 352
 
 
@@ -90,6 +129,26 @@ def map_from_nifti(data: bytes, where: str, budget: InflateBudget | int) -> NDAr
 
     ``budget`` bounds the uncompressed size: a number for this file alone, or
     the request's :class:`InflateBudget`, which this file's size is taken from.
+
+    Parameters
+    ----------
+    data : bytes
+        The file: a ``.nii`` or ``.nii.gz`` of one 3D map (a 4D image of one volume is accepted).
+    where : str
+        The input named in error messages.
+    budget : InflateBudget or int
+        The bound on the uncompressed size, in bytes or as the request's budget.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 map of shape ``(45, 54, 45)`` on the MNI 4 mm grid.
+
+    Raises
+    ------
+    kserve.errors.InvalidInput
+        The request's budget is spent, or the file is not a valid 3D NIfTI image
+        (:func:`rsnflow.io.nifti_from_bytes`).
     """
     if isinstance(budget, int):
         budget = InflateBudget(budget)
@@ -116,7 +175,18 @@ def map_from_nifti(data: bytes, where: str, budget: InflateBudget | int) -> NDAr
 
 
 def looks_like_nifti(data: bytes) -> bool:
-    """A gzip stream or a NIfTI-1/2 header: a file sent as the body, not JSON."""
+    """A gzip stream or a NIfTI-1/2 header: a file sent as the body, not JSON.
+
+    Parameters
+    ----------
+    data : bytes
+        A request body.
+
+    Returns
+    -------
+    bool
+        Whether ``data`` starts with the gzip magic bytes or a NIfTI header size.
+    """
     return data[:2] == b"\x1f\x8b" or nifti_class(data) is not None
 
 
@@ -141,6 +211,26 @@ def decode_v1(payload: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
 
     A NIfTI file sent as the body (any content type) reaches here as bytes
     and is read as one map.
+
+    Parameters
+    ----------
+    payload : dict or bytes
+        The decoded JSON body, or the raw body when it is a NIfTI file.
+    max_batch : int
+        Most maps accepted in one request.
+    max_bytes : int
+        Most uncompressed NIfTI bytes accepted in one request, over all its files.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 maps of shape ``(N, 45, 54, 45)``, in the order of the instances.
+
+    Raises
+    ------
+    kserve.errors.InvalidInput
+        A payload that is not ``{"instances": [...]}``, no instances or more than ``max_batch``,
+        or an instance that is not one valid map.
     """
     if isinstance(payload, bytes | bytearray):
         return map_from_nifti(bytes(payload), "request body", max_bytes)[None]
@@ -167,7 +257,29 @@ def decode_v1(payload: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
 
 
 def decode_v2(request: Any, max_batch: int, max_bytes: int) -> NDArray[np.float32]:
-    """An Open Inference Protocol request (one FP32 or BYTES input) to maps ``(N, 45, 54, 45)``."""
+    """An Open Inference Protocol request (one FP32 or BYTES input) to maps ``(N, 45, 54, 45)``.
+
+    Parameters
+    ----------
+    request : kserve.InferRequest
+        The request; binary-extension tensors keep their bytes in ``_raw_data``
+        (:func:`rsnflow.serve.server.binary_request`).
+    max_batch : int
+        Most maps accepted in one request.
+    max_bytes : int
+        Most uncompressed NIfTI bytes accepted in one request, over all its files.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 maps of shape ``(N, 45, 54, 45)``.
+
+    Raises
+    ------
+    kserve.errors.InvalidInput
+        Not exactly one input, a datatype other than FP32 or BYTES, a shape that does not match
+        the data, no maps or more than ``max_batch``, or a map that is not valid.
+    """
     inputs = list(request.inputs)
     if len(inputs) != 1:
         raise InvalidInput(f"expected exactly one input tensor, got {len(inputs)}")

@@ -53,6 +53,27 @@ def load_served_classifier(ref: str, device: torch.device) -> tuple[torch.nn.Mod
     MLflow URIs (``models:/NAME@champion``) are resolved against
     ``MLFLOW_TRACKING_URI``; the registered model is the exported (pt2)
     :class:`RSNClassifier`, whose header is the MLflow model's metadata.
+
+    Parameters
+    ----------
+    ref : str
+        A model directory (:func:`rsnflow.models.load_classifier`) or an MLflow model URI
+        (``models:/``, ``runs:/``, ``mlflow-artifacts:/``, ``s3://``, ``gs://``, ``http(s)://``).
+    device : torch.device
+        Where the model is placed.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        The classifier on ``device``.
+    header : dict
+        Its header, with at least ``classes`` (the labels in output order).
+
+    Raises
+    ------
+    InvalidInputError
+        MLflow cannot load the model or its metadata has no class labels, or ``ref`` is not a
+        model directory.
     """
     if ref.startswith(_MLFLOW_SCHEMES):
         import mlflow
@@ -89,7 +110,7 @@ class RSNPredictor(Model):
     max_batch
         Most maps in one request (larger requests get HTTP 400).
     max_nifti_bytes
-        Largest uncompressed NIfTI file accepted.
+        Most uncompressed NIfTI bytes accepted in one request, over all its files.
     abstain_below
         Label a map ``Unknown`` when its best probability is below this (0 = never).
     """
@@ -112,6 +133,18 @@ class RSNPredictor(Model):
         self.ready = False
 
     def load(self) -> bool:
+        """Load the classifier and its labels, check its weights, and run it once on a blank map.
+
+        Returns
+        -------
+        bool
+            ``True``: the predictor is ready.
+
+        Raises
+        ------
+        InvalidInputError
+            The model cannot be loaded (:func:`load_served_classifier`) or has NaN or infinite weights.
+        """
         self.classifier_, self.header_ = load_served_classifier(self.model_ref, self.device)
         self.classes_ = list(self.header_["classes"])
         taxonomy = load_taxonomy()
@@ -141,7 +174,23 @@ class RSNPredictor(Model):
     # ------------------------------------------------------------------ inference
 
     def probabilities(self, maps: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Class probabilities ``(N, C)`` for raw maps ``(N, 45, 54, 45)``."""
+        """Class probabilities ``(N, C)`` for raw maps ``(N, 45, 54, 45)``.
+
+        Parameters
+        ----------
+        maps : numpy.ndarray
+            float32 maps of shape ``(N, 45, 54, 45)`` on the MNI 4 mm grid.
+
+        Returns
+        -------
+        numpy.ndarray
+            Softmax probabilities of shape ``(N, C)``, one column per class of ``classes_``.
+
+        Raises
+        ------
+        RuntimeError
+            The model gave NaN or infinite probabilities.
+        """
         with torch.inference_mode():
             logits = self.classifier_(torch.from_numpy(np.ascontiguousarray(maps)).to(self.device))
             probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
@@ -150,7 +199,21 @@ class RSNPredictor(Model):
         return probs
 
     def rank(self, probs: NDArray[np.float32]) -> dict[str, NDArray[Any]]:
-        """Label, network, probability and top-k per map, with abstention applied."""
+        """Label, network, probability and top-k per map, with abstention applied.
+
+        Parameters
+        ----------
+        probs : numpy.ndarray
+            Class probabilities of shape ``(N, C)`` (:meth:`probabilities`).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            The :data:`OUTPUTS`, one row per map: ``label`` and ``network`` (``Unknown`` where
+            abstained), ``probability`` (of the best class), ``abstained`` (best probability below
+            ``abstain_below``), ``top_labels`` and ``top_probabilities`` (the best ``min(TOP_K, C)``
+            classes, most probable first).
+        """
         k = min(TOP_K, probs.shape[1])
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         best = top[:, 0]
@@ -206,6 +269,28 @@ class RSNPredictor(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
+        """Label every map of a V1 or V2 request, off the event loop.
+
+        Parameters
+        ----------
+        payload : dict, bytes or kserve.InferRequest
+            A decoded V1 body (``{"instances": [...]}``, or a NIfTI file's bytes) or a V2 request.
+        headers : dict of str to str or None, default=None
+            The request's headers (unused).
+        response_headers : dict of str to str or None, default=None
+            The response's headers (unused).
+
+        Returns
+        -------
+        dict or kserve.InferResponse
+            V1: ``{"predictions": [...]}``, one object per map with ``label``, ``network``,
+            ``probability``, ``abstained`` and ``top5``. V2: a response with the :data:`OUTPUTS`.
+
+        Raises
+        ------
+        kserve.errors.InvalidInput
+            A request that cannot be decoded into maps (HTTP 400).
+        """
         # Decoding and the forward pass are CPU-bound: off the event loop so
         # health checks and other requests are answered meanwhile.
         work = self._v2 if isinstance(payload, InferRequest) else self._v1
@@ -214,12 +299,26 @@ class RSNPredictor(Model):
     # ------------------------------------------------------------------ metadata
 
     def get_input_types(self) -> list[dict[str, Any]]:
+        """The V2 inputs accepted, for the model metadata endpoint.
+
+        Returns
+        -------
+        list of dict
+            ``maps`` (FP32, ``[-1, 45, 54, 45]``) and ``nifti`` (BYTES, ``[-1]``).
+        """
         return [
             {"name": "maps", "datatype": "FP32", "shape": [-1, *MNI4_SHAPE]},
             {"name": "nifti", "datatype": "BYTES", "shape": [-1]},
         ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
+        """The V2 outputs, for the model metadata endpoint.
+
+        Returns
+        -------
+        list of dict
+            Name, datatype and shape of each of the :data:`OUTPUTS`; ``top_*`` have ``TOP_K`` columns.
+        """
         return [
             {"name": name, "datatype": dtype, "shape": [-1, TOP_K] if name.startswith("top_") else [-1]}
             for name, dtype in OUTPUTS.items()

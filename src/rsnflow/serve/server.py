@@ -45,6 +45,13 @@ class BodyLimit:
     The declared ``Content-Length`` is checked first; a chunked body is
     counted as it arrives and held (at most ``max_bytes``) so that the
     application only ever sees a complete body within the limit.
+
+    Parameters
+    ----------
+    app : ASGI application
+        The application wrapped.
+    max_bytes : int
+        Largest request body accepted, in bytes.
     """
 
     def __init__(self, app: Any, max_bytes: int) -> None:
@@ -97,6 +104,27 @@ def binary_request(body: bytes, json_length: int, model_name: str) -> InferReque
     kserve's own parser turns every binary tensor into a Python list of
     floats (seconds for a batch of maps); here the bytes stay as they came
     and become an array without a copy.
+
+    Parameters
+    ----------
+    body : bytes
+        The whole request body: the JSON header, then the binary tensors in the order of its
+        ``inputs``.
+    json_length : int
+        Length in bytes of the JSON part (the ``Inference-Header-Content-Length`` header).
+    model_name : str
+        The model the request is for.
+
+    Returns
+    -------
+    kserve.InferRequest
+        The request; a binary tensor's bytes are in its input's ``_raw_data``.
+
+    Raises
+    ------
+    kserve.errors.InvalidInput
+        The JSON part is not valid JSON, or a tensor's ``binary_data_size`` is missing or reaches
+        beyond the body.
     """
     try:
         head = orjson.loads(body[:json_length])
@@ -189,7 +217,17 @@ async def _client_error(request: Any, exc: Exception) -> JSONResponse:
 
 
 class RSNModelServer(ModelServer):
-    """A single-process REST model server bound to ``host`` (no gRPC)."""
+    """A single-process REST model server bound to ``host`` (no gRPC).
+
+    Parameters
+    ----------
+    host : str
+        Address to bind (``127.0.0.1``; ``0.0.0.0`` in a pod).
+    http_port : int
+        The HTTP port.
+    max_request_bytes : int
+        Largest request body accepted; larger ones get HTTP 413 (:class:`BodyLimit`).
+    """
 
     def __init__(self, host: str, http_port: int, max_request_bytes: int) -> None:
         super().__init__(http_port=http_port, workers=1, enable_grpc=False, enable_docs_url=False)
@@ -198,6 +236,13 @@ class RSNModelServer(ModelServer):
         self.dataplane = _CheckedDataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[Any]) -> None:
+        """Register the models and serve REST requests until stopped (blocks).
+
+        Parameters
+        ----------
+        models : list of kserve.Model
+            The models to serve; at least one must be ready.
+        """
         self._register_and_check_atleast_one_model_is_ready(models)
         self._rest_server = _RESTServer(
             FASTAPI_APP_IMPORT_STRING,
@@ -228,7 +273,28 @@ def serve(
     abstain_below: float = 0.0,
     device: str = "auto",
 ) -> None:
-    """Load the model and answer V1 and V2 requests on ``host:port`` until stopped."""
+    """Load the model and answer V1 and V2 requests on ``host:port`` until stopped.
+
+    Parameters
+    ----------
+    model_ref : str
+        Model directory or MLflow model URI (:func:`rsnflow.serve.predictor.load_served_classifier`).
+    name : str, default="rsn-classifier"
+        Model name in the URLs (``/v1/models/NAME:predict``, ``/v2/models/NAME/infer``).
+    host : str, default="127.0.0.1"
+        Address to bind.
+    port : int, default=8080
+        The HTTP port.
+    max_request_mb : float, default=64.0
+        Largest request body in MiB (HTTP 413 above it); also the most uncompressed NIfTI data
+        accepted in one request.
+    max_batch : int, default=128
+        Most maps in one request (HTTP 400 above it).
+    abstain_below : float, default=0.0
+        Label a map ``Unknown`` when its best probability is below this (0: never).
+    device : str, default="auto"
+        ``auto``, ``cpu`` or ``cuda``.
+    """
     max_bytes = int(max_request_mb * (1 << 20))
     predictor = RSNPredictor(
         name,

@@ -39,14 +39,24 @@ class Anatomy:
         Flat indices (into the box) of the voxels that carry signal.
     xyz
         ``(n_active, 3)`` MNI coordinates of the active voxels.
-    gm, wm, csf, brain, scalp, edge
-        Per active voxel: tissue probabilities, brain fraction, scalp shell,
-        and a weight peaking at the brain boundary (motion-related noise).
+    gm
+        Grey-matter probability per active voxel.
+    wm
+        White-matter probability per active voxel.
+    csf
+        CSF probability per active voxel (brain fraction left over by grey and white matter).
+    brain
+        Brain fraction per active voxel (a smoothed brain mask, 0 to 1).
+    scalp
+        Weight of the scalp shell per active voxel (0 inside the brain).
+    edge
+        Weight per active voxel peaking at the brain boundary (motion-related noise).
     baseline
         EPI intensity per active voxel without any fluctuation.
     to4mm
-        Positions in ``active`` of the 4 mm grid's brain voxels, and
-        ``mask4mm`` the flat 4 mm indices they fill.
+        Positions in ``active`` of the 4 mm grid points that fall on active voxels.
+    mask4mm
+        The flat 4 mm grid indices those points fill (same order as ``to4mm``).
     """
 
     box_shape: tuple[int, int, int]
@@ -68,7 +78,19 @@ class Anatomy:
         return len(self.active)
 
     def to_mni4(self, values: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Active-voxel values ``(n_active, ...)`` as 4 mm MNI volumes ``(45, 54, 45, ...)``."""
+        """Active-voxel values ``(n_active, ...)`` as 4 mm MNI volumes ``(45, 54, 45, ...)``.
+
+        Parameters
+        ----------
+        values : ndarray
+            ``(n_active, ...)`` values, one row per active voxel.
+
+        Returns
+        -------
+        ndarray
+            ``(45, 54, 45, ...)`` float32 volumes, the 4 mm grid points on active
+            voxels taken from ``values`` (no interpolation), 0 elsewhere.
+        """
         out = np.zeros((int(np.prod(MNI4_SHAPE)), *values.shape[1:]), dtype=np.float32)
         out[self.mask4mm] = values[self.to4mm]
         return out.reshape(*MNI4_SHAPE, *values.shape[1:])

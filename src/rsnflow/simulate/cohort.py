@@ -55,7 +55,21 @@ BAD_KINDS = {
 
 @dataclass(frozen=True)
 class CohortResult:
-    """What :func:`simulate_cohort` wrote."""
+    """What :func:`simulate_cohort` wrote.
+
+    Attributes
+    ----------
+    bids_dir : Path
+        The BIDS root.
+    subjects : list of str
+        Every participant label written (``"01"``, ...), the defective ones last.
+    bad_subjects : dict of str to str
+        Label of each defective subject to its defect (a key of :data:`BAD_KINDS`).
+    groundtruth_dir : Path
+        ``bids_dir/derivatives/groundtruth``.
+    profile : Profile
+        The profile used, with ``n_volumes`` as overridden.
+    """
 
     bids_dir: Path
     subjects: list[str]
@@ -230,6 +244,12 @@ def simulate_cohort(
     Returns
     -------
     CohortResult
+        What was written, and where.
+
+    Raises
+    ------
+    ValueError
+        For an unknown profile or defect, ``n_volumes`` below 3 or ``n_subjects`` below 1.
     """
     prof = get_profile(profile)
     if n_volumes is not None:

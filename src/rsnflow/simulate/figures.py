@@ -33,6 +33,11 @@ def write_subject_figures(bids_dir: str | Path, label: str, out_dir: str | Path)
         Participant label (``"01"``).
     out_dir
         Folder for the PNG files.
+
+    Returns
+    -------
+    list of Path
+        The three PNG files written.
     """
     bids, out = Path(bids_dir), Path(out_dir)
     gt = bids / "derivatives" / "groundtruth" / f"sub-{label}"

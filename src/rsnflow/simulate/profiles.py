@@ -49,7 +49,23 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str) -> Profile:
-    """The profile called ``name``; ``ValueError`` lists the valid names."""
+    """The profile called ``name``; ``ValueError`` lists the valid names.
+
+    Parameters
+    ----------
+    name : str
+        ``"tiny"``, ``"demo"``, ``"beijing"`` or ``"multiband"``.
+
+    Returns
+    -------
+    Profile
+        The profile from :data:`PROFILES`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    """
     try:
         return PROFILES[name]
     except KeyError:

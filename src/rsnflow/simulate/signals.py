@@ -17,7 +17,26 @@ def band_limited(
     """``count`` zero-mean, unit-variance signals of ``n`` samples in a frequency band.
 
     White Gaussian noise filtered with a hard band in the Fourier domain; the
-    band is clipped to what the sampling rate can hold.
+    band is clipped to what the sampling rate can hold; when it holds fewer
+    than two frequencies, the two lowest non-zero ones are kept instead.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the white noise.
+    n : int
+        Samples (volumes) per signal.
+    tr : float
+        Sampling interval in seconds.
+    low_hz, high_hz : float
+        Band edges in Hz, both included.
+    count : int, default=1
+        Number of independent signals.
+
+    Returns
+    -------
+    ndarray
+        ``(count, n)`` float64 signals.
     """
     white = rng.standard_normal((count, n))
     freqs = np.fft.rfftfreq(n, d=tr)
@@ -42,6 +61,23 @@ def head_motion(
     one or two volumes. The whole trace is then scaled so that the median
     framewise displacement (Power, 50 mm) equals ``median_fd_mm``; FD is
     homogeneous in the parameters, so the scaling is exact.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the random walk, jitter and spikes.
+    n : int
+        Volumes.
+    median_fd_mm : float
+        Median framewise displacement of the trace, in mm.
+    spike_rate : float, default=1/60
+        Expected spikes per volume (their count is Poisson).
+
+    Returns
+    -------
+    ndarray
+        ``(n, 6)`` float64 poses relative to the first volume: translations in mm,
+        then rotations in radians.
     """
     # Slow drift: a mean-reverting (Ornstein-Uhlenbeck) walk, so the head wanders
     # by a millimetre or so over a run instead of diffusing away.

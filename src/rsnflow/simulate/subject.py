@@ -62,7 +62,14 @@ _VESSEL_PATH = np.array(
 
 
 def source_table() -> pd.DataFrame:
-    """The simulated sources in order: index, name, label, network, kind."""
+    """The simulated sources in order: index, name, label, network, kind.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per source: the taxonomy's networks (``kind`` ``"network"``),
+        then the noise sources (``kind`` ``"noise"``, label Noise).
+    """
     tax = load_taxonomy()
     rows = [(lab, lab, tax.parent(lab), "network") for lab in tax.network_labels]
     rows += [(name, NOISE, "NOISE", "noise") for name, *_ in NOISE_SOURCES]
@@ -75,12 +82,25 @@ def source_table() -> pd.DataFrame:
 class SimulatedSubject:
     """Everything known about one simulated subject.
 
-    ``bold`` is the native 4D run; ``affine`` its voxel-to-scanner affine;
-    ``motion`` the head pose per volume (``(T, 6)``, see
-    :mod:`rsnflow.transforms`), relative to the pose in which ``native_to_mni``
-    holds; ``sources_mni`` the true source maps on the MNI 4 mm grid
-    (``(45, 54, 45, K)``) and ``timecourses`` their time courses (``(T, K)``,
-    signal fractions).
+    Attributes
+    ----------
+    bold : ndarray
+        The native 4D run ``(X, Y, Z, T)``, float32.
+    affine : ndarray
+        Its ``(4, 4)`` voxel-to-scanner affine.
+    tr : float
+        Repetition time in seconds.
+    motion : ndarray
+        The head pose per volume (``(T, 6)``, see :mod:`rsnflow.transforms`),
+        relative to the pose in which ``native_to_mni`` holds.
+    native_to_mni : ndarray
+        ``(4, 4)`` affine from scanner mm to MNI mm.
+    sources_mni : ndarray
+        The true source maps on the MNI 4 mm grid (``(45, 54, 45, K)``).
+    timecourses : ndarray
+        Their time courses (``(T, K)``, signal fractions).
+    info : dict
+        Geometry (rotation, scale, translation), median FD and thermal noise level.
     """
 
     bold: NDArray[np.float32]
@@ -255,6 +275,11 @@ def simulate_subject(
         those of the full subject.
     motion_scale
         Multiplies the head motion (a stress test for motion correction).
+
+    Returns
+    -------
+    SimulatedSubject
+        The run and its ground truth.
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     anat = load_anatomy()

@@ -26,7 +26,26 @@ def mean_true_maps(
 ) -> tuple[NDArray[np.float64], pd.DataFrame]:
     """The subject-mean true source maps inside ``mask`` ``(S, V)`` and the source table.
 
-    With ``subject``, that subject's own maps instead of the mean.
+    Parameters
+    ----------
+    bids_dir : str or Path
+        A cohort written by :func:`rsnflow.simulate.simulate_cohort`.
+    mask : ndarray of bool
+        ``(45, 54, 45)`` voxels kept, on the MNI 4 mm grid.
+    subject : str or None, default=None
+        A participant label: that subject's own maps instead of the mean.
+
+    Returns
+    -------
+    maps : ndarray
+        ``(S, V)`` float64 true maps, one row per source.
+    sources : pandas.DataFrame
+        The source table (``sources.tsv``), in the order of the rows.
+
+    Raises
+    ------
+    FileNotFoundError
+        When no ground-truth source maps are found.
     """
     gt = Path(bids_dir) / "derivatives" / "groundtruth"
     sources = pd.read_csv(gt / "sources.tsv", sep="\t")
@@ -48,6 +67,24 @@ def true_network_maps(
     The subject mean, or one ``subject``'s maps. Recovered maps cannot be
     sharper than the preprocessing's smoothing, so this is the truth they are
     scored against.
+
+    Parameters
+    ----------
+    bids_dir : str or Path
+        A cohort written by :func:`rsnflow.simulate.simulate_cohort`.
+    mask : ndarray of bool
+        ``(45, 54, 45)`` voxels kept, on the MNI 4 mm grid.
+    fwhm_mm : float, default=7.0
+        Gaussian smoothing FWHM in mm.
+    subject : str or None, default=None
+        A participant label: that subject's maps instead of the mean.
+
+    Returns
+    -------
+    maps : ndarray
+        ``(N, V)`` float32 smoothed maps of the network sources.
+    labels : ndarray of str
+        Their taxonomy labels.
     """
     maps, sources = mean_true_maps(bids_dir, mask, subject)
     is_net = (sources["kind"] == "network").to_numpy()
@@ -70,6 +107,19 @@ def component_truth(
     ``partial_r`` (a split or mixed network that an expert could not name);
     ``Noise`` otherwise, because every other signal in the simulation
     (structured noise sources, thermal noise) is noise by construction.
+
+    Parameters
+    ----------
+    bids_dir : str or Path
+        A cohort written by :func:`rsnflow.simulate.simulate_cohort`.
+    zmaps : ndarray
+        ``(K, V)`` component maps inside ``mask``.
+    mask : ndarray of bool
+        ``(45, 54, 45)`` mask of the maps, on the MNI 4 mm grid.
+    network_r : float, default=0.5
+        Spatial correlation from which a component is the network.
+    partial_r : float, default=0.3
+        Spatial correlation from which a component is ``Unknown``.
 
     Returns
     -------
@@ -96,6 +146,17 @@ def network_recovery(
     A network's score is the best absolute spatial correlation of its
     subject-mean true map (``true_network_maps``) with any component (the
     recovery measure of the group-ICA literature; components may repeat).
+
+    Parameters
+    ----------
+    bids_dir : str or Path
+        A cohort written by :func:`rsnflow.simulate.simulate_cohort`.
+    zmaps : ndarray
+        ``(K, V)`` component maps inside ``mask``.
+    mask : ndarray of bool
+        ``(45, 54, 45)`` mask of the maps, on the MNI 4 mm grid.
+    fwhm_mm : float, default=7.0
+        Smoothing of the true maps (:func:`true_network_maps`), in mm.
 
     Returns
     -------
