@@ -19,8 +19,42 @@ _COMMON = {"base_image": PIPELINE_IMAGE, "install_kfp_package": False}
 
 
 @dsl.component(**_COMMON)
+def resolve_cohort(cohort_uri: str) -> NamedTuple("Cohort", uri=str, watched=str, content_hash=str):  # type: ignore[valid-type]
+    """Name the cohort to process and digest its content; never cached.
+
+    A recurring run passes the same ``cohort_uri`` (``s3://bucket/prefix/*``)
+    each time; KFP's cache key is a task's inputs, so this task runs every time
+    and hands the concrete cohort and its content digest to ``ingest``, whose
+    cache then holds for the same data only.
+    """
+    from collections import namedtuple
+
+    from rsnflow.ingest import resolve_cohort as resolve
+
+    res = resolve(cohort_uri)
+    cohort = namedtuple("cohort", ["uri", "watched", "content_hash"])  # KFP reads the fields only
+    return cohort(res.uri, res.watched, res.content_hash)
+
+
+@dsl.component(**_COMMON)
+def mark_processed(watched: str, cohort_uri: str) -> str:
+    """The run's last task: record the cohort in its watched prefix's processed manifest.
+
+    It runs only when every task before it succeeded, so a failed run leaves
+    its cohort to the next recurring run.
+    """
+    if not watched:
+        return f"{cohort_uri}: not from a watched prefix; nothing to record"
+    from rsnflow.storage import ObjectStore
+
+    ObjectStore.from_env().mark_processed(watched, cohort_uri)
+    return f"{cohort_uri}: recorded as processed under {watched}"
+
+
+@dsl.component(**_COMMON)
 def ingest(
     cohort_uri: str,
+    content_hash: str,
     seed: int,
     overrides: dict,
     cohort: Output[Dataset],
@@ -29,8 +63,10 @@ def ingest(
 ) -> List[str]:
     """Fetch (``s3://``), link (a local path) or simulate (``sim://PROFILE``) a cohort; validate its runs.
 
-    Returns the valid subjects (the ParallelFor items); the skipped ones are in
-    the summary page and in ``cohort.metadata``.
+    ``content_hash`` (from ``resolve_cohort``) is not read: it is part of the
+    cache key, so changed data is never served from the cache. Returns the
+    valid subjects (the ParallelFor items); the skipped ones are in the summary
+    page and in ``cohort.metadata``.
     """
     import os
     from pathlib import Path
@@ -56,6 +92,7 @@ def ingest(
     cohort.metadata.update(
         {
             "uri": cohort_uri,
+            "content_hash": content_hash,
             "subjects": len(runs.subjects),
             "runs": len(runs.runs),
             "skipped": sorted(runs.failed),
@@ -346,13 +383,19 @@ def register_champion(
     champion_test_accuracy: float,
     accuracy_threshold: float,
     tracking_uri: str,
+    inference_service: str,
     overrides: dict,
 ) -> str:
-    """Point the registry alias ``champion`` at the chosen model's version if it passes the threshold."""
+    """Point the registry alias ``champion`` at the chosen model's version if it passes the threshold.
+
+    Then roll the InferenceService ``inference_service`` (empty: none) so that
+    its predictor loads the new champion; a local run has no cluster and skips it.
+    """
     import json
     from pathlib import Path
 
     from rsnflow.config import load_config
+    from rsnflow.serve.rollout import roll_inference_service
     from rsnflow.tracking import Tracker
 
     if champion_test_accuracy < accuracy_threshold:
@@ -364,7 +407,8 @@ def register_champion(
     if not uri or not version:
         return "not registered: the model was trained without tracking"
     Tracker(uri, cfg.tracking.experiment, cfg.tracking.registered_model).set_champion(version)
-    return f"{cfg.tracking.registered_model}@champion -> version {version}"
+    rolled = roll_inference_service(inference_service, None, version)
+    return f"{cfg.tracking.registered_model}@champion -> version {version}; {rolled}"
 
 
 @dsl.component(**_COMMON)

@@ -19,6 +19,23 @@ from kfp_pipelines import components as c
 PARALLELISM = int(os.environ.get("RSNFLOW_PARALLELISM", "8"))
 #: Steps that talk to the network (object store, MLflow) retry with backoff.
 _RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+#: The keys of the S3 Secret (KFP's own ``mlpipeline-minio-artifact`` has these; the chart's Secret too).
+S3_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
+#: The chart's ConfigMap (``charts/rsnflow/templates/pipeline-env.yaml``): endpoints and tracking URI.
+ENV_KEYS = ["RSNFLOW_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "AWS_DEFAULT_REGION"]
+
+
+def _cluster_env(task: dsl.PipelineTask, s3_secret: str, env_config_map: str) -> dsl.PipelineTask:
+    """S3 credentials from the Secret and the endpoints and MLflow URI from the chart's ConfigMap.
+
+    Every task that talks to the object store or to MLflow gets them; kfp.local
+    ignores both (the local run passes its own tracking URI and environment).
+    """
+    kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env=S3_SECRET_KEYS)
+    kubernetes.use_config_map_as_env(
+        task, config_map_name=env_config_map, config_map_key_to_env={k: k for k in ENV_KEYS}
+    )
+    return task
 
 
 @dsl.pipeline(
@@ -43,8 +60,18 @@ def rsn_pipeline(
     accelerator_type: str = "NVIDIA_TESLA_T4",
     gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},
     gpu_tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    s3_secret: str = "mlpipeline-minio-artifact",
+    inference_service: str = "rsn-classifier",
+    env_config_map: str = "rsnflow-pipeline-env",
 ) -> str:
-    ing = c.ingest(cohort_uri=cohort_uri, seed=seed, overrides=overrides).set_retry(**_RETRY)
+    # Never cached: a recurring run's same cohort_uri must reach new data (the cache key is the inputs).
+    cohort = c.resolve_cohort(cohort_uri=cohort_uri).set_caching_options(False).set_retry(**_RETRY)
+    _cluster_env(cohort, s3_secret, env_config_map)
+    ing = c.ingest(
+        cohort_uri=cohort.outputs["uri"], content_hash=cohort.outputs["content_hash"], seed=seed,
+        overrides=overrides,
+    ).set_retry(**_RETRY)  # fmt: skip
+    _cluster_env(ing, s3_secret, env_config_map)
     ing.set_cpu_request("1").set_memory_request("4G")
     with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="subjects") as s:
         pre = c.preprocess(cohort=ing.outputs["cohort"], subject=s, overrides=overrides)
@@ -84,6 +111,7 @@ def rsn_pipeline(
             overrides=overrides,
         ).set_display_name(f"train-{arch}")
         t.set_retry(**_RETRY)
+        _cluster_env(t, s3_secret, env_config_map)
         t.set_cpu_request("4").set_cpu_limit("8").set_memory_request("16G").set_memory_limit("32G")
         if arch != "mlp":
             t.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_limit)
@@ -101,17 +129,20 @@ def rsn_pipeline(
         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         overrides=overrides,
     )
+    _cluster_env(ev, s3_secret, env_config_map)
     # The accuracy gate is inside the task, not a dsl.If: kfp.local 2.17 evaluates
     # dsl.If conditions as false whatever their value (kubeflow/pipelines#13313),
     # and the local run must register exactly as a cluster run does.
-    c.register_champion(
+    reg = c.register_champion(
         table=ev.outputs["table"],
         champion=ev.outputs["champion"],
         champion_test_accuracy=ev.outputs["champion_test_accuracy"],
         accuracy_threshold=accuracy_threshold,
         tracking_uri=tracking_uri,
+        inference_service=inference_service,
         overrides=overrides,
     ).set_retry(**_RETRY)
+    _cluster_env(reg, s3_secret, env_config_map)
     rep = c.report(
         ingest_summary=ing.outputs["summary"],
         ingest_table=ing.outputs["table"],
@@ -122,4 +153,8 @@ def rsn_pipeline(
         evaluation=ev.outputs["report"],
         statuses=dsl.Collected(pre.outputs["Output"]),
     )
+    # Last, and only after everything succeeded: a failed run leaves its cohort for the next one.
+    done = c.mark_processed(watched=cohort.outputs["watched"], cohort_uri=cohort.outputs["uri"])
+    done.after(rep, reg).set_caching_options(False).set_retry(**_RETRY)
+    _cluster_env(done, s3_secret, env_config_map)
     return rep.outputs["Output"]

@@ -10,8 +10,10 @@ prints one line per finished task instead::
     ...
 
 The task count is known once ingest has listed the subjects (a subject is one
-preprocess and one dual-regression task). ``verbose`` keeps everything on the
-terminal too.
+preprocess and one dual-regression task). Python warnings raised while the
+pipeline runs (kfp.local warns twice per task that the local runner ignores
+resource requests and the image) go to the log file too. ``verbose`` keeps
+everything on the terminal as well.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO
 
 __all__ = ["TaskLog", "task_log"]
 
@@ -35,9 +38,9 @@ _FINISH = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _OUTPUTS = re.compile(r"Task '([^']+)' (outputs:|has no outputs)")
 _META = re.compile(r"metadata=(\{.*?\}) \)")
 _SUBJECTS = re.compile(r"^\s+Output: (\[.*\])\s*$", re.M)
-#: Tasks besides the two per subject: ingest, group ICA, label, dataset, three trainings,
-#: evaluate, register, report.
-_FIXED_TASKS = 10
+#: Tasks besides the two per subject: resolve-cohort, ingest, group ICA, label, dataset, three trainings,
+#: evaluate, register, report, mark-processed.
+_FIXED_TASKS = 12
 
 
 class TaskLog(io.TextIOBase):
@@ -90,6 +93,19 @@ class TaskLog(io.TextIOBase):
                 self._terminal.write(text)
             self._parse(_ANSI.sub("", text))
         return len(text)
+
+    def log_only(self, text: str) -> None:
+        """Write ``text`` to the log file alone (kfp.local's warnings: two per task, the same each time).
+
+        Parameters
+        ----------
+        text
+            The text, with its line ends.
+        """
+        with self._lock:
+            self._file.write(text)
+            if self._verbose:
+                self._terminal.write(text)
 
     def flush(self) -> None:
         if not self._file.closed:
@@ -158,9 +174,22 @@ def task_log(path: Path, verbose: bool = False) -> Iterator[TaskLog]:
     """
     terminal = sys.stdout
     stream = TaskLog(path, terminal, verbose)
+
+    def to_log(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        stream.log_only(warnings.formatwarning(message, category, filename, lineno, line))
+
     sys.stdout = stream  # kfp.local's log handler and its print of each task's output read sys.stdout
     try:
-        yield stream
+        with warnings.catch_warnings():
+            warnings.showwarning = to_log
+            yield stream
     finally:
         sys.stdout = terminal
         stream.close()

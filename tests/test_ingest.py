@@ -44,3 +44,28 @@ def test_fetch_cohort_links_a_local_folder(tiny_cohort, tmp_path) -> None:
     linked = tmp_path / "c" / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
     original = tiny_cohort.bids_dir / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
     assert linked.read_bytes() == original.read_bytes()
+
+
+def test_a_local_cohort_digest_follows_its_files(tmp_path: Path) -> None:
+    """The cache key of a local cohort: a file added or changed is a new digest; sim:// is its URI."""
+    import os
+
+    from rsnflow.ingest import resolve_cohort
+
+    (tmp_path / "sub-01").mkdir()
+    bold = tmp_path / "sub-01" / "bold.nii.gz"
+    bold.write_bytes(b"run")
+    first = resolve_cohort(str(tmp_path))
+    assert first.uri == str(tmp_path.resolve()) and first.watched == ""
+    assert resolve_cohort(str(tmp_path)) == first
+    bold.write_bytes(b"run, acquired again")
+    changed = resolve_cohort(str(tmp_path))
+    assert changed.content_hash != first.content_hash
+    (tmp_path / "sub-02").mkdir()
+    (tmp_path / "sub-02" / "bold.nii.gz").write_bytes(b"new subject")
+    assert resolve_cohort(str(tmp_path)).content_hash != changed.content_hash
+    os.utime(bold, ns=(0, 0))  # same size, another time: taken as changed (no content hashing of GBs)
+    assert resolve_cohort(str(tmp_path)).content_hash not in (first.content_hash, changed.content_hash)
+    assert resolve_cohort("sim://demo") == resolve_cohort("sim://demo") != resolve_cohort("sim://tiny")
+    with pytest.raises(InvalidInputError, match="not a folder"):
+        resolve_cohort(str(tmp_path / "missing"))

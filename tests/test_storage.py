@@ -120,9 +120,13 @@ def test_clear_errors(s3: dict[str, str], tmp_path: Path) -> None:
 def test_a_recurring_run_takes_each_new_cohort_once(
     s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``s3://bucket/prefix/*``: the oldest complete cohort not yet processed, then the next, then none."""
+    """``s3://bucket/prefix/*`` as the pipeline runs it: resolve, fetch, and mark only after success.
+
+    The first cohort, then (its run failed: not marked) the same one again, then
+    after success the next, then none; the content digest changes with the data.
+    """
     from rsnflow.config import load_config
-    from rsnflow.ingest import fetch_cohort
+    from rsnflow.ingest import fetch_cohort, resolve_cohort
 
     for key, value in s3.items():
         monkeypatch.setenv(key, value)
@@ -130,18 +134,25 @@ def test_a_recurring_run_takes_each_new_cohort_once(
     src = tmp_path / "src"
     (src / "sub-01").mkdir(parents=True)
     (src / "participants.tsv").write_text("participant_id\nsub-01\n")
-    for name in ("cohort-a", "cohort-b"):
-        store.upload_tree(src, f"s3://cohorts/watched/{name}")
+    store.upload_tree(src, "s3://cohorts/watched/cohort-a")
+    (src / "participants.tsv").write_text("participant_id\nsub-01\nsub-02\n")
+    store.upload_tree(src, "s3://cohorts/watched/cohort-b")
     cfg = load_config()
-    first = fetch_cohort("s3://cohorts/watched/*", tmp_path / "1", cfg)
-    second = fetch_cohort("s3://cohorts/watched/*", tmp_path / "2", cfg)
-    assert (first, second) == ("s3://cohorts/watched/cohort-a", "s3://cohorts/watched/cohort-b")
-    assert (tmp_path / "2" / "participants.tsv").exists()
+    watched = "s3://cohorts/watched/*"
+    first = resolve_cohort(watched)
+    assert (first.uri, first.watched) == ("s3://cohorts/watched/cohort-a", "s3://cohorts/watched")
+    assert fetch_cohort(first.uri, tmp_path / "1", cfg) == first.uri
+    # The run failed: nothing marked, the next run takes the same cohort (same digest: a cache hit).
+    assert resolve_cohort(watched) == first
+    store.mark_processed(first.watched, first.uri)  # the run's last task, after success
+    second = resolve_cohort(watched)
+    assert second.uri == "s3://cohorts/watched/cohort-b" and second.content_hash != first.content_hash
+    assert fetch_cohort(watched, tmp_path / "2", cfg) == second.uri
+    assert "sub-02" in (tmp_path / "2" / "participants.tsv").read_text()
+    store.mark_processed(second.watched, second.uri)
     with pytest.raises(StorageError, match="no new complete cohort"):
-        fetch_cohort("s3://cohorts/watched/*", tmp_path / "3", cfg)
-    assert (
-        fetch_cohort("s3://cohorts/watched/cohort-a", tmp_path / "4", cfg) == "s3://cohorts/watched/cohort-a"
-    )
+        resolve_cohort(watched)
+    assert fetch_cohort(first.uri, tmp_path / "4", cfg) == first.uri  # a named cohort is always fetched
 
 
 def test_a_marker_cannot_write_outside_the_cohort(s3: dict[str, str], tmp_path: Path) -> None:
@@ -161,3 +172,37 @@ def test_a_marker_cannot_write_outside_the_cohort(s3: dict[str, str], tmp_path: 
     with pytest.raises(StorageError, match="points outside the cohort"):
         store.download_cohort("s3://cohorts/evil", tmp_path / "dst")
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_cohort_upload_and_list_commands(
+    s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``rsnflow cohort upload`` writes the marker last; ``list`` tells processed, complete and incomplete."""
+    import json
+
+    from rsnflow.cli import EXIT_ERROR, EXIT_OK, main
+
+    for key, value in s3.items():
+        monkeypatch.setenv(key, value)
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "func").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.8.0"}))
+    (bids / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz").write_bytes(b"not read here")
+    assert main(["cohort", "upload", str(bids), "s3://cohorts/site/2026-11"]) == EXIT_OK
+    assert "uploaded 2 files (1 BOLD runs)" in capsys.readouterr().out
+    assert main(["cohort", "upload", str(bids), "s3://cohorts/site/2026-12"]) == EXIT_OK
+    store = ObjectStore.from_env(s3)
+    store.mark_processed("s3://cohorts/site", "s3://cohorts/site/2026-11")
+    # copied with `mc cp` or `aws s3 cp`: objects, no marker
+    store.client.fput_object(
+        "cohorts", "site/copied/dataset_description.json", str(bids / "dataset_description.json")
+    )
+    capsys.readouterr()
+    assert main(["cohort", "list", "s3://cohorts/site"]) == EXIT_OK
+    lines = capsys.readouterr().out.split("\n")
+    assert lines[:3] == [
+        "processed   s3://cohorts/site/2026-11",
+        "complete    s3://cohorts/site/2026-12",
+        "incomplete  s3://cohorts/site/copied",
+    ]
+    assert main(["cohort", "upload", str(tmp_path), "s3://cohorts/site/x"]) == EXIT_ERROR  # not BIDS

@@ -309,6 +309,16 @@ def _add_pipeline_commands(
     p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
     p.add_argument("--order", default=None, help="group ICA model order (default 100) or 'auto'")
 
+    p = add("cohort", "cohorts in an object store: upload one (marker last), list a watched prefix")
+    csub = p.add_subparsers(dest="cohort_command", metavar="ACTION", required=True)
+    cu = csub.add_parser(
+        "upload", help="upload a BIDS folder with checksums, the completion marker last", parents=[common]
+    )
+    cu.add_argument("bids_dir", type=Path, metavar="BIDS_DIR")
+    cu.add_argument("uri", metavar="s3://BUCKET/PREFIX/NAME")
+    cl = csub.add_parser("list", help="the cohorts under a watched prefix and their state", parents=[common])
+    cl.add_argument("uri", metavar="s3://BUCKET/PREFIX")
+
     p = add("config", "show the effective configuration")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     csub.add_parser("show", help="print the effective configuration as YAML", parents=[common])
@@ -611,6 +621,32 @@ def _cmd_bids(args: argparse.Namespace, config: Any) -> int:
     return EXIT_PARTIAL if code == EXIT_OK and dr.failed else code
 
 
+def _cmd_cohort_upload(args: argparse.Namespace, config: Any) -> int:
+    """Upload a BIDS folder for the pipeline: every object with its SHA-256, then ``_COMPLETE.json``."""
+    from rsnflow.bids import check_dataset_description, find_runs
+    from rsnflow.storage import ObjectStore
+
+    check_dataset_description(args.bids_dir)
+    runs, _ = find_runs(args.bids_dir)
+    files = ObjectStore.from_env().upload_tree(args.bids_dir, args.uri)
+    print(
+        f"uploaded {len(files)} files ({len(runs)} BOLD runs) to {args.uri}; complete (marker written last)"
+    )
+    return EXIT_OK
+
+
+def _cmd_cohort_list(args: argparse.Namespace, config: Any) -> int:
+    """The cohorts under a watched prefix: processed, complete (next in line) or incomplete."""
+    from rsnflow.storage import ObjectStore
+
+    cohorts = ObjectStore.from_env().list_cohorts(args.uri)
+    for uri, state in cohorts:
+        print(f"{state:<10}  {uri}")
+    if not cohorts:
+        print(f"no cohort under {args.uri}")
+    return EXIT_OK
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "config show": _cmd_config,
     "simulate": _cmd_simulate,
@@ -624,6 +660,8 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "run": _cmd_run,
     "bids": _cmd_bids,
     "serve": _cmd_serve,
+    "cohort upload": _cmd_cohort_upload,
+    "cohort list": _cmd_cohort_list,
     "pipeline compile": _cmd_pipeline_compile,
     "pipeline submit": _cmd_pipeline_submit,
     "pipeline schedule": _cmd_pipeline_schedule,
@@ -635,6 +673,8 @@ def _command_name(args: argparse.Namespace) -> str:
         return f"pipeline {args.pipeline_command}"
     if args.command == "config":
         return f"config {args.config_command}"
+    if args.command == "cohort":
+        return f"cohort {args.cohort_command}"
     return str(args.command)
 
 

@@ -20,11 +20,13 @@ from rsnflow.log import get_logger, progress
 
 __all__ = [
     "CohortRuns",
+    "ResolvedCohort",
     "SubjectRun",
     "check_dataset_description",
     "fetch_cohort",
     "find_runs",
     "ingest_cohort",
+    "resolve_cohort",
 ]
 
 log = get_logger(__name__)
@@ -129,14 +131,87 @@ class CohortRuns:
         return pd.DataFrame(rows).sort_values(["participant_id", "run"], ignore_index=True)
 
 
+@dataclass(frozen=True)
+class ResolvedCohort:
+    """The cohort a run processes, named before anything is fetched.
+
+    Attributes
+    ----------
+    uri : str
+        The cohort: ``cohort_uri`` itself, or the one chosen under a watched prefix.
+    watched : str
+        The watched ``s3://bucket/prefix`` the cohort came from; empty otherwise.
+    content_hash : str
+        A digest of what the cohort holds (S3: its files' checksums; a local
+        folder: every file's path, size and modification time; ``sim://``: the
+        URI). The pipeline passes it to the cached tasks, so new data is a new
+        cache key and the same cohort run again is served from the cache.
+    """
+
+    uri: str
+    watched: str
+    content_hash: str
+
+
+def resolve_cohort(cohort_uri: str) -> ResolvedCohort:
+    """Name the cohort ``cohort_uri`` stands for, without fetching it.
+
+    Parameters
+    ----------
+    cohort_uri : str
+        ``sim://PROFILE``, ``s3://bucket/prefix``, ``s3://bucket/prefix/*`` (a
+        watched prefix: the first complete cohort under it, in lexicographic
+        order of the URIs, not yet in its processed manifest) or a local folder.
+
+    Returns
+    -------
+    ResolvedCohort
+        The cohort and its content digest. Nothing is marked processed here:
+        :meth:`rsnflow.storage.ObjectStore.mark_processed` is the run's last
+        step, so a failed run leaves its cohort to the next one.
+
+    Raises
+    ------
+    StorageError
+        No S3 endpoint or credentials, an incomplete cohort, or no new complete
+        cohort under a watched prefix.
+    InvalidInputError
+        A local folder that does not exist.
+    """
+    import hashlib
+
+    if cohort_uri.startswith("sim://"):
+        return ResolvedCohort(cohort_uri, "", hashlib.sha256(cohort_uri.encode()).hexdigest())
+    if cohort_uri.startswith("s3://"):
+        from rsnflow.storage import ObjectStore, StorageError
+
+        store = ObjectStore.from_env()
+        watched = ""
+        uri = cohort_uri
+        if cohort_uri.endswith("/*"):
+            watched = cohort_uri.removesuffix("/*")
+            new = store.discover_cohorts(watched)
+            if not new:
+                raise StorageError(f"{watched}: no new complete cohort to process")
+            uri = new[0]
+        return ResolvedCohort(uri, watched, store.cohort_digest(uri))
+    root = Path(cohort_uri)
+    if not root.is_dir():
+        raise InvalidInputError(root, "not a folder (expected a BIDS dataset, s3:// or sim://)")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return ResolvedCohort(str(root.resolve()), "", digest.hexdigest())
+
+
 def fetch_cohort(cohort_uri: str, out: str | Path, config: Any, seed: int = 0, n_jobs: int = 1) -> str:
     """Bring a cohort into ``out``; returns the cohort's own URI.
 
     ``sim://PROFILE`` simulates one (the ``simulate`` config section);
     ``s3://bucket/prefix`` downloads a complete (marked) cohort;
-    ``s3://bucket/prefix/*`` takes the first (in lexicographic order of the URIs)
-    complete cohort under the prefix not yet in its processed manifest, and
-    records it there as soon as it is downloaded (a recurring run);
+    ``s3://bucket/prefix/*`` takes the cohort :func:`resolve_cohort` chooses
+    under the prefix (nothing is marked processed: that is the run's last step);
     anything else is a local BIDS folder, linked into ``out``.
 
     Parameters
@@ -175,19 +250,15 @@ def fetch_cohort(cohort_uri: str, out: str | Path, config: Any, seed: int = 0, n
         )  # fmt: skip
         return cohort_uri
     if cohort_uri.startswith("s3://"):
-        from rsnflow.storage import ObjectStore, StorageError
+        from rsnflow.storage import ObjectStore
 
         store = ObjectStore.from_env()
         if not cohort_uri.endswith("/*"):
             store.download_cohort(cohort_uri, target)
             return cohort_uri
-        watched = cohort_uri.removesuffix("/*")
-        new = store.discover_cohorts(watched)
-        if not new:
-            raise StorageError(f"{watched}: no new complete cohort to process")
-        store.download_cohort(new[0], target)
-        store.mark_processed(watched, new[0])
-        return new[0]
+        chosen = resolve_cohort(cohort_uri).uri
+        store.download_cohort(chosen, target)
+        return chosen
     from rsnflow.io import link_tree
 
     link_tree(cohort_uri, target)

@@ -16,6 +16,7 @@ Kubernetes Secret reaches a pod (``envFrom``): ``RSNFLOW_S3_ENDPOINT`` (or
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import os
@@ -321,6 +322,33 @@ class ObjectStore:
         log.info("downloaded %d files from %s", len(marker["files"]), uri)
         return out
 
+    def cohort_digest(self, uri: str) -> str:
+        """A digest of what a complete cohort holds: the SHA-256 of its marker's file list.
+
+        The marker lists every file with its SHA-256, so the digest changes with
+        any file's content, a file added or a file removed.
+
+        Parameters
+        ----------
+        uri : str
+            ``s3://bucket/prefix`` of a cohort written by :meth:`upload_tree`.
+
+        Returns
+        -------
+        str
+            Hex SHA-256.
+
+        Raises
+        ------
+        StorageError
+            No completion marker under the prefix.
+        """
+        bucket, prefix = parse_uri(uri)
+        marker = self._get_json(bucket, _key(prefix, MARKER))
+        if marker is None:
+            raise StorageError(f"{uri}: incomplete (no {MARKER}); refusing a half-uploaded cohort")
+        return hashlib.sha256(json.dumps(marker["files"], sort_keys=True).encode()).hexdigest()
+
     def discover_cohorts(self, uri: str) -> list[str]:
         """Complete cohorts directly under ``uri`` not yet in its processed manifest, sorted.
 
@@ -335,6 +363,24 @@ class ObjectStore:
         list of str
             ``s3://`` URIs of the new complete cohorts, in lexicographic order.
         """
+        return sorted(c for c, state in self.list_cohorts(uri) if state == "complete")
+
+    def list_cohorts(self, uri: str) -> list[tuple[str, str]]:
+        """Every cohort folder directly under a watched prefix with its state.
+
+        Parameters
+        ----------
+        uri : str
+            Watched ``s3://bucket/prefix``.
+
+        Returns
+        -------
+        list of (str, str)
+            ``(cohort URI, state)`` sorted by URI; the state is ``processed`` (in
+            the processed manifest), ``complete`` (marker present: the next
+            recurring run may take it) or ``incomplete`` (no marker: still
+            uploading, or copied without ``rsnflow cohort upload``).
+        """
         bucket, prefix = parse_uri(uri)
         self.require_bucket(bucket)
         base = f"{prefix}/" if prefix else ""
@@ -345,8 +391,10 @@ class ObjectStore:
             if not obj.is_dir or obj.object_name.startswith(f"{base}_rsnflow"):
                 continue
             cohort = f"s3://{bucket}/{obj.object_name.rstrip('/')}"
-            if cohort not in done and self.is_complete(cohort):
-                found.append(cohort)
+            state = (
+                "processed" if cohort in done else "complete" if self.is_complete(cohort) else "incomplete"
+            )
+            found.append((cohort, state))
         return sorted(found)
 
     def mark_processed(self, watched_uri: str, cohort_uri: str) -> None:

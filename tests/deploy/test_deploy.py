@@ -138,6 +138,19 @@ def test_rendered_chart_validates(variant: str, tmp_path: Path) -> None:
         assert "@sha256:" in isvc["spec"]["predictor"]["containers"][0]["image"]
     _validate([d for d in docs if d["kind"] != "InferenceService"] + [_predictor_as_pod(isvc)], tmp_path)
 
+    # The pipeline's tasks read the endpoints and this release's MLflow from the ConfigMap the
+    # pipeline's env_config_map parameter names (kfp_pipelines.rsn_pipeline.ENV_KEYS).
+    from kfp_pipelines.rsn_pipeline import ENV_KEYS
+
+    env_map = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rsnflow-pipeline-env"
+    )
+    assert set(env_map["data"]) == set(ENV_KEYS)
+    assert (
+        env_map["data"]["MLFLOW_TRACKING_URI"].startswith("http://")
+        and ".svc.cluster.local:" in (env_map["data"]["MLFLOW_TRACKING_URI"])
+    )
+
     mlflow = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-mlflow"))
     args = mlflow["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--serve-artifacts" in args and "--artifacts-destination=s3://mlflow/artifacts" in args

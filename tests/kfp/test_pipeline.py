@@ -23,6 +23,7 @@ def test_dag(compiled: list[dict]) -> None:
     spec = compiled[0]
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {
+        "resolve-cohort",
         "ingest",
         "for-loop-1",
         "group-ica",
@@ -35,6 +36,7 @@ def test_dag(compiled: list[dict]) -> None:
         "evaluate",
         "register-champion",
         "report",
+        "mark-processed",
     }
     comps = spec["components"]
     assert set(comps["comp-for-loop-1"]["dag"]["tasks"]) == {"preprocess"}
@@ -69,6 +71,20 @@ def test_parameters_cover_the_papers_settings(compiled: list[dict]) -> None:
         assert name in params
 
 
+def test_credentials_and_endpoints_reach_every_task_that_talks_to_s3_or_mlflow(compiled: list[dict]) -> None:
+    _, platform = compiled
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    talkers = {"resolve-cohort", "ingest", "train", "train-2", "train-3", "evaluate", "register-champion"}
+    for name in {f"exec-{t}" for t in talkers} | {"exec-mark-processed"}:
+        (secret,) = k8s[name]["secretAsEnv"]
+        assert secret["secretNameParameter"]["componentInputParameter"] == "s3_secret"
+        assert {e["envVar"] for e in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        (env,) = k8s[name]["configMapAsEnv"]
+        assert {"RSNFLOW_S3_ENDPOINT", "MLFLOW_TRACKING_URI"} <= {e["envVar"] for e in env["keyToEnv"]}
+    # No credential is a literal anywhere in the compiled pipeline.
+    assert "AKIA" not in yaml.safe_dump(compiled) and "minio123" not in yaml.safe_dump(compiled)
+
+
 def test_resources_accelerators_caching_and_retries(compiled: list[dict]) -> None:
     spec, platform = compiled
     execs = spec["deploymentSpec"]["executors"]
@@ -80,12 +96,21 @@ def test_resources_accelerators_caching_and_retries(compiled: list[dict]) -> Non
         assert "gpu_limit" in acc["resourceCount"] and "accelerator_type" in acc["resourceType"]
     assert "accelerator" not in execs["exec-train"]["container"]["resources"]  # the MLP runs anywhere
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(k8s) == {"exec-train-2", "exec-train-3"}
-    for cfg in k8s.values():
+    assert {n for n, cfg in k8s.items() if "nodeSelector" in cfg} == {"exec-train-2", "exec-train-3"}
+    for name in ("exec-train-2", "exec-train-3"):
+        cfg = k8s[name]
         assert cfg["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
         assert cfg["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
     tasks = spec["root"]["dag"]["tasks"]
-    assert all(t["cachingOptions"]["enableCache"] for t in tasks.values() if "cachingOptions" in t)
+    # The cohort is resolved (and marked processed) by uncached tasks; everything after is cached.
+    uncached = {
+        n for n, t in tasks.items() if "for-loop" not in n and not t["cachingOptions"].get("enableCache")
+    }
+    assert uncached == {"resolve-cohort", "mark-processed"}
+    assert tasks["ingest"]["inputs"]["parameters"]["content_hash"]["taskOutputParameter"] == {
+        "outputParameterKey": "content_hash", "producerTask": "resolve-cohort",
+    }  # fmt: skip
+    assert set(tasks["mark-processed"]["dependentTasks"]) >= {"report", "register-champion"}
     for t in ("ingest", "train", "train-2", "train-3", "register-champion"):
         assert tasks[t]["retryPolicy"]["maxRetryCount"] == 3
     images = {e["container"]["image"] for e in execs.values()}
