@@ -145,7 +145,11 @@ class TaskLog(io.TextIOBase):
 
 
 def _subject_and_status(outputs: str) -> tuple[str, str]:
-    """A task's status and subject from its artifacts' metadata (``{'subject': '03', 'status': 'ok'}``)."""
+    """A task's status and what it worked on, from its artifacts' metadata.
+
+    ``{'subject': '03', 'status': 'ok'}`` (preprocess, dual regression) or
+    ``{'arch': 'mlp', ...}`` (the three trainings share the task name ``train``).
+    """
     for text in _META.findall(outputs):
         try:
             meta = ast.literal_eval(text)
@@ -153,6 +157,8 @@ def _subject_and_status(outputs: str) -> tuple[str, str]:
             continue
         if isinstance(meta, dict) and "subject" in meta:
             return str(meta.get("status", "ok")), f"sub-{meta['subject']}"
+        if isinstance(meta, dict) and "arch" in meta:
+            return "ok", str(meta["arch"])
     return "ok", ""
 
 

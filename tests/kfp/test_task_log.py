@@ -43,14 +43,16 @@ def test_one_line_per_task_and_the_whole_output_in_the_file(tmp_path: Path, monk
         _kfp_task("ingest", True, {"Output": ["01", "02"]})
         _kfp_task("preprocess", True, {"derivatives": _artifact(subject="01", status="ok"), "Output": "ok"})
         _kfp_task("preprocess", True, {"derivatives": _artifact(subject="02", status="failed: NaN values")})
+        _kfp_task("train-2", True, {"model": _artifact(arch="r3d18", mlflow_version="3")})
         _kfp_task("group-ica", False, {})
     assert sys.stdout is terminal
     lines = terminal.getvalue().splitlines()
-    assert len(lines) == 4 and tasks.total == 16  # 2 x (preprocess, dual regression) and 12 more
+    assert len(lines) == 5 and tasks.total == 16  # 2 x (preprocess, dual regression) and 12 more
     assert lines[0].startswith("[ 1/16] ingest ") and lines[0].endswith("s  ok")
     assert "preprocess sub-01" in lines[1] and lines[1].endswith(" ok")
     assert "preprocess sub-02" in lines[2] and lines[2].endswith("failed: NaN values")
-    assert "group-ica" in lines[3] and lines[3].endswith("FAILED")
+    assert "train r3d18" in lines[3] and lines[3].endswith(" ok")
+    assert "group-ica" in lines[4] and lines[4].endswith("FAILED")
     text = log.read_text()
     assert "have no effect" in text and "have no effect" not in terminal.getvalue()
     assert "executor" in text and "'group-ica'" in text and "\x1b[" in text  # kept as printed
