@@ -13,12 +13,15 @@ import os
 
 from kfp import dsl, kubernetes
 from kfp_pipelines import components as c
+from rsnflow.config import load_config
 
 #: Subjects processed at once in each ParallelFor. KFP needs it at compile time,
 #: so it is not a run parameter: set ``RSNFLOW_PARALLELISM`` when compiling.
 PARALLELISM = int(os.environ.get("RSNFLOW_PARALLELISM", "8"))
 #: Steps that talk to the network (object store, MLflow) retry with backoff.
 _RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+#: The paper's epochs (``train.epochs`` of defaults.yaml), every model's default.
+_EPOCHS = load_config().train.epochs
 #: The keys of the S3 Secret (KFP's own ``mlpipeline-minio-artifact`` has these; the chart's Secret too).
 S3_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 #: The chart's ConfigMap (``charts/rsnflow/templates/pipeline-env.yaml``): endpoints and tracking URI.
@@ -48,9 +51,9 @@ def rsn_pipeline(
     seed: int = 0,
     overrides: dict = {},
     expert_labels: str = "",
-    mlp_epochs: int = 25,
-    resnet_epochs: int = 25,
-    r3d_epochs: int = 25,
+    mlp_epochs: int = _EPOCHS,
+    resnet_epochs: int = _EPOCHS,
+    r3d_epochs: int = _EPOCHS,
     resnet_max_train_samples: int = 0,
     r3d_max_train_samples: int = 0,
     eval_max_maps: int = 0,

@@ -19,12 +19,14 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from rsnflow.config import ARCHS
+from rsnflow.config import ARCHS, TrainConfig, default_section
 from rsnflow.dataset.views import rgb_projections
 from rsnflow.io import InvalidInputError, atomic_path, write_json
 from rsnflow.models.cnn import R3D18, ResNet2p5D
 from rsnflow.models.mlp import MLP
 from rsnflow.space import MNI4_SHAPE
+
+_TRAIN = default_section(TrainConfig)
 
 __all__ = [
     "ARCHS",
@@ -48,8 +50,8 @@ VIEWS: dict[str, Literal["volume", "projection"]] = {
 def build_network(
     arch: str,
     n_classes: int,
-    hidden: tuple[int, ...] = (200, 200, 200),
-    dropout: float = 0.66,
+    hidden: tuple[int, ...] = tuple(_TRAIN.mlp_hidden),
+    dropout: float = _TRAIN.mlp_dropout,
     mask: NDArray[np.bool_] | None = None,
 ) -> nn.Module:
     """A randomly initialised network of architecture ``arch`` (``mask``: the MLP's input voxels).
@@ -304,8 +306,9 @@ def load_classifier(
     network = build_network(
         meta["arch"],
         len(meta["classes"]),
-        tuple(meta.get("mlp_hidden") or (200, 200, 200)),
-        float(meta.get("mlp_dropout", 0.66)),
+        # A model file without them was written with the defaults of the time, the paper's.
+        tuple(meta.get("mlp_hidden") or _TRAIN.mlp_hidden),
+        float(meta.get("mlp_dropout", _TRAIN.mlp_dropout)),
         state["mask"].numpy() if meta.get("mlp_input") == "mask" else None,
     )
     model = RSNClassifier(

@@ -10,7 +10,11 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from rsnflow.config import TrainConfig, default_section
 from rsnflow.space import MNI4_SHAPE
+
+#: The paper's MLP (``train.mlp_hidden``, ``train.mlp_dropout`` of defaults.yaml).
+_TRAIN = default_section(TrainConfig)
 
 __all__ = ["MLP"]
 
@@ -31,9 +35,9 @@ class MLP(nn.Module):
     n_classes : int
         Number of output logits.
     hidden : sequence of int, default=(200, 200, 200)
-        Widths of the hidden layers.
+        Widths of the hidden layers (default: ``train.mlp_hidden`` of defaults.yaml).
     dropout : float, default=0.66
-        Dropout probability after the second hidden layer.
+        Dropout probability after the second hidden layer (default: ``train.mlp_dropout``).
     mask : ndarray of bool or None, default=None
         ``(45, 54, 45)`` voxels the first layer reads; ``None``: the whole grid.
     """
@@ -43,8 +47,8 @@ class MLP(nn.Module):
     def __init__(
         self,
         n_classes: int,
-        hidden: Sequence[int] = (200, 200, 200),
-        dropout: float = 0.66,
+        hidden: Sequence[int] = tuple(_TRAIN.mlp_hidden),
+        dropout: float = _TRAIN.mlp_dropout,
         mask: NDArray[np.bool_] | None = None,
     ) -> None:
         super().__init__()
