@@ -18,6 +18,7 @@ __all__ = [
     "carpet_plot",
     "component_montage",
     "confusion_figure",
+    "montage_anchor",
     "motion_plot",
     "registration_plot",
     "save_figure",
@@ -164,6 +165,28 @@ def carpet_plot(
     return save_figure(fig, path)
 
 
+#: The colour scale's end of the component maps: one scale for every page.
+_ZMAX = 10.0
+
+
+def montage_anchor(component: int, per_page: int = 10) -> str:
+    """The HTML id of the montage figure that shows ``component`` (tables link to it).
+
+    Parameters
+    ----------
+    component : int
+        The component's index.
+    per_page : int, default=10
+        Components per montage PNG, as given to :func:`component_montage`.
+
+    Returns
+    -------
+    str
+        ``components-SSS``, ``SSS`` the first component of the figure.
+    """
+    return f"components-{per_page * (component // per_page):03d}"
+
+
 def component_montage(
     maps: NDArray[np.floating],
     template: NDArray[np.floating],
@@ -172,8 +195,15 @@ def component_montage(
     spectra: tuple[NDArray[np.floating], NDArray[np.floating]] | None = None,
     per_page: int = 10,
     threshold: float = 3.0,
+    affine: NDArray[np.floating] | None = None,
+    timecourses: tuple[NDArray[np.floating], NDArray[np.floating]] | None = None,
 ) -> list[tuple[Path, str]]:
-    """Orthogonal slices through the peak of every component, ten to a PNG.
+    """Signed maps in orthogonal slices through each component's peak, ten to a PNG.
+
+    Positive values are red, negative blue (a diverging scale symmetric about
+    zero, with a colorbar); the title gives the peak's MNI coordinates when
+    ``affine`` is given. Optional panels: the time course of one run and the
+    power spectrum (median over runs with the 25-75% band when several).
 
     Parameters
     ----------
@@ -186,51 +216,97 @@ def component_montage(
     stem
         PNGs are written as ``{stem}_{first:03d}.png``.
     spectra
-        Optional ``(freqs, power (K, F))`` drawn as a fourth panel.
+        Optional ``(freqs (F,), power)``: power ``(K, F)`` of one run or ``(R, K, F)`` of
+        ``R`` runs.
     per_page
         Components per PNG (one row each).
     threshold
-        Absolute map values below this are not drawn over the template; the colour scale
-        runs from it to 10.
+        Values with ``|z|`` below this are not drawn over the template; the colour scale
+        runs from -10 to 10 on every page (beyond, saturated), so pages compare.
+    affine
+        Voxel-to-MNI affine of the grid, for the peak's coordinates in mm.
+    timecourses
+        Optional ``(times (T,), courses (K, T))`` of one run.
 
     Returns
     -------
     list of (path, caption)
+        One PNG per page and its caption (``components 0-9``).
     """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     k_total = maps.shape[-1]
     pages = []
+    extra = [p for p in (timecourses, spectra) if p is not None]
     for start in range(0, k_total, per_page):
         ks = range(start, min(start + per_page, k_total))
-        ncol = 4 if spectra is not None else 3
-        fig, axes = plt.subplots(len(ks), ncol, figsize=(2.75 * ncol, 2.2 * len(ks)), squeeze=False)
+        ncol = 3 + len(extra)
+        fig, axes = plt.subplots(len(ks), ncol, figsize=(2.75 * ncol + 0.6, 2.2 * len(ks)), squeeze=False)
+        vmax = _ZMAX
         for row, k in enumerate(ks):
             m = maps[..., k]
-            i, j, z = np.unravel_index(np.argmax(np.abs(m)), m.shape)
-            views = (
-                (template[:, :, z].T, m[:, :, z].T),
-                (template[:, j, :].T, m[:, j, :].T),
-                (template[i, :, :].T, m[i, :, :].T),
-            )
-            for col, (bg, over) in enumerate(views):
-                ax = axes[row, col]
-                ax.imshow(bg, cmap="gray", origin="lower")
-                ax.imshow(
-                    np.ma.masked_less(np.abs(over), threshold),
-                    cmap="hot",
-                    origin="lower",
-                    vmin=threshold,
-                    vmax=10,
-                )
-                ax.axis("off")
-            axes[row, 0].set_title(titles[k], fontsize=8, loc="left")
+            peak = np.unravel_index(np.argmax(np.abs(m)), m.shape)
+            _signed_slices(axes[row, :3], template, m, peak, threshold, vmax)
+            where = ""
+            if affine is not None:
+                x, y, z = (affine @ np.array([*peak, 1.0]))[:3]
+                where = f"  peak ({x:.0f}, {y:.0f}, {z:.0f}) mm, z {m[peak]:+.1f}"
+            axes[row, 0].set_title(titles[k] + where, fontsize=8, loc="left")
+            col = 3
+            if timecourses is not None:
+                _timecourse_panel(axes[row, col], *timecourses, k)
+                col += 1
             if spectra is not None:
-                freqs, power = spectra
-                axes[row, 3].plot(freqs[1:], power[k, 1:], lw=0.8)
-                axes[row, 3].set_xlabel("Hz", fontsize=7)
-                axes[row, 3].tick_params(labelsize=6)
+                _spectrum_panel(axes[row, col], *spectra, k)
+        fig.colorbar(
+            ScalarMappable(Normalize(-vmax, vmax), "RdBu_r"), ax=axes[-1, :3].tolist(), location="bottom",
+            fraction=0.08, pad=0.04, label=f"z (|z| < {threshold:g} not shown; beyond ±{vmax:g} saturated)",
+        )  # fmt: skip
         png = save_figure(fig, f"{stem}_{start:03d}.png")
         pages.append((png, f"components {start}-{ks[-1]}"))
     return pages
+
+
+def _signed_slices(
+    axes: NDArray[np.object_],
+    template: NDArray[np.floating],
+    m: NDArray[np.floating],
+    peak: tuple[np.intp, ...],
+    threshold: float,
+    vmax: float,
+) -> None:
+    """Axial, coronal and sagittal slices through ``peak``: the map over the template, signed."""
+    i, j, z = peak
+    views = (
+        (template[:, :, z].T, m[:, :, z].T),
+        (template[:, j, :].T, m[:, j, :].T),
+        (template[i, :, :].T, m[i, :, :].T),
+    )
+    for ax, (bg, over) in zip(axes, views, strict=True):
+        ax.imshow(bg, cmap="gray", origin="lower")
+        shown = np.ma.masked_where(np.abs(over) < threshold, over)
+        ax.imshow(shown, cmap="RdBu_r", origin="lower", vmin=-vmax, vmax=vmax)
+        ax.axis("off")
+
+
+def _timecourse_panel(
+    ax: plt.Axes, times: NDArray[np.floating], courses: NDArray[np.floating], k: int
+) -> None:
+    ax.plot(times, courses[k] - courses[k].mean(), lw=0.6, color="k")
+    ax.set_xlabel("s", fontsize=7)
+    ax.tick_params(labelsize=6)
+
+
+def _spectrum_panel(ax: plt.Axes, freqs: NDArray[np.floating], power: NDArray[np.floating], k: int) -> None:
+    if power.ndim == 3:  # several runs: median and the 25-75% band
+        lo, med, hi = np.percentile(power[:, k, 1:], [25, 50, 75], axis=0)
+        ax.fill_between(freqs[1:], lo, hi, alpha=0.3, lw=0)
+        ax.plot(freqs[1:], med, lw=0.8)
+    else:
+        ax.plot(freqs[1:], power[k, 1:], lw=0.8)
+    ax.set_xlabel("Hz", fontsize=7)
+    ax.tick_params(labelsize=6)
 
 
 def confusion_figure(

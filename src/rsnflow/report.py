@@ -96,23 +96,34 @@ class Report:
         self._parts.append(f"<ul>{lis}</ul>")
         return self
 
-    def table(self, frame: pd.DataFrame) -> Report:
+    def table(self, frame: pd.DataFrame, links: dict[str, list[str]] | None = None) -> Report:
         """Add a table (without the frame's index).
 
         Parameters
         ----------
         frame : pandas.DataFrame
             The table; cell values are HTML-escaped.
+        links : dict of str to list of str, optional
+            Column name to one ``href`` per row: those cells become links (to a
+            figure's anchor ``#id``, another page).
 
         Returns
         -------
         Report
             This report.
         """
-        self._parts.append(frame.to_html(index=False, escape=True, border=0))
+        if not links:
+            self._parts.append(frame.to_html(index=False, escape=True, border=0))
+            return self
+        shown = frame.astype(str).map(html.escape)
+        for column, hrefs in links.items():
+            shown[column] = [
+                f'<a href="{html.escape(h)}">{cell}</a>' for cell, h in zip(shown[column], hrefs, strict=True)
+            ]
+        self._parts.append(shown.to_html(index=False, escape=False, border=0))
         return self
 
-    def figure(self, png: str | Path, caption: str = "") -> Report:
+    def figure(self, png: str | Path, caption: str = "", anchor: str | None = None) -> Report:
         """Add a PNG, embedded as base64, with an optional caption.
 
         Parameters
@@ -121,6 +132,8 @@ class Report:
             The PNG file, read now.
         caption : str, default=""
             Caption and alt text; no caption when empty.
+        anchor : str, optional
+            The figure's HTML ``id``, for links to it (``#anchor``).
 
         Returns
         -------
@@ -129,9 +142,9 @@ class Report:
         """
         data = base64.b64encode(Path(png).read_bytes()).decode()
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        self._parts.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">{cap}</figure>'
-        )
+        ident = f' id="{html.escape(anchor)}"' if anchor else ""
+        img = f'<img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+        self._parts.append(f"<figure{ident}>{img}{cap}</figure>")
         return self
 
     def link(self, href: str, text: str) -> Report:

@@ -383,26 +383,50 @@ def _write(
 
 
 def _report(deriv: Path, res: GroupICAResult, example: RunId) -> None:
-    from rsnflow.figures import component_montage
+    from rsnflow.figures import component_montage, montage_anchor
     from rsnflow.report import Report
     from rsnflow.space import load_template
 
     paths = group_paths(deriv)
     template = load_template().get_fdata()
-    # Time courses of one subject (stage 1 of dual regression) for the spectra.
-    data = _load_subject(deriv, example, res.mask)
-    design = res.zmaps - res.zmaps.mean(1, keepdims=True)
-    tcs = np.linalg.lstsq(design.T, (data - data.mean(1, keepdims=True)).T, rcond=None)[0]  # (K, T)
     tr = float(open_nifti(subject_outputs(deriv, example).bold).header.get_zooms()[3])
+    courses = _stage1_courses(deriv, res, example, tr)
+    tcs = courses[0]
     freqs = np.fft.rfftfreq(tcs.shape[1], d=tr)
-    power = np.abs(np.fft.rfft(tcs - tcs.mean(1, keepdims=True), axis=1)) ** 2
+    power = np.stack([np.abs(np.fft.rfft(c - c.mean(1, keepdims=True), axis=1)) ** 2 for c in courses])
     vol = unmask(res.zmaps, res.mask)
     report = Report("rsnflow group ICA")
     report.text(
         f"{len(res.runs)} runs of {len(res.subjects)} subjects, model order {res.order}, FastICA converged: "
-        f"{res.converged}. Maps: z statistics, |z| > 3 over the MNI template; spectra from {example}."
+        f"{res.converged}. Maps: z statistics over the MNI template, positive red and negative blue, "
+        f"|z| < 3 not shown; the time course is {example}'s (stage 1 of dual regression), the spectrum "
+        f"the median over {len(courses)} runs with the 25-75% band."
     )
     titles = [f"IC {k}: {100 * res.explained_variance[k]:.2f}% variance" for k in range(res.order)]
-    for png, caption in component_montage(vol, template, titles, paths["ica_figures"], (freqs, power)):
-        report.figure(png, caption)
+    pages = component_montage(
+        vol, template, titles, paths["ica_figures"], (freqs, power), affine=MNI4_AFFINE,
+        timecourses=(np.arange(tcs.shape[1]) * tr, tcs),
+    )  # fmt: skip
+    for start, (png, caption) in zip(range(0, res.order, 10), pages, strict=True):
+        report.figure(png, caption, anchor=montage_anchor(start))
     report.write(paths["report"])
+
+
+#: Runs whose stage-1 time courses make the spectra's median and spread on the group page.
+_SPECTRA_RUNS = 8
+
+
+def _stage1_courses(deriv: Path, res: GroupICAResult, example: RunId, tr: float) -> list[NDArray[np.float64]]:
+    """Component time courses ``(K, T)`` of ``example`` and of up to 7 more runs of its length and TR."""
+    design = res.zmaps - res.zmaps.mean(1, keepdims=True)
+    out: list[NDArray[np.float64]] = []
+    for run in [example, *(r for r in res.runs if r != example)]:
+        out_paths = subject_outputs(deriv, run)
+        header = open_nifti(out_paths.bold).header
+        if run != example and (header.get_data_shape()[3] != len(out[0][0]) or header.get_zooms()[3] != tr):
+            continue
+        data = _load_subject(deriv, run, res.mask)
+        out.append(np.linalg.lstsq(design.T, (data - data.mean(1, keepdims=True)).T, rcond=None)[0])
+        if len(out) == _SPECTRA_RUNS:
+            break
+    return out

@@ -210,9 +210,9 @@ def label_components(
 
 
 def _report(deriv: Path, table: pd.DataFrame, zmaps: NDArray[np.float32], mask: NDArray[np.bool_]) -> None:
-    from rsnflow.figures import component_montage
+    from rsnflow.figures import component_montage, montage_anchor
     from rsnflow.report import Report
-    from rsnflow.space import load_template, unmask
+    from rsnflow.space import MNI4_AFFINE, load_template, unmask
 
     out = group_paths(deriv)["labels_report"]
     report = Report("rsnflow component labels")
@@ -222,7 +222,9 @@ def _report(deriv: Path, table: pd.DataFrame, zmaps: NDArray[np.float32], mask: 
         f"{int((table['label'] == UNKNOWN).sum())} Unknown. To correct a label, edit the label column of "
         f"{labels_path(deriv).name} and run `rsnflow label DERIV_DIR --expert-labels` on it."
     )
-    report.table(table[["component", "label", "source", "score", "runner_up", "runner_up_score", "reason"]])
+    columns = ["component", "label", "source", "score", "runner_up", "runner_up_score", "reason"]
+    # Each component's number links to its maps below.
+    report.table(table[columns], links={"component": [f"#{montage_anchor(k)}" for k in table["component"]]})
     titles = [
         f"IC {k}: {lab} ({src} {sc:.2f})"
         for k, lab, src, sc in zip(
@@ -230,8 +232,9 @@ def _report(deriv: Path, table: pd.DataFrame, zmaps: NDArray[np.float32], mask: 
         )
     ]
     template = load_template().get_fdata()
-    for png, caption in component_montage(
-        unmask(zmaps, mask), template, titles, group_paths(deriv)["labels_figures"]
-    ):
-        report.figure(png, caption)
+    pages = component_montage(
+        unmask(zmaps, mask), template, titles, group_paths(deriv)["labels_figures"], affine=MNI4_AFFINE
+    )
+    for start, (png, caption) in zip(range(0, len(titles), 10), pages, strict=True):
+        report.figure(png, caption, anchor=montage_anchor(start))
     report.write(out)
