@@ -228,11 +228,25 @@ def publish_site(run_dir: Path, work: Path) -> Path:
             shutil.copyfile(task / "qc", site / f"qc-{subjects[0]}.html")
             qc_pages.append(str(site / f"qc-{subjects[0]}.html"))
     qc_pages.sort()  # by subject (the tasks' folders sort as iteration-1, -10, -11, ..., -2)
+    cohort_qc = _cohort_qc_page(run_dir, site)
     ingest_table = run_dir / "ingest" / "table" / "subjects.tsv"
     return run_report(
         work / "report.html", site / "ingest.html", ingest_table, qc_pages, site / "group-ica.html",
-        site / "labels.html", table / "table1.md", site / "evaluation" / "index.html", statuses,
+        site / "labels.html", table / "table1.md", site / "evaluation" / "index.html", statuses, cohort_qc,
     )  # fmt: skip
+
+
+def _cohort_qc_page(run_dir: Path, site: Path) -> Path | None:
+    """The cohort's QC page in the site, from every preprocess task's runs; each run links to its page."""
+    from rsnflow.preprocess.group_qc import collect_qc, flag_outliers, write_group_qc
+
+    table = collect_qc([task / "derivatives" for task in run_dir.glob("for-loop-*/preprocess")])
+    table = table[[(site / f"qc-{s}.html").is_file() for s in table["subject"]]]
+    if table.empty:
+        return None
+    return write_group_qc(
+        flag_outliers(table), site / "cohort-qc.html", lambda row: f"qc-{row['subject']}.html"
+    )
 
 
 def run_report(
@@ -245,8 +259,13 @@ def run_report(
     table1_md: str | Path,
     evaluation: str | Path,
     statuses: list[str],
+    cohort_qc: str | Path | None = None,
 ) -> Path:
-    """The front page of a pipeline run: Table 1 and a link to every stage's page."""
+    """The front page of a pipeline run: Table 1 and a link to every stage's page.
+
+    ``cohort_qc``, when given, is the cohort's QC page (one row per run,
+    outliers flagged), linked before the subjects' own QC pages.
+    """
     out = Path(path)
     here = out.parent
 
@@ -274,6 +293,8 @@ def run_report(
             f"{len(failed)} subjects failed preprocessing and were skipped: {'; '.join(failed)}",
             css="warn",
         )
+    if cohort_qc is not None:
+        report.link(rel(cohort_qc), "preprocessing QC: the cohort, one row per run, outliers flagged")
     for i, q in enumerate(qc_pages):
         name = (
             Path(q).stem.removeprefix("qc-")

@@ -384,7 +384,7 @@ def _cmd_simulate(args: argparse.Namespace, config: Any) -> int:
 
 
 def _cmd_preprocess(args: argparse.Namespace, config: Any) -> int:
-    from rsnflow.layout import preprocess_summary_path
+    from rsnflow.layout import group_paths, preprocess_summary_path
     from rsnflow.preprocess import preprocess_cohort
 
     result = preprocess_cohort(
@@ -399,6 +399,8 @@ def _cmd_preprocess(args: argparse.Namespace, config: Any) -> int:
     )
     print(f"preprocessed {len(result.succeeded)} runs into {args.deriv_dir}")
     print(f"summary: {preprocess_summary_path(args.deriv_dir)}")
+    if group_paths(args.deriv_dir)["qc_report"].is_file():
+        print(f"cohort QC (outliers flagged): {group_paths(args.deriv_dir)['qc_report']}")
     if result.failed:
         print(f"failed: {', '.join(result.failed)} (reasons in the summary)", file=sys.stderr)
         return EXIT_ERROR if not result.succeeded else EXIT_PARTIAL

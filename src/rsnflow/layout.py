@@ -309,6 +309,7 @@ def group_paths(deriv_dir: str | os.PathLike[str]) -> dict[str, Path]:
         "report": g / "group_task-rest_desc-ica_report.html",
         "record": g / "group_task-rest_desc-ica_record.json",
         "dr_summary": g / "dual_regression_summary.tsv",
+        "qc_report": g / "group_task-rest_desc-qc_report.html",
         "figures": g / "figures",
         "ica_figures": g / "figures" / "group_ica",
         "labels": g / "group_task-rest_desc-ica_labels.tsv",

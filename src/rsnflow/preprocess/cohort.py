@@ -12,7 +12,7 @@ import pandas as pd
 from rsnflow.bids import RunId, find_runs
 from rsnflow.config import PreprocessConfig
 from rsnflow.io import InvalidInputError, remove_leftovers, write_dataset_description, write_text
-from rsnflow.layout import preprocess_summary_path, subject_outputs
+from rsnflow.layout import group_paths, preprocess_summary_path, subject_outputs
 from rsnflow.log import get_logger
 from rsnflow.preprocess.participant import PreprocessingError, preprocess_identity, preprocess_subject
 from rsnflow.records import Record, StaleOutputError
@@ -189,6 +189,21 @@ def preprocess_cohort(
     ]
     summary = pd.DataFrame(rows)
     write_text(summary.to_csv(sep="\t", index=False, na_rep="n/a"), preprocess_summary_path(deriv))
+    _group_qc_page(deriv)
     n_failed = int((summary["status"] == "failed").sum())
     log.info("preprocess: %d runs ok or complete, %d failed", len(runs) - n_failed, n_failed)
     return CohortPreprocessing(deriv, summary)
+
+
+def _group_qc_page(deriv: Path) -> None:
+    """The cohort's QC page (``group/..._desc-qc_report.html``), every run linked to its own page."""
+    import os
+
+    from rsnflow.preprocess.group_qc import collect_qc, flag_outliers, write_group_qc
+
+    table = collect_qc([deriv])
+    if table.empty:
+        return
+    page = group_paths(deriv)["qc_report"]
+    page.parent.mkdir(parents=True, exist_ok=True)
+    write_group_qc(flag_outliers(table), page, lambda row: os.path.relpath(row["qc_html"], page.parent))
