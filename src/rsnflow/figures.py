@@ -85,7 +85,11 @@ def motion_plot(table: pd.DataFrame, title: str, path: str | Path, fd_threshold:
 
 
 def registration_plot(
-    epi: NDArray[np.floating], template_mask: NDArray[np.bool_], title: str, path: str | Path
+    epi: NDArray[np.floating],
+    template_mask: NDArray[np.bool_],
+    title: str,
+    path: str | Path,
+    white_matter: NDArray[np.bool_] | None = None,
 ) -> Path:
     """Mean EPI in MNI space with the template's brain outline (FSL's registration check).
 
@@ -101,6 +105,10 @@ def registration_plot(
         Title of the figure.
     path : str or Path
         Output PNG file.
+    white_matter : ndarray of bool, shape (X, Y, Z), optional
+        The template's white matter, outlined in yellow: its boundary inside the
+        brain shows a misregistration the brain's outline alone can hide (as
+        FSL's BBR check draws it).
 
     Returns
     -------
@@ -117,6 +125,9 @@ def registration_plot(
         outline = np.take(template_mask, k, axis=axis).T.astype(float)
         ax.imshow(img, cmap="gray", origin="lower", vmin=0, vmax=vmax)
         ax.contour(outline, levels=[0.5], colors="r", linewidths=0.8)
+        if white_matter is not None and np.take(white_matter, k, axis=axis).any():
+            wm = np.take(white_matter, k, axis=axis).T.astype(float)
+            ax.contour(wm, levels=[0.5], colors="y", linewidths=0.6)
         ax.set_title(f"{name} {k}", fontsize=9)
         ax.axis("off")
     fig.suptitle(title)
@@ -126,13 +137,18 @@ def registration_plot(
 def carpet_plot(
     data: NDArray[np.floating],
     mask: NDArray[np.bool_],
-    fd: NDArray[np.floating],
+    traces: dict[str, tuple[NDArray[np.floating], float | None]],
     title: str,
     path: str | Path,
+    tissues: dict[str, NDArray[np.bool_]] | None = None,
 ) -> Path:
-    """Voxel time series in the mask (z-scored, rows) over volumes, with FD above.
+    """Voxel time series (z-scored rows) over volumes, grouped by tissue, with traces above.
 
-    At most about 1500 voxel rows are drawn (every n-th voxel).
+    As fMRIPrep's and MRIQC's carpet plots: the rows are split into grey
+    matter, white matter and CSF (in that order, labelled and separated), and
+    above them each trace (framewise displacement, standardised DVARS, the
+    global signal) is drawn with its threshold, the volumes past it marked.
+    At most about 1500 voxel rows are drawn (every n-th voxel of each tissue).
 
     Parameters
     ----------
@@ -140,28 +156,55 @@ def carpet_plot(
         The BOLD series.
     mask : ndarray of bool, shape (X, Y, Z)
         Voxels to draw.
-    fd : ndarray of shape (T,)
-        Framewise displacement per volume (mm).
+    traces : dict of str to (ndarray of shape (T,), float or None)
+        Label to values per volume and a threshold (None: none), drawn top to bottom.
     title : str
         Title of the figure.
     path : str or Path
         Output PNG file.
+    tissues : dict of str to ndarray of bool, optional
+        Label to voxels of the tissue (within ``mask``), in drawing order; None: one block.
 
     Returns
     -------
     Path
         ``path``.
     """
-    ts = np.asarray(data, dtype=np.float32)[mask]
-    ts = (ts - ts.mean(1, keepdims=True)) / np.maximum(ts.std(1, keepdims=True), 1e-6)
-    step = max(1, len(ts) // 1500)
-    fig, (a0, a1) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, gridspec_kw={"height_ratios": [1, 4]})
-    a0.plot(fd, color="k")
-    a0.set_ylabel("FD (mm)")
-    a1.imshow(ts[::step], aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest")
-    a1.set_ylabel("voxels")
-    a1.set_xlabel("volume")
-    a0.set_title(title)
+    blocks = tissues if tissues else {"brain": mask}
+    series, edges = [], []
+    budget = max(1, int(mask.sum()) // 1500)
+    for name, where in blocks.items():
+        ts = np.asarray(data, dtype=np.float32)[where & mask][::budget]
+        if len(ts) == 0:
+            continue
+        series.append((ts - ts.mean(1, keepdims=True)) / np.maximum(ts.std(1, keepdims=True), 1e-6))
+        edges.append((name, sum(len(s) for s in series)))
+    rows = np.concatenate(series) if series else np.zeros((1, data.shape[-1]), np.float32)
+    n = len(traces)
+    fig, axes = plt.subplots(
+        n + 1, 1, figsize=(9, 2.2 + 1.1 * n + 3.5), sharex=True, gridspec_kw={"height_ratios": [1] * n + [4]}
+    )
+    for ax, (label, (values, threshold)) in zip(axes[:n], traces.items(), strict=True):
+        v = np.asarray(values, dtype=float)
+        ax.plot(v, color="k", lw=0.8)
+        if threshold is not None:
+            over = np.flatnonzero(v > threshold)
+            ax.axhline(threshold, color="r", ls="--", lw=0.8)
+            ax.plot(over, v[over], "r.", ms=4)
+            label = f"{label}\n{len(over)} > {threshold:g}"
+        ax.set_ylabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    carpet = axes[n]
+    carpet.imshow(rows, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest")
+    start = 0
+    for name, end in edges:
+        carpet.axhline(end - 0.5, color="c", lw=0.8)
+        carpet.text(-0.01, (start + end) / 2, name, transform=carpet.get_yaxis_transform(), ha="right",
+                    va="center", fontsize=8, color="c")  # fmt: skip
+        start = end
+    carpet.set_yticks([])
+    carpet.set_xlabel("volume")
+    axes[0].set_title(title)
     return save_figure(fig, path)
 
 

@@ -34,7 +34,7 @@ from rsnflow.preprocess.run import Timer, align_run, clean_run, mni_image
 from rsnflow.preprocess.slice_timing import check_slice_timing, shift_slices
 from rsnflow.records import Record, config_digest, file_digest
 from rsnflow.report import Report
-from rsnflow.space import MNI4_AFFINE
+from rsnflow.space import MNI4_AFFINE, load_tissue_probabilities
 
 __all__ = [
     "MIN_VOLUMES",
@@ -188,6 +188,11 @@ def _write_run(
     write_text(conf.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g"), out.confounds)
 
 
+#: Volumes flagged on the QC page, fMRIPrep's defaults (Power et al. 2014: FD 0.5 mm, std DVARS 1.5).
+FD_THRESHOLD_MM = 0.5
+DVARS_THRESHOLD = 1.5
+
+
 def _qc_page(
     out: SubjectOutputs,
     subject: RunId | str,
@@ -199,15 +204,27 @@ def _qc_page(
     qc: dict[str, Any],
 ) -> None:
     name = str(RunId.of(subject))
-    motion_png = motion_plot(conf, f"{name}: estimated motion", out.figure("motion"), fd_threshold=0.5)
+    motion_png = motion_plot(
+        conf, f"{name}: estimated motion", out.figure("motion"), fd_threshold=FD_THRESHOLD_MM
+    )
+    # The tissue a voxel most probably is (GM, WM, CSF), as fMRIPrep splits its carpet.
+    prob = load_tissue_probabilities()
+    stack = np.stack([prob["gm"], prob["wm"], prob["csf"]])
+    best = np.argmax(stack, axis=0)
+    tissues = {label: mask & (best == i) & (stack.max(0) > 0) for i, label in enumerate(("GM", "WM", "CSF"))}
+    traces = {
+        "FD (mm)": (conf["framewise_displacement"].fillna(0).to_numpy(), FD_THRESHOLD_MM),
+        "std DVARS": (conf["std_dvars"].fillna(0).to_numpy(), DVARS_THRESHOLD),
+        "global signal": (conf["global_signal"].to_numpy(), None),
+    }
+    carpet_png = carpet_plot(bold, mask, traces, f"{name}: preprocessed BOLD", out.figure("carpet"), tissues)
     reg_png = registration_plot(
         mean_mni,
         template_mask,
-        f"{name}: mean EPI in MNI, template outline",
+        f"{name}: mean EPI in MNI; template brain (red) and white matter (yellow) outlines",
         out.figure("reg"),
+        white_matter=prob["wm"] > 0.5,
     )
-    fd = conf["framewise_displacement"].fillna(0).to_numpy()
-    carpet_png = carpet_plot(bold, mask, fd, f"{name}: preprocessed BOLD", out.figure("carpet"))
     report = Report(f"rsnflow preprocessing QC: {name}")
     summary = {k: v for k, v in qc.items() if k not in ("mni_to_epi", "seconds")}
     report.heading("Summary").items(
@@ -215,9 +232,13 @@ def _qc_page(
     )
     report.heading("Head motion").figure(motion_png, "translations, rotations and framewise displacement")
     report.heading("Registration").figure(
-        reg_png, "mean EPI resampled into MNI 4 mm; red: template brain outline"
+        reg_png, "mean EPI resampled into MNI 4 mm; red: template brain outline; yellow: its white matter"
     )
-    report.heading("Carpet plot").figure(carpet_png, "z-scored voxel time series inside the brain mask")
+    report.heading("Carpet plot").figure(
+        carpet_png,
+        f"z-scored voxel time series by tissue (grey matter, white matter, CSF); above: FD (flagged over "
+        f"{FD_THRESHOLD_MM} mm), standardised DVARS (over {DVARS_THRESHOLD}) and the global signal",
+    )
     report.heading("Timing (s)").items([f"{k}: {v}" for k, v in qc["seconds"].items()])
     report.text(json.dumps({"mni_to_epi": np.asarray(qc["mni_to_epi"]).round(4).tolist()}))
     report.write(out.qc_html)
