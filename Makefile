@@ -104,7 +104,7 @@ images:
 	done
 
 manifests: tools
-	$(TOOLS)/bin/helm template rsnflow charts/rsnflow --namespace rsnflow > manifests/base/rsnflow.yaml.tmp
+	$(TOOLS)/bin/helm template rsnflow charts/rsnflow --namespace rsnflow --skip-tests > manifests/base/rsnflow.yaml.tmp
 	mv manifests/base/rsnflow.yaml.tmp manifests/base/rsnflow.yaml
 
 figures: setup

@@ -57,8 +57,10 @@ def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
 
 
-def _render(values: list[str], release: str = "rsn") -> str:
+def _render(values: list[str], release: str = "rsn", tests: bool = True) -> str:
     cmd = [_tool("helm"), "template", release, str(CHART), "--namespace", NAMESPACE]
+    if not tests:
+        cmd.append("--skip-tests")  # the `helm test` pods are not part of a kustomize base
     for v in values:
         cmd += ["--set", v]
     done = _run(cmd)
@@ -177,9 +179,36 @@ def test_required_values_fail_with_a_clear_message() -> None:
     assert done.returncode != 0 and "must be sqlite or postgresql" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("serving.maxBatch=many", "serving.maxBatch: Invalid type. Expected: integer"),
+        ("mlflow.port=0", "mlflow.port: Must be greater than or equal to 1"),
+        ("s3.endpoint=minio:9000", "s3.endpoint: Does not match pattern"),
+        ("serving.prot=1", "Additional property prot is not allowed"),
+    ],
+)
+def test_the_schema_refuses_wrong_values_at_install(value: str, message: str) -> None:
+    """values.schema.json: a typo or a wrong type fails `helm template`/`install`, naming the value."""
+    done = _run([_tool("helm"), "template", "rsn", str(CHART), "--set", value])
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+def test_helm_test_checks_mlflow_and_the_predictor() -> None:
+    docs = [
+        d for d in _docs(_render([])) if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+    ]
+    urls = sorted(d["spec"]["containers"][0]["args"][0].split('url = "')[1].split('"')[0] for d in docs)
+    assert urls == [
+        f"http://rsn-classifier-predictor.{NAMESPACE}.svc.cluster.local/v2/health/ready",
+        f"http://rsn-rsnflow-mlflow.{NAMESPACE}.svc.cluster.local:5000/health",
+    ]
+    assert all(d["spec"]["securityContext"]["runAsNonRoot"] for d in docs)
+
+
 def test_manifests_base_is_the_chart_rendered(tmp_path: Path) -> None:
     committed = (MANIFESTS / "base" / "rsnflow.yaml").read_text()
-    assert committed == _render([], release="rsnflow"), (
+    assert committed == _render([], release="rsnflow", tests=False), (
         "manifests/base/rsnflow.yaml is stale: run `make manifests`"
     )
 
@@ -193,6 +222,35 @@ def test_kustomize_overlays_build_and_validate(overlay: str, tmp_path: Path) -> 
     isvc = next(d for d in docs if d["kind"] == "InferenceService")
     _check_inference_service(isvc, gpu=overlay == "gpu")
     _validate([d for d in docs if d["kind"] != "InferenceService"] + [_predictor_as_pod(isvc)], tmp_path)
+
+
+def test_kustomize_images_reach_every_container(tmp_path: Path) -> None:
+    """An overlay's ``images:`` points the MLflow Deployment and the InferenceService at a registry."""
+    digest = "sha256:" + "a" * 64
+    base = os.path.relpath(MANIFESTS / "overlays" / "cpu", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {base}\nimages:\n"
+        "  - name: ghcr.io/rsnflow/rsnflow-serve\n    newName: registry.example.org/rsnflow-serve\n"
+        f"    digest: {digest}\n"
+        "  - name: ghcr.io/rsnflow/rsnflow-pipeline\n    newName: registry.example.org/rsnflow-pipeline\n"
+        "    newTag: 0.2.0\n"
+    )
+    done = _run([_tool("kubectl"), "kustomize", str(tmp_path)])
+    assert done.returncode == 0, done.stderr
+    docs = _docs(done.stdout)
+    isvc = next(d for d in docs if d["kind"] == "InferenceService")
+    assert (
+        isvc["spec"]["predictor"]["containers"][0]["image"] == f"registry.example.org/rsnflow-serve@{digest}"
+    )
+    images = {
+        c["image"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert "registry.example.org/rsnflow-pipeline:0.2.0" in images
+    assert not any(i.startswith("ghcr.io/rsnflow/") for i in images)
 
 
 def _checkov(target: Path, framework: str) -> dict[str, Any]:
