@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 from pathlib import Path
 
 import httpx
@@ -91,6 +92,13 @@ def test_v2_json_binary_and_nifti_agree(served_mlp: str, maps: np.ndarray, expec
     np.testing.assert_allclose(out["probability"]["data"], expected.max(1), atol=1e-5)
     assert out["top_labels"]["shape"] == [len(maps), 5]
     assert out["label"]["data"] == [out["top_labels"]["data"][5 * i] for i in range(len(maps))]
+
+    # JSON without a Content-Type header, as tritonclient's JSON mode sends it: still JSON, not binary
+    r = httpx.post(f"{served_mlp}/v2/models/{NAME}/infer", content=json.dumps(body).encode(), timeout=60)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(
+        next(o for o in r.json()["outputs"] if o["name"] == "probability")["data"], expected.max(1), atol=1e-5
+    )
 
     # binary tensor extension, built with kserve's own client types
     inp = InferInput("maps", list(maps.shape), "FP32")

@@ -27,6 +27,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import RequestedOutput
 from kserve.protocol.rest.server import RESTServer
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
 from rsnflow.log import get_logger
 from rsnflow.serve.inputs import looks_like_nifti
@@ -173,6 +174,18 @@ class _CheckedDataPlane(DataPlane):
         json_length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
         if isinstance(body, bytes) and json_length is not None:
             return binary_request(body, _header_length(json_length, len(body)), model_name)
+        if isinstance(body, bytes):
+            # Without the binary extension's header the body is JSON, whatever its Content-Type:
+            # tritonclient's JSON mode sends none, and kserve took such a body for binary (400).
+            from pydantic import ValidationError
+
+            try:
+                body = InferenceRequest.model_validate_json(body)
+            except ValidationError as exc:
+                raise InvalidInput(
+                    f"the body is not a V2 JSON request (and no {INFERENCE_CONTENT_LENGTH_HEADER} header "
+                    f"announces binary tensors): {exc.errors()[0]['msg']}"
+                ) from exc
         return super().decode_inference_request(body, headers, model_name)
 
     def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
