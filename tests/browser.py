@@ -26,9 +26,11 @@ from websockets.sync.client import connect
 
 _LINKS_JS = """(() => {
   const out = [];
+  const anchors = [];
   for (const el of document.querySelectorAll('[href], [src]')) {
     const v = el.getAttribute('href') ?? el.getAttribute('src');
-    if (v && !v.startsWith('data:') && !v.startsWith('#')) out.push([v, el.href ?? el.src]);
+    if (v && v.startsWith('#')) anchors.push([v, document.getElementById(v.slice(1)) !== null]);
+    else if (v && !v.startsWith('data:')) out.push([v, el.href ?? el.src]);
   }
   return JSON.stringify({
     contentType: document.contentType,
@@ -38,6 +40,7 @@ _LINKS_JS = """(() => {
     images: [...document.images].map(
       i => [i.getAttribute('src').slice(0, 40), i.complete && i.naturalWidth > 0]),
     links: out,
+    anchors: anchors,
   });
 })()"""
 
@@ -163,6 +166,7 @@ class Browser:
                 out.links.append(target)
             else:
                 out.broken_links.append(raw)
+        out.broken_links += [anchor for anchor, found in info["anchors"] if not found]  # no such id here
         out.broken_images = [src for src, shown in info["images"] if not shown]
         for e in events:
             p = e.get("params", {})

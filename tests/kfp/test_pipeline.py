@@ -243,7 +243,11 @@ def _resolving_links(page: Path, depth: int = 2) -> set[Path]:
     parser = Links()
     parser.feed(page.read_text())
     out = set()
+    text = page.read_text()
     for href in parser.found:
+        if href.startswith("#"):  # a place on the page itself
+            assert f'id="{href[1:]}"' in text, f"{page}: no element with id {href[1:]!r}"
+            continue
         target = (page.parent / href).resolve()
         assert target.is_file(), f"{page}: link {href!r} does not resolve"
         out.add(target)
