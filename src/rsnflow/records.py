@@ -147,14 +147,21 @@ class Record:
         Returns
         -------
         dict or None
-            The parsed record, or ``None`` when the file is missing, not valid JSON, or not a
-            record of format :data:`RECORD_FORMAT`.
+            The parsed record, or ``None`` when the file is missing, not valid JSON, not a
+            record of format :data:`RECORD_FORMAT`, or without its outputs and their sizes.
         """
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+            return None
+        # A record of the right format that lost its outputs or inputs (edited by hand, say) is not
+        # one: the output it names is then rebuilt, never trusted.
+        outputs = data.get("outputs")
+        if not isinstance(outputs, dict) or not all(
+            isinstance(m, dict) and "size" in m for m in outputs.values()
+        ):
             return None
         return data
 

@@ -60,3 +60,5 @@ def test_fit_is_rsnflow_train_and_predicts_maps(tiny_dataset: Path, tiny_mlp: Pa
     np.testing.assert_allclose(est.predict_proba(img), probs[:3], atol=1e-5)
     with pytest.raises(ValueError, match="MNI 4 mm grid"):
         est.predict_proba(np.zeros((2, 10, 10, 10)))
+    with pytest.raises(ValueError, match="no maps"):
+        est.predict_proba(np.zeros((0, 45, 54, 45)))

@@ -217,6 +217,8 @@ def _as_maps(maps: Any) -> NDArray[np.float32]:
         raise ValueError(
             f"maps must be (N, {', '.join(map(str, MNI4_SHAPE))}) on the MNI 4 mm grid, got {x.shape}"
         )
+    if len(x) == 0:
+        raise ValueError("no maps: expected at least one (N, 45, 54, 45) map")
     if not np.isfinite(x).all():
         raise ValueError("maps hold NaN or infinite values")
     return np.ascontiguousarray(x)

@@ -35,7 +35,7 @@ _PARAMS = (
 
 
 class Preprocessor(BaseEstimator):
-    """Motion correction, registration to MNI 4 mm, 7 mm smoothing and high-pass filter of one run.
+    """Motion correction, registration to MNI 4 mm, smoothing (7 mm default) and high-pass filter of a run.
 
     Parameters
     ----------
