@@ -39,6 +39,11 @@ def test_outliers_on_the_bad_side_only() -> None:
     assert flagged.loc[5, "flags"] == "median tSNR"
     assert flagged.loc[8, "flags"] == "FOV coverage"
     assert (flagged.drop(index=[3, 5, 8])["flags"] == "").all()
+    # near-identical runs: a trifle below the others is no outlier
+    twins = _cohort()
+    twins["mask_dice"] = 0.975
+    twins.loc[2, "mask_dice"] = 0.973
+    assert not flag_outliers(twins)["mask_dice_flag"].any()
     # an absolute limit flags even a cohort that moved alike
     alike = _cohort()
     alike["mean_fd_mm"] = 0.8

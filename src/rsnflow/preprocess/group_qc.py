@@ -5,7 +5,9 @@ displacement, median tSNR, mean standardised DVARS, field-of-view coverage of
 the template brain, mask overlap and registration cost. A run is flagged on a
 measure when it lies beyond Tukey's fences of the cohort (1.5 interquartile
 ranges past the quartiles, on the side that is bad for that measure) or past
-an absolute limit where the field has one (mean FD 0.5 mm, coverage 0.9). The
+an absolute limit where the field has one (mean FD 0.5 mm, coverage 0.9); the
+spread a fence is built on has a floor per measure (:data:`IQR_FLOOR`), so a
+cohort of near-identical runs does not flag trifles. The
 page lists the runs with their flags, each linked to its own QC page, and
 draws each measure over the cohort with the flagged runs in red.
 """
@@ -22,7 +24,7 @@ import pandas as pd
 
 from rsnflow.layout import preprocessed_records, subject_outputs
 
-__all__ = ["MEASURES", "collect_qc", "flag_outliers", "write_group_qc"]
+__all__ = ["IQR_FLOOR", "MEASURES", "collect_qc", "flag_outliers", "write_group_qc"]
 
 #: Measure -> (which side is bad, an absolute limit on that side or None, label).
 MEASURES: dict[str, tuple[str, float | None, str]] = {
@@ -33,6 +35,13 @@ MEASURES: dict[str, tuple[str, float | None, str]] = {
     "fov_coverage": ("low", 0.9, "FOV coverage"),
     "mask_dice": ("low", None, "mask Dice"),
 }
+#: The smallest spread a fence is built on, per measure: a cohort of near-identical runs
+#: (simulated, or few) has an interquartile range of almost nothing, and a run 0.002 below the
+#: others' Dice is no outlier. Relative to the median for tSNR.
+IQR_FLOOR: dict[str, float] = {
+    "mean_fd_mm": 0.05, "mean_std_dvars": 0.05, "registration_cost": 0.02, "tsnr_median": 0.05,
+    "fov_coverage": 0.01, "mask_dice": 0.01,
+}  # fmt: skip
 
 
 def collect_qc(deriv_dirs: list[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -92,8 +101,10 @@ def flag_outliers(table: pd.DataFrame, k: float = 1.5) -> pd.DataFrame:
     flagged = pd.Series([[] for _ in range(len(out))], index=out.index, dtype=object)
     for name, (bad, limit, label) in MEASURES.items():
         values = out[name].astype(float)
-        q1, q3 = np.nanpercentile(values, [25, 75]) if len(values) else (np.nan, np.nan)
-        fence = q3 + k * (q3 - q1) if bad == "high" else q1 - k * (q3 - q1)
+        q1, med, q3 = np.nanpercentile(values, [25, 50, 75]) if len(values) else (np.nan,) * 3
+        floor = IQR_FLOOR[name] * (abs(med) if name == "tsnr_median" else 1.0)
+        spread = max(q3 - q1, floor)
+        fence = q3 + k * spread if bad == "high" else q1 - k * spread
         flag = values > fence if bad == "high" else values < fence
         if limit is not None:
             flag |= values > limit if bad == "high" else values < limit
