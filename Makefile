@@ -32,7 +32,7 @@ help:
 	@echo "make compile  write the KFP pipeline YAML to $(PIPELINE_YAML)"
 	@echo "make images   build the pipeline, training and serving images (needs a Docker engine)"
 	@echo "make manifests  re-render manifests/base from the Helm chart"
-	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
+	@echo "make lock     re-resolve requirements.lock (and the images' requirements-runtime.lock) from pyproject.toml"
 	@echo "make clean    remove the venv, caches and outputs"
 
 # Idempotent: reinstalls only when the lock or the project metadata changed.
@@ -119,6 +119,7 @@ lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet -e ".[dev]"
 	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^rsnflow' > requirements.lock
+	.venv-lock/bin/python tools/runtime_lock.py .
 	rm -rf .venv-lock
 
 clean:

@@ -12,14 +12,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /opt/rsnflow
-COPY requirements.lock images/mlflow-server.txt ./
+COPY requirements-runtime.lock images/mlflow-server.txt ./
 # The lock pins the CUDA build of torch; this image takes the same versions from the CPU index
 # and leaves the CUDA runtime wheels out.
-RUN grep -Ev '^(torch|torchvision|triton|nvidia-[a-z0-9-]+)==' requirements.lock > requirements-cpu.txt \
+RUN grep -Ev '^(torch|torchvision|triton|nvidia-[a-z0-9-]+)==' requirements-runtime.lock > requirements-cpu.txt \
     && pip install --no-deps -r requirements-cpu.txt \
     && pip install --no-deps --index-url "${TORCH_INDEX}" \
-       "torch==$(grep -E '^torch==' requirements.lock | cut -d= -f3)" \
-       "torchvision==$(grep -E '^torchvision==' requirements.lock | cut -d= -f3)" \
+       "torch==$(grep -E '^torch==' requirements-runtime.lock | cut -d= -f3)" \
+       "torchvision==$(grep -E '^torchvision==' requirements-runtime.lock | cut -d= -f3)" \
     && pip install --no-deps -r mlflow-server.txt
 
 COPY pyproject.toml README.md ./

@@ -11,12 +11,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /opt/rsnflow
-COPY requirements.lock ./
-RUN grep -Ev '^(torch|torchvision|triton|nvidia-[a-z0-9-]+)==' requirements.lock > requirements-cpu.txt \
+COPY requirements-runtime.lock ./
+RUN grep -Ev '^(torch|torchvision|triton|nvidia-[a-z0-9-]+)==' requirements-runtime.lock > requirements-cpu.txt \
     && pip install --no-deps -r requirements-cpu.txt \
     && pip install --no-deps --index-url "${TORCH_INDEX}" \
-       "torch==$(grep -E '^torch==' requirements.lock | cut -d= -f3)" \
-       "torchvision==$(grep -E '^torchvision==' requirements.lock | cut -d= -f3)"
+       "torch==$(grep -E '^torch==' requirements-runtime.lock | cut -d= -f3)" \
+       "torchvision==$(grep -E '^torchvision==' requirements-runtime.lock | cut -d= -f3)"
 
 COPY pyproject.toml README.md ./
 COPY src ./src

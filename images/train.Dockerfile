@@ -13,8 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 WORKDIR /opt/rsnflow
-COPY requirements.lock ./
-RUN pip install --no-deps -r requirements.lock
+COPY requirements-runtime.lock ./
+RUN pip install --no-deps -r requirements-runtime.lock
 
 COPY pyproject.toml README.md ./
 COPY src ./src

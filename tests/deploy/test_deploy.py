@@ -295,7 +295,7 @@ def test_dockerfiles_pin_install_from_the_lock_and_run_as_non_root() -> None:
         text = f.read_text()
         (base,) = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
         assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), (f.name, base)
-        assert "COPY requirements.lock" in text and "-r requirements" in text, f.name
+        assert "COPY requirements-runtime.lock" in text and "-r requirements" in text, f.name
         assert "pip install --no-deps ." in text, f.name  # the project itself, nothing re-resolved
         (user,) = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
         assert int(user.split(":")[0]) >= 10000, (f.name, user)
