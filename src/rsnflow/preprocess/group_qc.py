@@ -158,7 +158,7 @@ def _strip_figure(table: pd.DataFrame, path: Path) -> Path:
 
     from rsnflow.figures import save_figure
 
-    fig, axes = plt.subplots(1, len(MEASURES), figsize=(2.2 * len(MEASURES), 3.2))
+    fig, axes = plt.subplots(1, len(MEASURES), figsize=(2.6 * len(MEASURES), 3.2), layout="constrained")
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(table))
     for ax, (name, (_, limit, label)) in zip(axes, MEASURES.items(), strict=True):
         flag = table[f"{name}_flag"].to_numpy(bool)
@@ -169,5 +169,6 @@ def _strip_figure(table: pd.DataFrame, path: Path) -> Path:
             ax.axhline(limit, color="red", ls="--", lw=0.8)
         ax.set_title(label, fontsize=8)
         ax.set_xticks([])
+        ax.set_xlim(-0.5, 0.5)
         ax.tick_params(labelsize=7)
     return save_figure(fig, path)
