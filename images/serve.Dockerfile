@@ -1,7 +1,10 @@
 # rsnflow serving image: the KServe predictor (`rsnflow serve`), CPU torch.
 # Build from the repository root:  docker build -f images/serve.Dockerfile -t rsnflow-serve:0.1.0 .
+# Another base with Python 3.11 and pip on PATH: `podman build --from IMAGE` (make images IMAGE_BASE=...).
 FROM python:3.11.11-slim-bookworm
 
+# TORCH=cpu takes torch's CPU build from TORCH_INDEX; TORCH=lock the lock's CUDA build (where that index is out of reach).
+ARG TORCH=cpu
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -11,12 +14,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /opt/rsnflow
-COPY requirements-runtime.lock ./
-RUN grep -Ev '^(torch|torchvision|triton|nvidia-[a-z0-9-]+)==' requirements-runtime.lock > requirements-cpu.txt \
-    && pip install --no-deps -r requirements-cpu.txt \
-    && pip install --no-deps --index-url "${TORCH_INDEX}" \
-       "torch==$(grep -E '^torch==' requirements-runtime.lock | cut -d= -f3)" \
-       "torchvision==$(grep -E '^torchvision==' requirements-runtime.lock | cut -d= -f3)"
+# A read-only folder of wheels mounted by the build, if any (make images IMAGE_WHEELS=...).
+ARG WHEELS=
+COPY requirements-runtime.lock images/install-runtime.sh ./
+RUN ./install-runtime.sh "${TORCH}"
 
 COPY pyproject.toml README.md ./
 COPY src ./src

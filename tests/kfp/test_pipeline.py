@@ -118,14 +118,25 @@ def test_resources_accelerators_caching_and_retries(compiled: list[dict]) -> Non
 
 
 @pytest.mark.slow
-def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
-    """``rsnflow run BIDS_DIR``: a plain BIDS folder (one subject with two sessions) through the pipeline."""
+def test_two_uploaded_cohorts_through_kfp_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recurring run as on a cluster, through kfp.local and a real S3 server (SeaweedFS).
+
+    Two cohorts uploaded with ``rsnflow cohort upload`` under a watched prefix;
+    two runs with the same ``cohort_uri=s3://cohorts/incoming/*``. The first takes
+    cohort A, a BIDS folder with a two-session subject, and goes through to the
+    report, the three models and the champion; A is then recorded as processed.
+    The second takes cohort B, whose only subject is broken: the run fails and B
+    stays unprocessed, so the next run takes it again.
+    """
     import builtins
     import shutil
 
     from kfp_pipelines.local import demo_budget, run_local
     from rsnflow.config import load_config
+    from rsnflow.ingest import resolve_cohort
     from rsnflow.simulate import simulate_cohort
+    from rsnflow.storage import ObjectStore
+    from servers import seaweedfs
 
     bids = tmp_path / "bids"
     simulate_cohort(bids, profile="tiny", seed=3, n_subjects=4, n_volumes=100, bad_subjects=["nan"])
@@ -138,16 +149,35 @@ def test_a_bids_folder_with_sessions_through_kfp_local(tmp_path: Path) -> None:
             func / "sub-01_task-rest_bold.nii.gz", target / f"sub-01_ses-{ses}_task-rest_bold.nii.gz"
         )
     shutil.rmtree(func)
+    broken = tmp_path / "broken"  # cohort B: the NaN subject (the last, sub-05) alone
+    good = {"sub-01", "sub-02", "sub-03", "sub-04"}
+    shutil.copytree(bids, broken, ignore=lambda d, names: [n for n in names if n in good])
+    assert [p.name for p in broken.glob("sub-*")] == ["sub-05"]
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("ica:\n  order: 20\n")
     config = load_config(cfg, {"simulate": {"profile": "tiny"}})
     work = tmp_path / "work"
     # Threshold 0 so that the registration branch runs too; the tiny budget, as the demo profile's.
     own_print = builtins.print
-    status = run_local(work, config, {**demo_budget(config), "accuracy_threshold": 0.0}, cohort_uri=str(bids))
-    # kfp.local's threads swap builtins.print; the caller's own print must come back unindented.
-    assert builtins.print is own_print
-    assert status == EXIT_PARTIAL  # the NaN subject is reported and skipped; the run goes on
+    budget = {**demo_budget(config), "accuracy_threshold": 0.0}
+    watched = "s3://cohorts/incoming/*"
+    with seaweedfs(tmp_path / "weed", buckets=("cohorts",)) as s3:
+        for key, value in s3.items():
+            monkeypatch.setenv(key, value)
+        assert main(["cohort", "upload", str(bids), "s3://cohorts/incoming/a"]) == EXIT_OK
+        assert main(["cohort", "upload", str(broken), "s3://cohorts/incoming/b"]) == EXIT_OK
+        status = run_local(work, config, budget, cohort_uri=watched)
+        # kfp.local's threads swap builtins.print; the caller's own print must come back unindented.
+        assert builtins.print is own_print
+        assert status == EXIT_PARTIAL  # the NaN subject is reported and skipped; the run goes on
+        store = ObjectStore.from_env(s3)
+        states = dict(store.list_cohorts("s3://cohorts/incoming"))
+        assert states == {"s3://cohorts/incoming/a": "processed", "s3://cohorts/incoming/b": "complete"}
+        with pytest.raises(RuntimeError, match="ingest"):  # cohort B: no valid run, the run fails
+            run_local(tmp_path / "work-b", config, budget, cohort_uri=watched)
+        assert dict(store.list_cohorts("s3://cohorts/incoming"))["s3://cohorts/incoming/b"] == "complete"
+        assert resolve_cohort(watched).uri == "s3://cohorts/incoming/b"  # the next run takes B again
+        assert "no valid run" in (tmp_path / "work-b" / "kfp.log").read_text()
     page = work / "report.html"
     text = page.read_text()
     assert "Table 1" in text and "mlp" in text and "r3d18" in text and "skipped" in text
