@@ -127,6 +127,7 @@ images:
 # Every wheel the images install, downloaded here with this machine's pip (its indexes and certificates).
 wheelhouse: setup
 	$(BIN)/python -m pip download --quiet --no-deps -d build/wheelhouse -r requirements-runtime.lock -r images/mlflow-server.txt
+	$(BIN)/python -m pip download --quiet --no-deps -d build/wheelhouse $$(sed -n 's/^requires = \[\(.*\)\]/\1/p' pyproject.toml | tr -d '",')
 
 # Debian bookworm's python3.11 in a venv on PATH (what python:3.11-slim gives), from Debian's mirror.
 images-base:

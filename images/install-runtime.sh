@@ -4,6 +4,8 @@
 #                            CPU wheels, a tenth of the size), the CUDA runtime wheels left out
 #   install-runtime.sh lock  the lock as it is (torch's CUDA build from PyPI; it runs on CPU nodes too)
 #   install-runtime.sh extra FILE...  more pinned requirements files (no dependencies resolved)
+#   install-runtime.sh project DIR     the project itself, nothing re-resolved (its build backend
+#                                      from the wheelhouse too, when there is one)
 # WHEELS: a folder of every wheel (a read-only volume of podman build, see make wheelhouse).
 set -eu
 # A wheelhouse from the build (make wheelhouse): install from it alone, offline.
@@ -23,6 +25,8 @@ case "$mode" in
     rm /tmp/requirements-cpu.txt ;;
   extra)
     for file in "$@"; do pip install --no-deps -r "$file"; done ;;
+  project)
+    pip install --no-deps "$@" ;;
   *)
-    echo "install-runtime.sh: unknown mode '$mode' (cpu, lock or extra)" >&2; exit 2 ;;
+    echo "install-runtime.sh: unknown mode '$mode' (cpu, lock, extra or project)" >&2; exit 2 ;;
 esac

@@ -25,7 +25,7 @@ RUN ./install-runtime.sh extra mlflow-server.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY kfp_pipelines ./kfp_pipelines
-RUN pip install --no-deps . \
+RUN ./install-runtime.sh project . \
     && useradd --uid 10001 --create-home --shell /usr/sbin/nologin rsnflow \
     && mkdir -p "${RSNFLOW_CACHE_DIR}" \
     # The resampled template and masks are built once here, so no step builds them at run time.

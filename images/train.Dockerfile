@@ -22,7 +22,7 @@ RUN ./install-runtime.sh lock
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY kfp_pipelines ./kfp_pipelines
-RUN pip install --no-deps . \
+RUN ./install-runtime.sh project . \
     && useradd --uid 10001 --create-home --shell /usr/sbin/nologin rsnflow \
     && mkdir -p "${RSNFLOW_CACHE_DIR}" \
     && python -c "from rsnflow.space import load_brain_mask, load_template; load_template(); load_brain_mask()" \

@@ -167,7 +167,7 @@ def check_kfp_tasks(image: Image) -> str:
     ingest = _kfp_command(tasks, "ingest", {"cohort_uri": f"{DATA}/bids", "content_hash": "image-check",
                                              "seed": 0, "overrides": overrides}, image.data)  # fmt: skip
     image.command(ingest.argv)
-    subjects = json.loads(ingest.output("Output"))
+    subjects = ingest.output("Output")
     assert subjects == ["01", "02"], subjects
     from kfp import dsl
 
@@ -235,9 +235,11 @@ def check_serving(image: Image) -> str:
                                      {"Content-Type": "application/json"})  # fmt: skip
         with urllib.request.urlopen(req, timeout=60) as resp:
             out = json.load(resp)
-        (probs,) = [o for o in out["outputs"] if o["name"] == "probabilities"]
-        got = np.asarray(probs["data"], dtype=np.float32).reshape(expected.shape)
-        err = float(np.abs(got - expected).max())
+        outputs = {o["name"]: o for o in out["outputs"]}
+        # Three classes: the top "5" are all of them, most probable first.
+        got = np.asarray(outputs["top_probabilities"]["data"], dtype=np.float32).reshape(expected.shape)
+        err = float(np.abs(got - -np.sort(-expected, axis=1)).max())
+        assert outputs["label"]["data"][0] in ("DMN", "Noise", "Visual", "Unknown")
         assert err < 1e-5, f"served probabilities differ by {err:.1e}"
     finally:
         os.killpg(server.pid, 15)
@@ -263,9 +265,10 @@ class TaskCommand:
     executor_input: dict[str, Any]
     data: Path  # the host folder mounted at /data
 
-    def output(self, name: str) -> str:
-        path = self.executor_input["outputs"]["parameters"][name]["outputFile"]
-        return (self.data / Path(path).relative_to(DATA)).read_text()
+    def output(self, name: str) -> Any:
+        """An output parameter, as the task's executor output (read by KFP's driver) holds it."""
+        path = self.data / Path(self.executor_input["outputs"]["outputFile"]).relative_to(DATA)
+        return json.loads(path.read_text())["parameterValues"][name]
 
     def artifact(self, name: str) -> str:
         return str(self.executor_input["outputs"]["artifacts"][name]["artifacts"][0]["uri"])
@@ -276,7 +279,7 @@ def _compiled_tasks(image_ref: str) -> dict[str, Any]:
     import yaml
 
     from kfp import compiler
-    from kfp_pipelines.pipeline import rsn_pipeline
+    from kfp_pipelines.rsn_pipeline import rsn_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.yaml"

@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_commands(add)
     _add_model_commands(add)
+    _add_classify_command(add)
     _add_pipeline_commands(add, common)
     return parser
 
@@ -173,6 +174,20 @@ def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument(
         "--overwrite", action="store_true", help="replace an rsnflow dataset already in DATASET_DIR"
     )
+
+
+def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """classify: a trained model labels a cohort's maps."""
+    p = add("classify", "label every run's dual-regression maps with a trained classifier")
+    p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument(
+        "--model", required=True, metavar="MODEL_DIR_OR_URI", help="model directory or models:/NAME@champion"
+    )
+    p.add_argument(
+        "--abstain-below", type=float, default=None, metavar="P",
+        help="label Unknown below this probability (default: the model's calibrated threshold)",
+    )  # fmt: skip
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ URIs")
 
 
 def _add_model_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -345,7 +360,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("evaluate", {})["max_maps_per_split"] = args.max_maps
     if getattr(args, "tracking_uri", None) is not None:
         out.setdefault("tracking", {})["uri"] = args.tracking_uri
-    if args.command == "serve":
+    if args.command in ("serve", "classify"):  # classify checks --abstain-below as serve does
         for key in ("port", "host", "name", "max_request_mb", "max_batch", "abstain_below"):
             if getattr(args, key, None) is not None:
                 out.setdefault("serve", {})[key] = getattr(args, key)
@@ -453,6 +468,25 @@ def _cmd_label(args: argparse.Namespace, config: Any) -> int:
     )
     print(f"labels: {labels_path(args.deriv_dir)}")
     print(f"review page: {group_paths(args.deriv_dir)['labels_report']}")
+    return EXIT_OK
+
+
+def _cmd_classify(args: argparse.Namespace, config: Any) -> int:
+    import os
+
+    from rsnflow.classify import classify_runs
+    from rsnflow.layout import group_paths
+
+    if config.tracking.uri:  # for a models:/ URI
+        os.environ["MLFLOW_TRACKING_URI"] = config.tracking.uri
+    summary = classify_runs(args.deriv_dir, args.model, config.serve.abstain_below, config.device)
+    print(
+        f"classified {int(summary['components'].sum())} components of {len(summary)} runs: "
+        f"{int(summary['networks'].sum())} networks, {int(summary['noise'].sum())} Noise, "
+        f"{int(summary['abstained'].sum())} abstained (Unknown)"
+    )
+    print(f"one table per run, e.g. {summary['table'].iloc[0]}")
+    print(f"review page: {group_paths(args.deriv_dir)['classify_report']}")
     return EXIT_OK
 
 
@@ -659,6 +693,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "dataset": _cmd_dataset,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
+    "classify": _cmd_classify,
     "run": _cmd_run,
     "bids": _cmd_bids,
     "serve": _cmd_serve,

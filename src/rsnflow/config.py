@@ -227,14 +227,15 @@ class ServeConfig(_Section):
     port: int
     max_request_mb: float
     max_batch: int
-    abstain_below: float
+    abstain_below: float | None
 
     KEY: ClassVar[str] = "serve"
 
     def _check(self) -> None:
         _above(0.0, ("serve.max_request_mb", self.max_request_mb))
         _at_least(1, ("serve.max_batch", self.max_batch), ("serve.port", self.port))
-        _within(0.0, 1.0, ("serve.abstain_below", self.abstain_below))
+        if self.abstain_below is not None:
+            _within(0.0, 1.0, ("serve.abstain_below", self.abstain_below))
 
 
 @dataclass(frozen=True)

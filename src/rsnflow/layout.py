@@ -271,9 +271,11 @@ def dr_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> dict[str, Path]:
     -------
     dict of str to pathlib.Path
         ``maps`` (the run's component maps), ``zmaps`` (the same, z-scored), ``timeseries``
-        (the components' time series, TSV) and ``record`` (the completeness record).
+        (the components' time series, TSV), ``record`` (the completeness record) and
+        ``labels`` (the classifier's label per component, ``rsnflow classify``).
     """
     return {
+        "labels": derivative_path(deriv_dir, run, "labels", desc="classifier", extension=".tsv"),
         "maps": derivative_path(deriv_dir, run, "components", desc="dr", **_SPACE),
         "zmaps": derivative_path(deriv_dir, run, "components", desc="drz", **_SPACE),
         "timeseries": derivative_path(deriv_dir, run, "timeseries", desc="dr", extension=".tsv"),
@@ -295,7 +297,7 @@ def group_paths(deriv_dir: str | os.PathLike[str]) -> dict[str, Path]:
         The paths under ``deriv_dir/group`` by role: ``dir``; the group ICA's ``maps``, ``mask``,
         ``mixing``, ``table``, ``json``, ``report`` and ``record``; ``dr_summary``; ``figures``
         and ``ica_figures``; the labels' ``labels``, ``labels_report``, ``labels_record`` and
-        ``labels_figures``.
+        ``labels_figures``; ``classify_report`` (``rsnflow classify``'s review page).
     """
     g = Path(deriv_dir) / GROUP_DIR
     space = f"space-{SPACE_NAME}_res-4mm"
@@ -316,6 +318,7 @@ def group_paths(deriv_dir: str | os.PathLike[str]) -> dict[str, Path]:
         "labels_report": g / "group_task-rest_desc-labels_report.html",
         "labels_record": g / "group_task-rest_desc-labels_record.json",
         "labels_figures": g / "figures" / "labels",
+        "classify_report": g / "group_task-rest_desc-classifier_report.html",
     }
 
 

@@ -58,8 +58,12 @@ def _epoch(
     amp: bool,
     scaler: torch.amp.GradScaler | None,
     desc: str,
+    collect: list[tuple[NDArray[np.float32], NDArray[np.int64]]] | None = None,
 ) -> tuple[float, float]:
-    """One pass over ``loader``; trains when ``optimizer`` is given. Returns (mean loss, accuracy)."""
+    """One pass over ``loader``; trains when ``optimizer`` is given. Returns (mean loss, accuracy).
+
+    ``collect`` receives each batch's (logits, labels): the validation pass's, for calibration.
+    """
     net.train(optimizer is not None)
     total_loss, correct, seen = 0.0, 0, 0
     memory = torch.channels_last_3d if device.type == "cuda" else None
@@ -86,6 +90,8 @@ def _epoch(
                     loss.backward()
                     optimizer.step()
             total_loss += float(loss.detach()) * len(y)
+            if collect is not None:
+                collect.append((logits.detach().float().cpu().numpy(), y.cpu().numpy()))
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
     return total_loss / max(seen, 1), correct / max(seen, 1)
@@ -293,8 +299,9 @@ def _resume(run: _Run) -> tuple[dict[str, Any], int] | None:
     return saved["state"], saved["epoch"] + 1
 
 
-def _fit(run: _Run, resume: bool) -> tuple[list[dict[str, float]], dict[str, Any], int]:
-    """The epochs, a checkpoint after each; the history, the best validation state and its epoch."""
+def _fit(run: _Run, resume: bool) -> tuple[list[dict[str, float]], dict[str, Any], int, Any]:
+    """The epochs, a checkpoint after each; the history, the best validation state, its epoch and
+    its validation (logits, labels)."""
     state: dict[str, Any] = {"history": [], "best_state": None, "best_key": (-1.0, 0.0), "best_epoch": 0}
     state["stale"] = 0
     start = 1
@@ -308,8 +315,9 @@ def _fit(run: _Run, resume: bool) -> tuple[list[dict[str, float]], dict[str, Any
             run.net, run.train_loader, run.loss_fn, run.dev, run.optimizer, run.amp, run.scaler,
             f"{arch} epoch {epoch}",
         )  # fmt: skip
+        val_out: list[tuple[NDArray[np.float32], NDArray[np.int64]]] = []
         va_loss, va_acc = _epoch(
-            run.net, run.val_loader, run.loss_fn, run.dev, None, run.amp, None, f"{arch} validation"
+            run.net, run.val_loader, run.loss_fn, run.dev, None, run.amp, None, f"{arch} validation", val_out
         )
         row = {
             "epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc, "val_loss": va_loss,
@@ -326,8 +334,10 @@ def _fit(run: _Run, resume: bool) -> tuple[list[dict[str, float]], dict[str, Any
         stop = False
         if key > state["best_key"]:
             state.update(
-                best_state=copy.deepcopy(run.net.state_dict()), best_key=key, best_epoch=epoch, stale=0
-            )
+                best_state=copy.deepcopy(run.net.state_dict()), best_key=key, best_epoch=epoch, stale=0,
+                # the best epoch's validation logits: calibration needs no second pass
+                best_val=tuple(np.concatenate(a) for a in zip(*val_out, strict=True)) if val_out else None,
+            )  # fmt: skip
         else:
             state["stale"] += 1
             if config.early_stopping_patience and state["stale"] >= config.early_stopping_patience:
@@ -344,7 +354,31 @@ def _fit(run: _Run, resume: bool) -> tuple[list[dict[str, float]], dict[str, Any
         if stop:
             break
     assert state["best_state"] is not None
-    return state["history"], state["best_state"], state["best_epoch"]
+    return state["history"], state["best_state"], state["best_epoch"], state.get("best_val")
+
+
+def _calibrate(model: RSNClassifier, val: Any) -> dict[str, float]:
+    """Fit the model's temperature and its abstention threshold on the validation split.
+
+    ``val`` is the best epoch's validation (logits, labels), or None without a validation
+    split. Sets ``model.temperature`` and ``model.abstain_below`` (the served default);
+    returns both with the validation ECE before and after.
+    """
+    from rsnflow.evaluate.metrics import expected_calibration_error
+    from rsnflow.models.calibration import abstain_threshold, fit_temperature, scaled_probabilities
+
+    if val is None:  # no validation split: nothing to calibrate on
+        return {"temperature": 1.0, "abstain_below": 0.0}
+    z, y = val
+    model.temperature = round(fit_temperature(z, y), 6)
+    probs = scaled_probabilities(z, model.temperature)
+    model.abstain_below = round(abstain_threshold(probs, y), 6)
+    return {
+        "temperature": model.temperature,
+        "abstain_below": model.abstain_below,
+        "val_ece_uncalibrated": expected_calibration_error(scaled_probabilities(z, 1.0), y),
+        "val_ece": expected_calibration_error(probs, y),
+    }
 
 
 def _finish(
@@ -352,6 +386,7 @@ def _finish(
     history: list[dict[str, float]],
     best_state: dict[str, Any],
     best_epoch: int,
+    best_val: Any,
     run_id: str | None,
     t_start: float,
 ) -> dict[str, Any]:
@@ -367,12 +402,14 @@ def _finish(
     model = RSNClassifier(
         run.arch, classes, run.mask, int(run.manifest["projection_size"]), net.float().cpu()
     )
+    calibration = _calibrate(model, best_val)
     train_seconds = time.perf_counter() - t_start
     best = history[best_epoch - 1]
     meta = {
         "params": run.params,
         "best_epoch": best_epoch,
         "val_accuracy": best["val_accuracy"],
+        **calibration,
         "train_accuracy_last": history[-1]["train_accuracy"],
         "epochs_run": len(history),
         "train_seconds": round(train_seconds, 2),
@@ -393,6 +430,7 @@ def _finish(
                 "train_seconds": train_seconds,
                 "best_epoch": best_epoch,
                 "best_val_accuracy": best["val_accuracy"],
+                **{f"calibration_{k}": v for k, v in calibration.items()},
             }
         )
         tracker.log_artifacts([out / "history.tsv", out / "config.yaml"])

@@ -297,7 +297,7 @@ def test_dockerfiles_pin_install_from_the_lock_and_run_as_non_root() -> None:
         assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), (f.name, base)
         assert "COPY requirements-runtime.lock images/install-runtime.sh" in text, f.name
         assert re.search(r"^RUN \./install-runtime\.sh (lock|\"\$\{TORCH\}\")$", text, flags=re.M), f.name
-        assert "pip install --no-deps ." in text, f.name  # the project itself, nothing re-resolved
+        assert "RUN ./install-runtime.sh project ." in text, f.name  # the project itself, nothing re-resolved
         (user,) = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
         assert int(user.split(":")[0]) >= 10000, (f.name, user)
         assert text.rstrip().splitlines()[-1].startswith(("CMD", "ENTRYPOINT")), f.name

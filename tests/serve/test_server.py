@@ -68,15 +68,21 @@ def test_v1_numbers_match_the_model_in_process(
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     classes = _classes(tiny_mlp)
-    assert [p["label"] for p in preds] == [classes[i] for i in expected.argmax(1)]
+    # Served with no --abstain-below: the model's calibrated threshold applies.
+    threshold = json.loads((tiny_mlp / "model.json").read_text())["abstain_below"]
+    assert 0 < threshold < 1
+    sure = expected.max(1) >= threshold
+    assert [p["label"] for p in preds] == [
+        classes[i] if ok else "Unknown" for i, ok in zip(expected.argmax(1), sure, strict=True)
+    ]
     np.testing.assert_allclose([p["probability"] for p in preds], expected.max(1), atol=1e-5)
     for p, row in zip(preds, expected, strict=True):
-        assert len(p["top5"]) == 5 and p["top5"][0]["label"] == p["label"]
+        assert len(p["top5"]) == 5 and p["top5"][0]["label"] in (p["label"], classes[row.argmax()])
         probs = [t["probability"] for t in p["top5"]]
         assert probs == sorted(probs, reverse=True)
         np.testing.assert_allclose(probs, np.sort(row)[::-1][:5], atol=1e-5)
         assert p["network"] == p["label"].split("-")[0].upper() or p["label"] in ("Noise", "Unknown")
-        assert p["abstained"] is False
+        assert p["abstained"] is bool(row.max() < threshold)
 
 
 def test_v2_json_binary_and_nifti_agree(served_mlp: str, maps: np.ndarray, expected: np.ndarray) -> None:

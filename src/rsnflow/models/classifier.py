@@ -158,6 +158,11 @@ class RSNClassifier(nn.Module):
         Side of the projection image, for the ``"projection"`` view.
     network : torch.nn.Module or None, default=None
         The network; ``None`` builds a random one with :func:`build_network`.
+    temperature : float, default=1.0
+        The logits are divided by it (:mod:`rsnflow.models.calibration` fits it after training).
+    abstain_below : float, default=0.0
+        The calibrated abstention threshold: served maps whose best probability is lower are
+        labelled ``Unknown`` unless the server is given its own (0: never).
     """
 
     mask: torch.Tensor  # buffer: the group mask the maps are normalised inside
@@ -169,8 +174,14 @@ class RSNClassifier(nn.Module):
         mask: NDArray[np.bool_],
         projection_size: int = 64,
         network: nn.Module | None = None,
+        temperature: float = 1.0,
+        abstain_below: float = 0.0,
     ) -> None:
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+        self.abstain_below = float(abstain_below)
         self.arch = arch
         self.classes = list(classes)
         self.projection_size = projection_size
@@ -204,7 +215,7 @@ class RSNClassifier(nn.Module):
         return x.unsqueeze(1)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """Logits of raw component maps (:meth:`prepare`, then the network).
+        """Logits of raw component maps (:meth:`prepare`, the network, over :attr:`temperature`).
 
         Parameters
         ----------
@@ -216,7 +227,8 @@ class RSNClassifier(nn.Module):
         torch.Tensor
             ``(N, n_classes)`` logits, columns in the order of ``classes``.
         """
-        return self.net(self.prepare(maps))
+        logits = self.net(self.prepare(maps))
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     def header(self) -> dict[str, Any]:
         """What ``model.json`` records about the classifier.
@@ -224,12 +236,15 @@ class RSNClassifier(nn.Module):
         Returns
         -------
         dict
-            ``arch``, ``classes``, ``projection_size``, ``input_shape`` and ``format``.
+            ``arch``, ``classes``, ``projection_size``, ``temperature``, ``abstain_below``,
+            ``input_shape`` and ``format``.
         """
         return {
             "arch": self.arch,
             "classes": self.classes,
             "projection_size": self.projection_size,
+            "temperature": self.temperature,
+            "abstain_below": self.abstain_below,
             "input_shape": list(MNI4_SHAPE),
             "format": "rsnflow-classifier/1",
         }
@@ -312,8 +327,10 @@ def load_classifier(
         state["mask"].numpy() if meta.get("mlp_input") == "mask" else None,
     )
     model = RSNClassifier(
-        meta["arch"], meta["classes"], state["mask"].numpy(), meta["projection_size"], network
-    )
+        meta["arch"], meta["classes"], state["mask"].numpy(), meta["projection_size"], network,
+        # A model saved before calibration: unscaled, never abstains by itself.
+        float(meta.get("temperature", 1.0)), float(meta.get("abstain_below", 0.0)),
+    )  # fmt: skip
     model.load_state_dict(state)
     bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:

@@ -112,7 +112,8 @@ class RSNPredictor(Model):
     max_nifti_bytes
         Most uncompressed NIfTI bytes accepted in one request, over all its files.
     abstain_below
-        Label a map ``Unknown`` when its best probability is below this (0 = never).
+        Label a map ``Unknown`` when its best probability is below this (0 = never); ``None``:
+        the model's own calibrated threshold (``abstain_below`` of its header; 0 when absent).
     """
 
     def __init__(
@@ -122,7 +123,7 @@ class RSNPredictor(Model):
         device: str = "auto",
         max_batch: int = 128,
         max_nifti_bytes: int = 64 << 20,
-        abstain_below: float = 0.0,
+        abstain_below: float | None = None,
     ) -> None:
         super().__init__(name)
         self.model_ref = model_ref
@@ -147,6 +148,8 @@ class RSNPredictor(Model):
         """
         self.classifier_, self.header_ = load_served_classifier(self.model_ref, self.device)
         self.classes_ = list(self.header_["classes"])
+        given = self.abstain_below
+        self.abstain_below_ = float(self.header_.get("abstain_below", 0.0) if given is None else given)
         taxonomy = load_taxonomy()
         known = set(taxonomy.labels)
         self.parents_ = [taxonomy.parent(c) if c in known else c for c in self.classes_]
@@ -162,11 +165,12 @@ class RSNPredictor(Model):
         with torch.inference_mode():  # first call pays for lazy initialisation, not a client
             self.classifier_(torch.zeros((1, *MNI4_SHAPE), device=self.device))
         log.info(
-            "serving %s (%s, %d classes) on %s",
+            "serving %s (%s, %d classes) on %s; abstains below %.3g",
             self.model_ref,
             self.header_.get("arch", "?"),
             len(self.classes_),
             self.device,
+            self.abstain_below_,
         )
         self.ready = True
         return self.ready
@@ -211,7 +215,7 @@ class RSNPredictor(Model):
         dict of str to numpy.ndarray
             The :data:`OUTPUTS`, one row per map: ``label`` and ``network`` (``Unknown`` where
             abstained), ``probability`` (of the best class), ``abstained`` (best probability below
-            ``abstain_below``), ``top_labels`` and ``top_probabilities`` (the best ``min(TOP_K, C)``
+            ``abstain_below_``), ``top_labels`` and ``top_probabilities`` (the best ``min(TOP_K, C)``
             classes, most probable first).
         """
         k = min(TOP_K, probs.shape[1])
@@ -220,7 +224,7 @@ class RSNPredictor(Model):
         best_p = probs[np.arange(len(probs)), best]
         labels = np.array([self.classes_[i] for i in best], dtype=object)
         networks = np.array([self.parents_[i] for i in best], dtype=object)
-        abstained = best_p < self.abstain_below
+        abstained = best_p < self.abstain_below_
         labels[abstained] = UNKNOWN
         networks[abstained] = UNKNOWN
         return {

@@ -283,7 +283,7 @@ def serve(
     port: int = 8080,
     max_request_mb: float = 64.0,
     max_batch: int = 128,
-    abstain_below: float = 0.0,
+    abstain_below: float | None = None,
     device: str = "auto",
 ) -> None:
     """Load the model and answer V1 and V2 requests on ``host:port`` until stopped.
@@ -303,8 +303,9 @@ def serve(
         accepted in one request.
     max_batch : int, default=128
         Most maps in one request (HTTP 400 above it).
-    abstain_below : float, default=0.0
-        Label a map ``Unknown`` when its best probability is below this (0: never).
+    abstain_below : float or None, default=None
+        Label a map ``Unknown`` when its best probability is below this (0: never; ``None``: the
+        model's calibrated threshold).
     device : str, default="auto"
         ``auto``, ``cpu`` or ``cuda``.
     """
