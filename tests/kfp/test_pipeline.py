@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -173,11 +174,22 @@ def test_two_uploaded_cohorts_through_kfp_local(tmp_path: Path, monkeypatch: pyt
         store = ObjectStore.from_env(s3)
         states = dict(store.list_cohorts("s3://cohorts/incoming"))
         assert states == {"s3://cohorts/incoming/a": "processed", "s3://cohorts/incoming/b": "complete"}
-        with pytest.raises(RuntimeError, match="ingest"):  # cohort B: no valid run, the run fails
+        # Cohort B: no valid run, the run fails. kfp.local honours the tasks' retry policy (3 retries),
+        # whose backoff (30 s, 60 s, 120 s) is for a cluster's transient failures: not waited out here.
+        import types
+
+        from kfp.local.orchestrator import task_executor
+
+        waits: list[float] = []
+        monkeypatch.setattr(task_executor, "time", types.SimpleNamespace(sleep=waits.append))
+        with pytest.raises(RuntimeError, match="ingest"):
             run_local(tmp_path / "work-b", config, budget, cohort_uri=watched)
+        log_b = (tmp_path / "work-b" / "kfp.log").read_text()
+        assert len(re.findall(r"Executing task \S*'ingest'", log_b)) == 4  # the first try and 3 retries
+        assert waits == [30.0, 60.0, 120.0]  # the compiled backoff, asked for and not waited
         assert dict(store.list_cohorts("s3://cohorts/incoming"))["s3://cohorts/incoming/b"] == "complete"
         assert resolve_cohort(watched).uri == "s3://cohorts/incoming/b"  # the next run takes B again
-        assert "no valid run" in (tmp_path / "work-b" / "kfp.log").read_text()
+        assert "no valid run" in log_b
     page = work / "report.html"
     text = page.read_text()
     assert "Table 1" in text and "mlp" in text and "r3d18" in text and "skipped" in text
