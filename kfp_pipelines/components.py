@@ -440,3 +440,78 @@ def report(
         statuses,
     )
     return page.path
+
+
+@dsl.component(**_COMMON)
+def reference_maps(
+    preprocessed: Input[List[Dataset]], model_uri: str, tracking_uri: str, derivatives: Output[Dataset]
+) -> int:
+    """Assemble the preprocessed subjects; the model's reference maps become their group maps; returns K."""
+    import os
+    import tempfile
+
+    from rsnflow.io import link_tree
+    from rsnflow.reference import check_reference, fetch_reference, import_reference
+
+    states = {p.metadata.get("subject", "?"): p.metadata.get("status", "") for p in preprocessed}
+    if not any(state.startswith("ok") for state in states.values()):
+        reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
+        raise RuntimeError(f"preprocessing failed for every subject, nothing to label: {reasons}")
+    for part in preprocessed:
+        link_tree(part.path, derivatives.path)
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = fetch_reference(model_uri, tmp)
+        import_reference(derivatives.path, ref)
+        n_components = int(check_reference(ref)["n_components"])
+    derivatives.metadata.update({"model": model_uri, "order": n_components})
+    return n_components
+
+
+@dsl.component(**_COMMON)
+def classify(
+    group: Input[Dataset],
+    maps: Input[List[Dataset]],
+    model_uri: str,
+    endpoint: str,
+    tracking_uri: str,
+    overrides: dict,
+    labels: Output[Dataset],
+    review: Output[HTML],
+) -> str:
+    """Label every run's maps through ``endpoint`` (an InferenceService URL) or, without one, in process."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from rsnflow.classify import classify_runs
+    from rsnflow.config import load_config
+    from rsnflow.io import link_tree
+    from rsnflow.layout import group_paths
+
+    cfg = load_config(overrides=overrides)
+    states = {m.metadata.get("subject", "?"): m.metadata.get("status", "") for m in maps}
+    if not any(state.startswith("ok") for state in states.values()):
+        reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
+        raise RuntimeError(f"dual regression failed for every subject, nothing to classify: {reasons}")
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    model = endpoint or model_uri
+    with tempfile.TemporaryDirectory() as work:
+        link_tree(group.path, work)
+        for part in maps:
+            link_tree(part.path, work)
+        summary = classify_runs(work, model, None if endpoint else cfg.serve.abstain_below, cfg.device)
+        for table in summary["table"]:
+            target = Path(labels.path) / Path(table).relative_to(work)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(table, target)
+        shutil.copyfile(group_paths(work)["classify_report"], review.path)
+    totals = {k: int(summary[k].sum()) for k in ("components", "networks", "noise", "abstained")}
+    labels.metadata.update({"runs": len(summary), "model": model, **totals})
+    return (
+        f"{len(summary)} runs, {totals['components']} components: {totals['networks']} networks, "
+        f"{totals['noise']} Noise, {totals['abstained']} abstained"
+    )

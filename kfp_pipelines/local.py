@@ -29,7 +29,7 @@ from rsnflow.log import get_logger
 from rsnflow.provenance import provenance
 from rsnflow.report import Report
 
-__all__ = ["demo_budget", "publish_site", "run_local", "run_report"]
+__all__ = ["demo_budget", "publish_site", "run_label_local", "run_local", "run_report"]
 
 log = get_logger(__name__)
 
@@ -115,17 +115,10 @@ def run_local(
     int
         0, or 3 when subjects were skipped.
     """
-    from kfp import local
     from kfp_pipelines.rsn_pipeline import rsn_pipeline
 
     work = Path(work_dir).resolve()
-    tmp = work / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    old_tmpdir = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(tmp)  # kfp.local writes its workspace under TMPDIR
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    tracking_uri = config.tracking.uri or f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
-    (work / "mlflow").mkdir(exist_ok=True)
+    tracking_uri = _tracking(work, config)
     profile = config.simulate.profile
     if cohort_uri is None:
         cohort_uri = f"sim://{profile}"
@@ -141,27 +134,8 @@ def run_local(
         **(arguments or {}),
     }
     write_json({**provenance(config_to_dict(config)), "pipeline_arguments": args}, work / "provenance.json")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "pipeline_root"))
-    t0 = time.perf_counter()
     log.info("running the rsnflow pipeline with kfp.local on %s under %s", cohort_uri, work)
-    # kfp.local indents its tasks' output by swapping builtins.print and, with
-    # tasks of a ParallelFor, restores the wrong one: every later print of the
-    # caller's process came out indented by four spaces.
-    original_print = builtins.print
-    try:
-        with task_log(work / "kfp.log", verbose) as tasks:
-            try:
-                task = rsn_pipeline(**args)
-            except Exception:
-                _print_tail(tasks.path)
-                raise
-    finally:
-        builtins.print = original_print
-        if old_tmpdir is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = old_tmpdir
-    seconds = time.perf_counter() - t0
+    task, seconds = _execute(rsn_pipeline, args, work, verbose)
     run_dir = Path(task.output).parents[1]
     page = publish_site(run_dir, work)
     ingest = pd.read_csv(run_dir / "ingest" / "table" / "subjects.tsv", sep="\t", dtype=str)
@@ -181,6 +155,121 @@ def run_local(
     print(f"             browse: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1")
     if skipped_labels:
         print(f"  {len(skipped_labels)} subjects skipped: {', '.join(skipped_labels)} (see the report)")
+        return 3
+    return 0
+
+
+def _tracking(work: Path, config: Config) -> str:
+    """The run's MLflow tracking URI: the configured one, else a SQLite store under ``work``."""
+    (work / "mlflow").mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return config.tracking.uri or f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
+
+
+def _execute(pipeline: Any, args: dict[str, Any], work: Path, verbose: bool) -> tuple[Any, float]:
+    """Run ``pipeline(**args)`` with kfp.local under ``work``; the final task and the seconds it took."""
+    from kfp import local
+
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    old_tmpdir = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp)  # kfp.local writes its workspace under TMPDIR
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "pipeline_root"))
+    t0 = time.perf_counter()
+    # kfp.local indents its tasks' output by swapping builtins.print and, with
+    # tasks of a ParallelFor, restores the wrong one: every later print of the
+    # caller's process came out indented by four spaces.
+    original_print = builtins.print
+    try:
+        with task_log(work / "kfp.log", verbose) as tasks:
+            try:
+                task = pipeline(**args)
+            except Exception:
+                _print_tail(tasks.path)
+                raise
+    finally:
+        builtins.print = original_print
+        if old_tmpdir is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_tmpdir
+    return task, time.perf_counter() - t0
+
+
+def run_label_local(
+    work_dir: str | Path,
+    config: Config,
+    model: str,
+    cohort_uri: str | None = None,
+    endpoint: str = "",
+    verbose: bool = False,
+) -> int:
+    """Run the label-cohort pipeline locally: a cohort labelled by ``model``, nothing trained.
+
+    Parameters
+    ----------
+    work_dir
+        Pipeline root and the run's provenance go here; a ``models:/`` URI is
+        resolved in ``work_dir``'s MLflow store unless a tracking URI is configured.
+    config
+        The effective configuration; ``ica.order`` is set to the model's number of components.
+    model
+        A ``models:/`` URI or a model directory (absolute path) with reference maps.
+    cohort_uri
+        A BIDS folder (absolute path) or ``s3://bucket/prefix``; default
+        ``sim://PROFILE``, a cohort simulated by the first task.
+    endpoint
+        A running server's URL to classify through; empty: in process.
+    verbose
+        Print kfp.local's whole output.
+
+    Returns
+    -------
+    int
+        0, or 3 when subjects were skipped.
+    """
+    import tempfile
+
+    from kfp_pipelines.label_pipeline import label_cohort_pipeline
+    from rsnflow.reference import check_reference, fetch_reference
+
+    work = Path(work_dir).resolve()
+    tracking_uri = _tracking(work, config)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    try:
+        with tempfile.TemporaryDirectory() as tmp:  # checked here first: a bad model fails in one line
+            order = int(check_reference(fetch_reference(model, tmp))["n_components"])
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+    overrides = _overrides(config)
+    overrides["ica"] = {**overrides.get("ica", {}), "order": order}
+    args: dict[str, Any] = {
+        "cohort_uri": cohort_uri or f"sim://{config.simulate.profile}",
+        "model_uri": model,
+        "endpoint": endpoint,
+        "seed": config.seed,
+        "overrides": overrides,
+        "tracking_uri": tracking_uri,
+    }
+    write_json({**provenance(config_to_dict(config)), "pipeline_arguments": args}, work / "provenance.json")
+    log.info("labelling %s with %s (kfp.local) under %s", args["cohort_uri"], model, work)
+    _, seconds = _execute(label_cohort_pipeline, args, work, verbose)
+    run_dir = max((work / "pipeline_root").glob("rsnflow-label-cohort-*"), key=lambda p: p.stat().st_mtime)
+    site = work / "labels.html"
+    shutil.copyfile(run_dir / "classify" / "review", site)
+    ingest = pd.read_csv(run_dir / "ingest" / "table" / "subjects.tsv", sep="\t", dtype=str)
+    skipped = sorted(set(ingest.loc[ingest["status"] != "ok", "participant_id"]))
+    outcome = json.loads((run_dir / "classify" / "executor_output.json").read_text())
+    print(f"\nrsnflow label-cohort (kfp.local) finished in {seconds / 60:.1f} min under {work}")
+    print(f"  labels:    {outcome.get('parameterValues', {}).get('Output', '')}")
+    print(f"  tables:    {run_dir / 'classify' / 'labels'}  (one per run)")
+    print(f"  review:    {site}")
+    if skipped:
+        print(f"  {len(skipped)} subjects skipped: {', '.join(skipped)} (see {run_dir / 'ingest'})")
         return 3
     return 0
 

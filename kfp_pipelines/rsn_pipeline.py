@@ -41,6 +41,25 @@ def _cluster_env(task: dsl.PipelineTask, s3_secret: str, env_config_map: str) ->
     return task
 
 
+def ingest_and_preprocess(
+    cohort_uri: str, seed: int, overrides: dict, s3_secret: str, env_config_map: str
+) -> tuple[dsl.PipelineTask, dsl.PipelineTask, dsl.PipelineTask]:
+    """The tasks both pipelines start with: resolve the cohort, ingest it, preprocess each subject."""
+    # Never cached: a recurring run's same cohort_uri must reach new data (the cache key is the inputs).
+    cohort = c.resolve_cohort(cohort_uri=cohort_uri).set_caching_options(False).set_retry(**_RETRY)
+    _cluster_env(cohort, s3_secret, env_config_map)
+    ing = c.ingest(
+        cohort_uri=cohort.outputs["uri"], content_hash=cohort.outputs["content_hash"], seed=seed,
+        overrides=overrides,
+    ).set_retry(**_RETRY)  # fmt: skip
+    _cluster_env(ing, s3_secret, env_config_map)
+    ing.set_cpu_request("1").set_memory_request("4G")
+    with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="subjects") as s:
+        pre = c.preprocess(cohort=ing.outputs["cohort"], subject=s, overrides=overrides)
+        pre.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
+    return cohort, ing, pre
+
+
 @dsl.pipeline(
     name="rsnflow",
     description="Resting-state fMRI: preprocessing, group ICA, dual regression, RSN "
@@ -67,18 +86,7 @@ def rsn_pipeline(
     inference_service: str = "rsn-classifier",
     env_config_map: str = "rsnflow-pipeline-env",
 ) -> str:
-    # Never cached: a recurring run's same cohort_uri must reach new data (the cache key is the inputs).
-    cohort = c.resolve_cohort(cohort_uri=cohort_uri).set_caching_options(False).set_retry(**_RETRY)
-    _cluster_env(cohort, s3_secret, env_config_map)
-    ing = c.ingest(
-        cohort_uri=cohort.outputs["uri"], content_hash=cohort.outputs["content_hash"], seed=seed,
-        overrides=overrides,
-    ).set_retry(**_RETRY)  # fmt: skip
-    _cluster_env(ing, s3_secret, env_config_map)
-    ing.set_cpu_request("1").set_memory_request("4G")
-    with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="subjects") as s:
-        pre = c.preprocess(cohort=ing.outputs["cohort"], subject=s, overrides=overrides)
-        pre.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
+    cohort, ing, pre = ingest_and_preprocess(cohort_uri, seed, overrides, s3_secret, env_config_map)
     ica = c.group_ica(preprocessed=dsl.Collected(pre.outputs["derivatives"]), seed=seed, overrides=overrides)
     ica.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")
     with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="dr-subjects") as s2:

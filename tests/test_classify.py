@@ -40,8 +40,11 @@ def test_every_run_gets_a_table_that_agrees_with_the_model(deriv: Path, tiny_mlp
         assert set(table["label"]) <= set(meta["classes"]) | {"Unknown"}
         assert table["probability"].between(0, 1).all()
         assert (table["network_probability"] >= table["probability"] - 1e-4).all()
-        assert (table["abstained"] == (table["probability"] < threshold)).all()
+        assert (table["abstained"] == (table["network_probability"] < threshold)).all()
         assert ((table["label"] == "Unknown") == table["abstained"]).all()
+        # Sure of the network, not of the label: the network is said.
+        network_only = (table["probability"] < threshold) & ~table["abstained"]
+        assert (table.loc[network_only, "label"] == table.loc[network_only, "network"]).all()
     # The first run's labels are the model's own, in process.
     maps = np.moveaxis(
         np.asarray(nib.load(dr_outputs(deriv, runs[0])["maps"]).dataobj, dtype=np.float32), -1, 0
@@ -49,7 +52,7 @@ def test_every_run_gets_a_table_that_agrees_with_the_model(deriv: Path, tiny_mlp
     with torch.no_grad():
         probs = torch.softmax(model(torch.from_numpy(maps)), 1).numpy()
     table = pd.read_csv(dr_outputs(deriv, runs[0])["labels"], sep="\t")
-    kept = ~table["abstained"].to_numpy()
+    kept = (table["probability"] >= threshold).to_numpy()
     assert kept.sum() > 50  # most maps of a cohort like the training one are labelled
     assert list(table["label"][kept]) == [meta["classes"][i] for i in probs.argmax(1)[kept]]
     np.testing.assert_allclose(table["probability"], probs.max(1), atol=1e-4)
@@ -67,7 +70,8 @@ def test_the_threshold_can_be_given_and_is_checked(
     (run, _), *_ = preprocessed_records(deriv)
     table = pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t")
     assert table["abstained"].any()
-    assert (table.loc[~table["abstained"], "probability"] == 1).all()  # only a float32 1.0 is sure enough
+    # Only a network probability of 1 is sure enough (the float32 sum of its labels may round above)
+    assert (table.loc[~table["abstained"], "network_probability"] >= 0.9999).all()
     assert main(["classify", str(deriv), "--model", str(tiny_mlp), "--abstain-below", "2"]) != EXIT_OK
     assert "serve.abstain_below" in capsys.readouterr().err
 
@@ -78,3 +82,22 @@ def test_a_folder_without_maps_is_refused_in_one_line(
     assert main(["classify", str(tmp_path), "--model", str(tiny_mlp)]) != EXIT_OK
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path) in err[0] and "no dual-regression maps" in err[0]
+
+
+def test_a_running_server_classifies_each_run_in_one_request(
+    deriv: Path, tiny_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from servers import rsnflow_serve
+
+    assert main(["classify", str(deriv), "--model", str(tiny_mlp)]) == EXIT_OK
+    runs = [run for run, _ in preprocessed_records(deriv)]
+    local = {run: pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t") for run in runs}
+    with rsnflow_serve(str(tiny_mlp), tmp_path / "serve.log") as url:
+        assert main(["classify", str(deriv), "--model", url]) == EXIT_OK
+        assert main(["classify", str(deriv), "--model", url, "--abstain-below", "0.5"]) != EXIT_OK
+        assert "applies its own threshold" in capsys.readouterr().err
+    for run in runs:  # 100 maps a run, each run one V2 request: the same table as in process
+        served = pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t")
+        drop = ["top3_probabilities"]  # text rounded to 4 places: may differ by one in the last
+        pd.testing.assert_frame_equal(served.drop(columns=drop), local[run].drop(columns=drop), atol=2e-4)
+    assert "Served model at" in group_paths(deriv)["classify_report"].read_text()

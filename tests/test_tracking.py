@@ -74,3 +74,11 @@ def test_train_and_evaluate_against_an_mlflow_server(
     ours, _ = load_classifier(model_dir)
     with torch.no_grad():
         assert torch.allclose(loaded(maps), ours(maps), atol=1e-5)
+
+    # The reference maps travel with the model: logged in the training run, fetched through the registry.
+    from rsnflow.reference import REFERENCE_FILES, fetch_reference
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    ref = fetch_reference("models:/rsn-test@champion", tmp_path / "ref")
+    for name in REFERENCE_FILES.values():
+        assert (ref / name).read_bytes() == (model_dir / "reference" / name).read_bytes()

@@ -11,12 +11,15 @@ labels. One BIDS-derivative table per run
 
 The network probability is the sum of the probabilities of every label of the
 best label's network: a map torn between two sub-networks of the Default mode
-network is still surely Default mode.
+network is still surely Default mode, and is labelled with the network's name
+when its sub-label is unsure (:meth:`~rsnflow.serve.predictor.RSNPredictor.rank`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,36 +42,30 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def label_table(
-    ranked: dict[str, NDArray[Any]], probs: NDArray[np.floating], parents: list[str]
-) -> pd.DataFrame:
+def label_table(ranked: dict[str, NDArray[Any]]) -> pd.DataFrame:
     """One row per map from a predictor's ranking (:meth:`rsnflow.serve.predictor.RSNPredictor.rank`).
 
     Parameters
     ----------
-    ranked : dict of str to numpy.ndarray
-        ``label``, ``network``, ``probability``, ``abstained``, ``top_labels`` and ``top_probabilities``.
-    probs : numpy.ndarray
-        ``(N, C)`` class probabilities the ranking came from.
-    parents : list of str
-        The network of each class, in the columns' order.
+    ranked : dict of str to array-like
+        ``label``, ``network``, ``probability``, ``network_probability``, ``abstained``,
+        ``top_labels`` and ``top_probabilities``, one row per map (as
+        :meth:`~rsnflow.serve.predictor.RSNPredictor.rank` returns them, or as a served model
+        answers).
 
     Returns
     -------
     pandas.DataFrame
         The :data:`COLUMNS`, ``component`` counting from 0.
     """
-    best = probs.argmax(1)
-    owner = np.asarray(parents, dtype=object)
-    network_p = np.array([probs[i, owner == owner[b]].sum() for i, b in enumerate(best)])
     return pd.DataFrame(
         {
-            "component": np.arange(len(probs)),
+            "component": np.arange(len(ranked["label"])),
             "label": ranked["label"],
             "network": ranked["network"],
-            "probability": np.round(ranked["probability"].astype(float), 4),
-            "network_probability": np.round(network_p, 4),
-            "abstained": ranked["abstained"],
+            "probability": np.round(np.asarray(ranked["probability"], dtype=float), 4),
+            "network_probability": np.round(np.asarray(ranked["network_probability"], dtype=float), 4),
+            "abstained": np.asarray(ranked["abstained"], dtype=bool),
             "top3_labels": [";".join(row[:3]) for row in ranked["top_labels"]],
             "top3_probabilities": [
                 ";".join(f"{p:.4f}" for p in row[:3]) for row in ranked["top_probabilities"]
@@ -92,9 +89,12 @@ def classify_runs(
     deriv_dir : str or os.PathLike
         A derivatives folder with dual-regression maps (``rsnflow dual-regression``).
     model_ref : str
-        A model directory or an MLflow model URI.
+        A model directory, an MLflow model URI, or the ``http(s)://`` URL of a running server
+        (``rsnflow serve`` or a KServe InferenceService; :func:`rsnflow.serve.client.infer_url`), which
+        gets each run's maps as one 4D file in one request.
     abstain_below : float or None, default=None
-        Label ``Unknown`` below this best probability; ``None``: the model's calibrated threshold.
+        Label ``Unknown`` below this probability; ``None``: the model's calibrated threshold. A
+        server applies its own.
     device : str, default="auto"
         ``auto``, ``cpu`` or ``cuda``.
     batch : int, default=32
@@ -109,33 +109,22 @@ def classify_runs(
     Raises
     ------
     InvalidInputError
-        No run of ``deriv_dir`` has dual-regression maps, or the model cannot be loaded.
+        No run of ``deriv_dir`` has dual-regression maps, the model cannot be loaded, or a
+        threshold is given for a server.
+    ConnectionError
+        The server cannot be reached.
     """
-    from rsnflow.serve.predictor import RSNPredictor
-
     runs = [(run, dr_outputs(deriv_dir, run)) for run, _ in preprocessed_records(deriv_dir)]
     runs = [(run, out) for run, out in runs if out["maps"].exists()]
     if not runs:
         raise InvalidInputError(
             deriv_dir, "no dual-regression maps to classify (run rsnflow dual-regression)"
         )
-    predictor = RSNPredictor("rsn-classifier", model_ref, device=device, abstain_below=abstain_below)
-    predictor.load()
+    labeller, about = _labeller(model_ref, abstain_below, device, batch)
     rows, report = [], Report("rsnflow classify")
-    report.text(
-        f"Model {model_ref} ({predictor.header_.get('arch', '?')}, {len(predictor.classes_)} classes); "
-        f"abstains below {predictor.abstain_below_:.3g}."
-    )
+    report.text(about)
     for run, out in runs:
-        image = open_nifti(out["maps"])
-        n = image.shape[3]
-        probs = np.concatenate(
-            [
-                predictor.probabilities(_maps(image, start, min(start + batch, n)))
-                for start in range(0, n, batch)
-            ]
-        )
-        table = label_table(predictor.rank(probs), probs, predictor.parents_)
+        table = labeller(out["maps"])
         write_text(table.to_csv(sep="\t", index=False), out["labels"])
         counts = _counts(table)
         rows.append({"run": str(run), **counts, "table": str(out["labels"])})
@@ -143,13 +132,54 @@ def classify_runs(
             f"{counts['networks']} networks, {counts['noise']} Noise, {counts['abstained']} abstained."
         ).table(table.drop(columns=["top3_probabilities"]))
         log.info(
-            "%s: %d components, %d networks, %d abstained", run, n, counts["networks"], counts["abstained"]
+            "%s: %d components, %d networks, %d abstained",
+            run,
+            counts["components"],
+            counts["networks"],
+            counts["abstained"],
         )
     summary = pd.DataFrame(rows)
     page = group_paths(deriv_dir)["classify_report"]
     report.write(page)
     log.info("classified %d runs; review page %s", len(summary), page)
     return summary
+
+
+def _labeller(
+    model_ref: str, abstain_below: float | None, device: str, batch: int
+) -> tuple[Callable[[Path], pd.DataFrame], str]:
+    """A function from a run's 4D maps file to its label table, and a sentence about the model."""
+    if model_ref.startswith(("http://", "https://")):
+        from rsnflow.serve.client import infer_url, predict_file
+
+        if abstain_below is not None:
+            raise InvalidInputError(
+                model_ref, "a server applies its own threshold (rsnflow serve --abstain-below)"
+            )
+        return (
+            lambda path: predict_file(path, model_ref)
+        ), f"Served model at {infer_url(model_ref, 'rsn-classifier')}."
+    from rsnflow.serve.predictor import RSNPredictor
+
+    predictor = RSNPredictor("rsn-classifier", model_ref, device=device, abstain_below=abstain_below)
+    predictor.load()
+
+    def label(path: Path) -> pd.DataFrame:
+        image = open_nifti(path)
+        n = image.shape[3]
+        probs = np.concatenate(
+            [
+                predictor.probabilities(_maps(image, start, min(start + batch, n)))
+                for start in range(0, n, batch)
+            ]
+        )
+        return label_table(predictor.rank(probs))
+
+    about = (
+        f"Model {model_ref} ({predictor.header_.get('arch', '?')}, {len(predictor.classes_)} classes); "
+        f"abstains below {predictor.abstain_below_:.3g}."
+    )
+    return label, about
 
 
 def _maps(image: Any, start: int, stop: int) -> NDArray[np.float32]:

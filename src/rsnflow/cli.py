@@ -160,6 +160,12 @@ def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> No
 
     p = add("dual-regression", "subject maps and time courses from the group maps")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument(
+        "--group-maps", default=None, metavar="MODEL",
+        help="regress onto the reference maps a model was trained on (model directory or models:/ URI) "
+        "instead of this cohort's own group ICA",
+    )  # fmt: skip
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ URIs")
     p.add_argument("--n-jobs", type=int, default=None)
     p.add_argument("--force", action="store_true", help="redo subjects whose outputs are complete")
     _no_recompute(p)
@@ -181,8 +187,9 @@ def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) ->
     p = add("classify", "label every run's dual-regression maps with a trained classifier")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
     p.add_argument(
-        "--model", required=True, metavar="MODEL_DIR_OR_URI", help="model directory or models:/NAME@champion"
-    )
+        "--model", required=True, metavar="MODEL",
+        help="model directory, models:/NAME@champion, or a server's URL (rsnflow serve, a KServe endpoint)",
+    )  # fmt: skip
     p.add_argument(
         "--abstain-below", type=float, default=None, metavar="P",
         help="label Unknown below this probability (default: the model's calibrated threshold)",
@@ -245,6 +252,18 @@ def _add_model_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> N
     )
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow or set the alias")
 
+    p = add("predict", "label a NIfTI file of maps (3D, or a 4D stack) with a served classifier")
+    p.add_argument("maps", type=Path, metavar="MAPS.nii.gz")
+    p.add_argument(
+        "--url", required=True, help="the server (http://HOST:PORT) or its /v2/models/NAME/infer URL"
+    )
+    p.add_argument(
+        "--name", default="rsn-classifier", help="model name on the server (default rsn-classifier)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="FILE.tsv", help="write the table (default: print)"
+    )
+
     p = add("serve", "serve a classifier with KServe (V1 and V2 protocols)")
     p.add_argument(
         "model", metavar="MODEL_URI_OR_DIR", help="model directory or MLflow URI, e.g. models:/NAME@champion"
@@ -271,7 +290,12 @@ def _add_pipeline_commands(
     p = add("pipeline", "the Kubeflow pipeline: compile, submit, schedule")
     psub = p.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
     pc = psub.add_parser("compile", help="write the pipeline IR YAML", parents=[common])
-    pc.add_argument("out", type=Path, nargs="?", default=Path("build/rsn_pipeline.yaml"), metavar="OUT.yaml")
+    pc.add_argument("out", type=Path, nargs="?", default=None, metavar="OUT.yaml")
+    pc.add_argument(
+        "--pipeline", choices=["rsnflow", "label-cohort"], default="rsnflow",
+        help="rsnflow: the whole training pipeline (default, build/rsn_pipeline.yaml); label-cohort: label a "
+        "new cohort with the champion (build/label_cohort_pipeline.yaml)",
+    )  # fmt: skip
     for action, help_ in (
         ("submit", "start a run on a KFP endpoint"),
         ("schedule", "create a recurring run that processes new cohorts"),
@@ -308,6 +332,15 @@ def _add_pipeline_commands(
     p.add_argument("--subjects", type=int, default=None)
     p.add_argument("--work-dir", type=Path, default=Path("work"), metavar="DIR")
     p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
+    p.add_argument(
+        "--label-only", default=None, metavar="MODEL",
+        help="run the label-cohort pipeline instead: regress the cohort onto MODEL's reference maps and "
+        "label it with MODEL (a models:/ URI or a model directory); nothing is trained",
+    )  # fmt: skip
+    p.add_argument(
+        "--endpoint", default=None, metavar="URL",
+        help="with --label-only: classify through this server (rsnflow serve, an InferenceService)",
+    )  # fmt: skip
 
     p = add(
         "bids",
@@ -437,6 +470,18 @@ def _cmd_dual_regression(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.ica import dual_regression_cohort
     from rsnflow.layout import group_paths
 
+    if args.group_maps is not None:
+        import os
+        import tempfile
+
+        from rsnflow.reference import fetch_reference, import_reference
+
+        if config.tracking.uri:  # for a models:/ URI
+            os.environ["MLFLOW_TRACKING_URI"] = config.tracking.uri
+        with tempfile.TemporaryDirectory(prefix="rsnflow-reference-") as tmp:
+            written = import_reference(args.deriv_dir, fetch_reference(args.group_maps, tmp))
+        state = "imported" if written else "already there"
+        print(f"group maps: the reference maps of {args.group_maps} ({state})")
     result = dual_regression_cohort(
         args.deriv_dir,
         config.dual_regression.des_norm,
@@ -553,12 +598,18 @@ def _cmd_evaluate(args: argparse.Namespace, config: Any) -> int:
 
 def _cmd_pipeline_compile(args: argparse.Namespace, config: Any) -> int:
     from kfp import compiler
-    from kfp_pipelines.rsn_pipeline import rsn_pipeline
 
-    out = Path(args.out)
+    if args.pipeline == "label-cohort":
+        from kfp_pipelines.label_pipeline import label_cohort_pipeline as pipeline
+
+        out = Path(args.out or "build/label_cohort_pipeline.yaml")
+    else:
+        from kfp_pipelines.rsn_pipeline import rsn_pipeline as pipeline
+
+        out = Path(args.out or "build/rsn_pipeline.yaml")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")  # the compiler wants a .yaml suffix
-    compiler.Compiler().compile(rsn_pipeline, str(tmp))
+    compiler.Compiler().compile(pipeline, str(tmp))
     tmp.replace(out)
     print(f"pipeline IR YAML: {out}")
     return EXIT_OK
@@ -603,6 +654,19 @@ def _cmd_pipeline_schedule(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_predict(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.io import write_text
+    from rsnflow.serve.client import predict_file
+
+    table = predict_file(args.maps, args.url, args.name)
+    if args.out is not None:
+        write_text(table.to_csv(sep="\t", index=False), args.out)
+        print(f"{len(table)} maps labelled: {args.out}")
+    else:
+        print(table.drop(columns=["top3_probabilities"]).to_string(index=False))
+    return EXIT_OK
+
+
 def _cmd_serve(args: argparse.Namespace, config: Any) -> int:
     import os
 
@@ -637,9 +701,20 @@ def _cmd_run(args: argparse.Namespace, config: Any) -> int:
 
         check_dataset_description(Path(cohort))
         cohort = str(Path(cohort).resolve())
-    extra = {"expert_labels": str(args.expert_labels.resolve())} if args.expert_labels else {}
     # -v puts kfp.local's own output (executor JSON, every task's log) on the terminal too.
     verbose = getattr(args, "verbose", 0) > 0
+    if args.label_only is not None:
+        from kfp_pipelines.local import run_label_local
+
+        model = args.label_only
+        if not model.startswith(("models:/", "runs:/")):
+            model = str(Path(model).resolve())
+        return run_label_local(args.work_dir, config, model, cohort, args.endpoint or "", verbose)
+    if args.endpoint is not None:
+        from rsnflow.config import ConfigError
+
+        raise ConfigError("--endpoint: only with --label-only (the training pipeline classifies nothing)")
+    extra = {"expert_labels": str(args.expert_labels.resolve())} if args.expert_labels else {}
     return run_local(args.work_dir, config, extra, cohort_uri=cohort, verbose=verbose)
 
 
@@ -696,6 +771,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "classify": _cmd_classify,
     "run": _cmd_run,
     "bids": _cmd_bids,
+    "predict": _cmd_predict,
     "serve": _cmd_serve,
     "cohort upload": _cmd_cohort_upload,
     "cohort list": _cmd_cohort_list,

@@ -2,14 +2,17 @@
 
 Writes into ``MODEL_DIR``: ``weights.pt`` and ``model.json`` (the deployable
 :class:`~rsnflow.models.RSNClassifier`, best validation epoch), ``history.tsv``
-(per-epoch loss and accuracy) and ``config.yaml``. With tracking on, the run
-logs parameters, per-epoch metrics, durations, the dataset hash, code and
-package versions, and the model (registered as a new version).
+(per-epoch loss and accuracy), ``config.yaml`` and ``reference/`` (the group
+maps the dataset's maps come from: :mod:`rsnflow.reference`). With tracking
+on, the run logs parameters, per-epoch metrics, durations, the dataset hash,
+code and package versions, the reference maps, and the model (registered as
+a new version).
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from rsnflow.io import atomic_path, write_text
 from rsnflow.log import get_logger, progress
 from rsnflow.models import VIEWS, RSNClassifier, build_network, load_pretrained, save_classifier
 from rsnflow.provenance import provenance
+from rsnflow.reference import REFERENCE_DIR, check_reference
 from rsnflow.resample import pick_device
 
 __all__ = ["CHECKPOINT", "TrainingError", "train_classifier"]
@@ -381,6 +385,20 @@ def _calibrate(model: RSNClassifier, val: Any) -> dict[str, float]:
     }
 
 
+def _keep_reference(dataset_dir: Path, out: Path) -> Path | None:
+    """The dataset's reference maps copied into the model directory (None for a dataset without them)."""
+    src = dataset_dir / REFERENCE_DIR
+    if not src.is_dir():
+        log.warning(
+            "%s has no reference maps (built before rsnflow kept them): nor has the model", dataset_dir
+        )
+        return None
+    check_reference(src)
+    dest = out / REFERENCE_DIR
+    shutil.copytree(src, dest, dirs_exist_ok=True)  # its own files replaced, nothing else touched
+    return dest
+
+
 def _finish(
     run: _Run,
     history: list[dict[str, float]],
@@ -423,6 +441,7 @@ def _finish(
         **provenance(asdict(run.config)),
     }
     write_text(pd.DataFrame(history).to_csv(sep="\t", index=False, float_format="%.6g"), out / "history.tsv")
+    reference = _keep_reference(run.dataset_dir, out)
     write_text(yaml.safe_dump(asdict(run.config), sort_keys=False), out / "config.yaml")
     if tracker is not None:
         tracker.log_metrics(
@@ -434,6 +453,8 @@ def _finish(
             }
         )
         tracker.log_artifacts([out / "history.tsv", out / "config.yaml"])
+        if reference is not None:
+            tracker.log_artifacts(sorted(reference.iterdir()), REFERENCE_DIR)
         # Two maps, not one: MLflow's pt2 export would fix a batch of one into the graph.
         example = np.zeros((2, *run.mask.shape), dtype=np.float32)
         example[:, run.mask] = np.random.default_rng(run.seed).standard_normal(

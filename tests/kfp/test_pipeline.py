@@ -132,7 +132,7 @@ def test_two_uploaded_cohorts_through_kfp_local(tmp_path: Path, monkeypatch: pyt
     import builtins
     import shutil
 
-    from kfp_pipelines.local import demo_budget, run_local
+    from kfp_pipelines.local import demo_budget, run_label_local, run_local
     from rsnflow.config import load_config
     from rsnflow.ingest import resolve_cohort
     from rsnflow.simulate import simulate_cohort
@@ -190,6 +190,18 @@ def test_two_uploaded_cohorts_through_kfp_local(tmp_path: Path, monkeypatch: pyt
         assert dict(store.list_cohorts("s3://cohorts/incoming"))["s3://cohorts/incoming/b"] == "complete"
         assert resolve_cohort(watched).uri == "s3://cohorts/incoming/b"  # the next run takes B again
         assert "no valid run" in log_b
+        # A new cohort labelled by the champion of run 1, through the label-cohort pipeline: nothing trained.
+        label_cfg = load_config(
+            cfg,
+            {
+                "simulate": {"profile": "tiny", "subjects": 2},
+                "seed": 5,
+                "tracking": {"uri": f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"},
+            },
+        )
+        champion = "models:/rsnflow-rsn-classifier@champion"
+        assert run_label_local(tmp_path / "work-label", label_cfg, champion) == EXIT_OK
+    _labelled_as_the_champion_says(tmp_path / "work-label", work)
     page = work / "report.html"
     text = page.read_text()
     assert "Table 1" in text and "mlp" in text and "r3d18" in text and "skipped" in text
@@ -218,6 +230,39 @@ def test_two_uploaded_cohorts_through_kfp_local(tmp_path: Path, monkeypatch: pyt
         meta = json.loads((ev / "executor_output.json").read_text())["artifacts"][f"{arch}_confusion"]
         confusion = meta["artifacts"][0]["metadata"]["confusionMatrix"]
         assert len(confusion["annotationSpecs"]) == len(confusion["rows"]) >= 2
+
+
+def _labelled_as_the_champion_says(work: Path, trained: Path) -> None:
+    """Each run of the new cohort has a table of the champion's 20 components; its maps are on the champion's
+    reference maps (the training run's group maps); nothing was trained."""
+    import nibabel as nib
+
+    (run_dir,) = (work / "pipeline_root").glob("rsnflow-label-cohort-*")
+    tables = sorted((run_dir / "classify" / "labels").rglob("*_desc-classifier_labels.tsv"))
+    assert [t.name.split("_")[0] for t in tables] == ["sub-01", "sub-02"]
+    for t in tables:
+        rows = t.read_text().splitlines()
+        assert (
+            rows[0].startswith("component\tlabel\tnetwork\tprobability\tnetwork_probability")
+            and len(rows) == 21
+        )
+    (trained_run,) = (trained / "pipeline_root").glob("rsnflow-*")
+    ours = next(run_dir.glob("reference-maps/derivatives/group/*desc-ica_components.nii.gz")).read_bytes()
+    theirs = next(trained_run.glob("group-ica/derivatives/group/*desc-ica_components.nii.gz")).read_bytes()
+    assert ours == theirs
+    assert (
+        nib.load(
+            next(run_dir.glob("for-loop-*/dual-regression/maps/sub-01/func/*desc-dr_components.nii.gz"))
+        ).shape[3]
+        == 20
+    )
+    assert not list(run_dir.glob("train*")) and (work / "labels.html").is_file()
+    assert (
+        "networks"
+        in json.loads((run_dir / "classify" / "executor_output.json").read_text())["parameterValues"][
+            "Output"
+        ]
+    )
 
 
 def _mlflow_as_a_person_sees_it(uri: str, run_dir: Path) -> None:
@@ -296,6 +341,31 @@ def _resolving_links(page: Path, depth: int = 2) -> set[Path]:
         if depth > 1 and target.suffix == ".html":
             out |= _resolving_links(target, depth - 1)
     return out
+
+
+def test_the_label_cohort_pipeline_compiles_to_its_own_dag(tmp_path: Path) -> None:
+    out = tmp_path / "label.yaml"
+    assert main(["pipeline", "compile", "--pipeline", "label-cohort", str(out)]) == EXIT_OK
+    spec, platform = yaml.safe_load_all(out.read_text())
+    assert spec["pipelineInfo"]["name"] == "rsnflow-label-cohort"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {
+        "resolve-cohort", "ingest", "for-loop-1", "reference-maps", "for-loop-2", "classify",
+        "mark-processed",
+    }  # fmt: skip
+    comps = spec["components"]
+    assert set(comps["comp-for-loop-2"]["dag"]["tasks"]) == {"dual-regression"}
+    assert "for-loop-1" in tasks["reference-maps"]["dependentTasks"]
+    assert {"for-loop-2", "reference-maps"} <= set(tasks["classify"]["dependentTasks"])
+    assert tasks["mark-processed"]["dependentTasks"] == ["classify", "resolve-cohort"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["model_uri"]["defaultValue"] == "models:/rsnflow-rsn-classifier@champion"
+    assert params["endpoint"]["defaultValue"] == ""
+    # The tasks that read the registry or the object store get the Secret and the ConfigMap.
+    execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-reference-maps", "exec-classify", "exec-ingest", "exec-mark-processed"):
+        assert execs[name]["secretAsEnv"][0]["secretNameParameter"]["componentInputParameter"] == "s3_secret"
+    assert not {t for t in tasks if "retryPolicy" not in tasks[t]} - {"for-loop-1", "for-loop-2"}
 
 
 def test_recurring_run_request() -> None:

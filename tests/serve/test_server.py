@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from kserve import InferInput, InferRequest
 
+from rsnflow.atlas import load_taxonomy
 from rsnflow.models import load_classifier
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE
 from servers import v2_binary_request
@@ -71,18 +72,25 @@ def test_v1_numbers_match_the_model_in_process(
     # Served with no --abstain-below: the model's calibrated threshold applies.
     threshold = json.loads((tiny_mlp / "model.json").read_text())["abstain_below"]
     assert 0 < threshold < 1
-    sure = expected.max(1) >= threshold
-    assert [p["label"] for p in preds] == [
-        classes[i] if ok else "Unknown" for i, ok in zip(expected.argmax(1), sure, strict=True)
+    taxonomy = load_taxonomy()
+    parents = np.array([taxonomy.parent(c) for c in classes], dtype=object)
+    best = expected.argmax(1)
+    network_p = np.array([row[parents == parents[b]].sum() for row, b in zip(expected, best, strict=True)])
+    # The label when it is sure, else its network when that is sure, else Unknown.
+    want = [
+        classes[b] if row.max() >= threshold else parents[b] if q >= threshold else "Unknown"
+        for row, b, q in zip(expected, best, network_p, strict=True)
     ]
+    assert [p["label"] for p in preds] == want
     np.testing.assert_allclose([p["probability"] for p in preds], expected.max(1), atol=1e-5)
+    np.testing.assert_allclose([p["network_probability"] for p in preds], network_p, atol=1e-5)
     for p, row in zip(preds, expected, strict=True):
         assert len(p["top5"]) == 5 and p["top5"][0]["label"] in (p["label"], classes[row.argmax()])
         probs = [t["probability"] for t in p["top5"]]
         assert probs == sorted(probs, reverse=True)
         np.testing.assert_allclose(probs, np.sort(row)[::-1][:5], atol=1e-5)
         assert p["network"] == p["label"].split("-")[0].upper() or p["label"] in ("Noise", "Unknown")
-        assert p["abstained"] is bool(row.max() < threshold)
+    assert [p["abstained"] for p in preds] == list(network_p < threshold)
 
 
 def test_v2_json_binary_and_nifti_agree(served_mlp: str, maps: np.ndarray, expected: np.ndarray) -> None:
@@ -260,3 +268,105 @@ def test_oversize_bodies_get_413_and_the_server_stays_up(served_mlp: str, maps: 
 def test_unknown_model_is_404(served_mlp: str, maps: np.ndarray) -> None:
     r = httpx.post(f"{served_mlp}/v1/models/nope:predict", json={"instances": []}, timeout=30)
     assert r.status_code == 404
+
+
+def test_a_4d_stack_gets_one_answer_per_map(served_mlp: str, maps: np.ndarray, expected: np.ndarray) -> None:
+    stack = _nifti(np.moveaxis(maps, 0, -1))  # a run's component maps as one 4D file
+    # V2: one BYTES element holding the whole stack
+    inp = InferInput("maps", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([stack], dtype=object), binary_data=True)
+    np.testing.assert_allclose(_post_binary(served_mlp, inp, "stack"), expected.max(1), atol=1e-5)
+    # V1: the file as the body
+    r = httpx.post(f"{served_mlp}/v1/models/{NAME}:predict", content=stack, timeout=60)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(
+        [p["probability"] for p in r.json()["predictions"]], expected.max(1), atol=1e-5
+    )
+    # A stack's volumes count against the batch limit (8 here), in either protocol
+    twelve = _nifti(np.moveaxis(np.concatenate([maps, maps]), 0, -1))
+    r = httpx.post(f"{served_mlp}/v1/models/{NAME}:predict", content=twelve, timeout=60)
+    assert r.status_code == 400 and "12 maps; at most 8" in r.text
+    inp.set_data_from_numpy(np.array([stack, stack], dtype=object), binary_data=True)
+    payload, json_length = InferRequest(model_name=NAME, infer_inputs=[inp]).to_rest()
+    r = httpx.post(
+        f"{served_mlp}/v2/models/{NAME}/infer",
+        content=payload,
+        headers={"inference-header-content-length": str(json_length)},
+        timeout=60,
+    )
+    assert r.status_code == 400 and "12 maps; at most 8" in r.text
+
+
+def test_rsnflow_predict_labels_a_stack_as_classify_does(
+    served_mlp: str,
+    maps: np.ndarray,
+    expected: np.ndarray,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import pandas as pd
+
+    from rsnflow.classify import COLUMNS
+    from rsnflow.cli import EXIT_ERROR, EXIT_OK, main
+
+    stack = tmp_path / "sub-01_desc-dr_components.nii.gz"
+    stack.write_bytes(_nifti(np.moveaxis(maps, 0, -1)))
+    out = tmp_path / "labels.tsv"
+    assert main(["predict", str(stack), "--url", served_mlp, "--out", str(out)]) == EXIT_OK
+    table = pd.read_csv(out, sep="\t")
+    assert tuple(table.columns) == COLUMNS and list(table["component"]) == list(range(len(maps)))
+    np.testing.assert_allclose(table["probability"], expected.max(1), atol=1e-4)
+    assert main(["predict", str(stack), "--url", f"{served_mlp}/v2/models/{NAME}/infer"]) == EXIT_OK
+    assert "network_probability" in capsys.readouterr().out  # the table on the terminal
+    # Errors: one line naming the file or the server
+    assert main(["predict", str(out), "--url", served_mlp]) == EXIT_ERROR
+    assert "labels.tsv: not a NIfTI file" in capsys.readouterr().err
+    flat = tmp_path / "flat.nii.gz"
+    flat.write_bytes(_nifti(np.zeros((4, 4), dtype=np.float32)))
+    assert main(["predict", str(flat), "--url", served_mlp]) == EXIT_ERROR
+    assert f"flat.nii.gz: refused by {served_mlp}" in capsys.readouterr().err
+    assert main(["predict", str(stack), "--url", "http://127.0.0.1:9"]) == EXIT_ERROR
+    assert "cannot reach the server" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_tritonclient_in_both_modes(
+    served_mlp: str, maps: np.ndarray, expected: np.ndarray, binary: bool
+) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(served_mlp.removeprefix("http://"), network_timeout=60)
+    assert client.is_server_ready() and client.is_model_ready(NAME)
+    inp = triton.InferInput("maps", list(maps.shape), "FP32")
+    inp.set_data_from_numpy(maps, binary_data=binary)
+    outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("label", "probability")]
+    result = client.infer(NAME, [inp], outputs=outputs)
+    np.testing.assert_allclose(result.as_numpy("probability"), expected.max(1), atol=1e-5)
+    assert len(result.as_numpy("label")) == len(maps)
+    # The NIfTI files themselves as BYTES, and a 4D stack in one element
+    files = triton.InferInput("nifti", [1], "BYTES")
+    files.set_data_from_numpy(np.array([_nifti(np.moveaxis(maps, 0, -1))], dtype=object), binary_data=binary)
+    result = client.infer(NAME, [files])
+    np.testing.assert_allclose(result.as_numpy("probability"), expected.max(1), atol=1e-5)
+    client.close()
+
+
+def test_the_kserve_sdk_rest_client(served_mlp: str, maps: np.ndarray, expected: np.ndarray) -> None:
+    import asyncio
+
+    from kserve import InferenceRESTClient, RESTConfig
+
+    async def ask() -> object:
+        client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
+        try:
+            inp = InferInput("maps", list(maps.shape), "FP32")
+            inp.set_data_from_numpy(maps, binary_data=False)
+            request = InferRequest(model_name=NAME, infer_inputs=[inp])
+            assert await client.is_server_ready(served_mlp)
+            return await client.infer(served_mlp, request, model_name=NAME)
+        finally:
+            await client.close()
+
+    response = asyncio.run(ask())
+    probs = next(o for o in response.outputs if o.name == "probability").as_numpy()
+    np.testing.assert_allclose(probs, expected.max(1), atol=1e-5)

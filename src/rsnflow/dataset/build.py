@@ -6,6 +6,7 @@ Layout of ``DATASET_DIR``::
     mask.npy        (45, 54, 45) bool: the group mask the maps were normalised in
     index.tsv       sample, subject, session, run, component, label, class_index, network, split
     manifest.json   shapes, hashes, taxonomy version, normalisation, split, class weights, config
+    reference/      the group maps, mask and labels the maps come from (rsnflow.reference)
 
 The directory is built under a temporary name beside the target and renamed
 into place at the end, so a reader never sees half a dataset.
@@ -45,6 +46,7 @@ from rsnflow.labeling.stage import check_labels_current, labels_path
 from rsnflow.layout import dr_outputs, group_paths
 from rsnflow.log import get_logger, progress
 from rsnflow.provenance import provenance
+from rsnflow.reference import REFERENCE_DIR, export_reference
 from rsnflow.space import MNI4_SHAPE
 
 __all__ = [
@@ -352,6 +354,8 @@ def build_dataset(
         np.save(tmp / "mask.npy", mask)
         write_text(index.to_csv(sep="\t", index=False), tmp / "index.tsv")
         manifest = _manifest(tmp, deriv, index, labels, split, config, seed)
+        # The group maps the dataset's maps were regressed from travel with it, then with its models.
+        manifest["reference"] = export_reference(deriv, tmp / REFERENCE_DIR)["sha256"]
         write_json({**manifest, **provenance(asdict(config))}, tmp / "manifest.json")
         tmp.chmod(0o755)
         check_output_dir(deriv, out, overwrite)  # again: the folder may have changed while building

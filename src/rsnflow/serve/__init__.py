@@ -1,6 +1,6 @@
 """Serving: a KServe predictor (V1 and V2 protocols) for a trained rsnflow classifier."""
 
-from rsnflow.serve.inputs import decode_v1, decode_v2, map_from_nifti, maps_from_numbers
+from rsnflow.serve.inputs import decode_v1, decode_v2, maps_from_nifti, maps_from_numbers
 from rsnflow.serve.predictor import TOP_K, RSNPredictor, load_served_classifier
 from rsnflow.serve.server import BodyLimit, RSNModelServer, serve
 
@@ -12,7 +12,7 @@ __all__ = [
     "decode_v1",
     "decode_v2",
     "load_served_classifier",
-    "map_from_nifti",
+    "maps_from_nifti",
     "maps_from_numbers",
     "serve",
 ]

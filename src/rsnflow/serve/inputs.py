@@ -5,12 +5,14 @@ Two encodings are accepted in both protocols:
 * maps already on the 45x54x45 grid as FP32 numbers (V1: an instance is a
   nested list ``[45][54][45]``; V2: an ``FP32`` input of shape
   ``[N, 45, 54, 45]``, flat or nested ``data``, or the binary extension);
-* a NIfTI file of one 3D map in any space with a valid affine (``.nii`` or
-  ``.nii.gz`` bytes), resampled into the grid (V1: ``{"b64": "..."}``, the
-  KServe convention for binary instances, or the file itself as the
-  request body; V2: a ``BYTES`` input of shape
-  ``[N]`` whose elements are base64 strings in JSON or raw bytes with the
-  binary extension).
+* NIfTI files in any space with a valid affine (``.nii`` or ``.nii.gz``
+  bytes), resampled into the grid: V1 ``{"b64": "..."}`` instances (the
+  KServe convention for binary instances) of one 3D map each, or the file
+  itself as the request body; V2 a ``BYTES`` input of shape ``[N]`` whose
+  elements are base64 strings in JSON or raw bytes with the binary
+  extension. A file sent as the body or as a V2 element may be a 4D stack
+  (a run's dual-regression components): each volume is a map and gets its
+  own answer, in order.
 
 Every problem is raised as :class:`kserve.errors.InvalidInput` (HTTP 400)
 whose message names the input and the problem.
@@ -34,7 +36,7 @@ __all__ = [
     "decode_v1",
     "decode_v2",
     "looks_like_nifti",
-    "map_from_nifti",
+    "maps_from_nifti",
     "maps_from_numbers",
 ]
 
@@ -124,31 +126,37 @@ class InflateBudget:
         self.left -= int(np.prod(img.shape)) * img.header.get_data_dtype().itemsize + 352
 
 
-def map_from_nifti(data: bytes, where: str, budget: InflateBudget | int) -> NDArray[np.float32]:
-    """A NIfTI file's bytes to one map on the grid (resampled when its grid differs).
+def maps_from_nifti(
+    data: bytes, where: str, budget: InflateBudget | int, stack: bool = True
+) -> NDArray[np.float32]:
+    """A NIfTI file's bytes to its maps on the grid (resampled when its grid differs).
 
+    A 3D image is one map; a 4D image is a stack of maps, one per volume (a
+    run's dual-regression components, say), answered one by one.
     ``budget`` bounds the uncompressed size: a number for this file alone, or
     the request's :class:`InflateBudget`, which this file's size is taken from.
 
     Parameters
     ----------
     data : bytes
-        The file: a ``.nii`` or ``.nii.gz`` of one 3D map (a 4D image of one volume is accepted).
+        The file: a ``.nii`` or ``.nii.gz`` of one 3D map or a 4D stack of maps.
     where : str
         The input named in error messages.
     budget : InflateBudget or int
         The bound on the uncompressed size, in bytes or as the request's budget.
+    stack : bool, default=True
+        Accept a 4D stack; when False the file must hold one map (a 4D image of one volume is one).
 
     Returns
     -------
     numpy.ndarray
-        float32 map of shape ``(45, 54, 45)`` on the MNI 4 mm grid.
+        float32 maps of shape ``(N, 45, 54, 45)`` on the MNI 4 mm grid, in volume order.
 
     Raises
     ------
     kserve.errors.InvalidInput
-        The request's budget is spent, or the file is not a valid 3D NIfTI image
-        (:func:`rsnflow.io.nifti_from_bytes`).
+        The request's budget is spent, or the file is not a valid NIfTI image of the accepted
+        dimensionality (:func:`rsnflow.io.nifti_from_bytes`).
     """
     if isinstance(budget, int):
         budget = InflateBudget(budget)
@@ -158,7 +166,7 @@ def map_from_nifti(data: bytes, where: str, budget: InflateBudget | int) -> NDAr
             "(serve.max_request_mb)"
         )
     try:
-        img = nifti_from_bytes(data, where, ndim=3, max_bytes=budget.left)
+        img = nifti_from_bytes(data, where, ndim=None if stack else 3, max_bytes=budget.left)
     except InvalidInputError as exc:
         if budget.left < budget.max_bytes and exc.problem.startswith(
             ("NIfTI image inflates", "header claims")
@@ -169,9 +177,10 @@ def map_from_nifti(data: bytes, where: str, budget: InflateBudget | int) -> NDAr
             ) from exc
         raise InvalidInput(str(exc)) from exc
     budget.spend(img)
-    if img.shape == MNI4_SHAPE and np.allclose(img.affine, MNI4_AFFINE, atol=1e-3):
-        return np.asarray(img.dataobj, dtype=np.float32)
-    return np.asarray(resample_to_grid(img).dataobj, dtype=np.float32)
+    if not (img.shape[:3] == MNI4_SHAPE and np.allclose(img.affine, MNI4_AFFINE, atol=1e-3)):
+        img = resample_to_grid(img)
+    arr = np.asarray(img.dataobj, dtype=np.float32)
+    return arr.reshape(*MNI4_SHAPE, -1).transpose(3, 0, 1, 2)  # volumes first, as the model takes them
 
 
 def looks_like_nifti(data: bytes) -> bool:
@@ -210,7 +219,7 @@ def decode_v1(payload: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
     """``{"instances": [map | {"b64": nifti}, ...]}``, or a raw NIfTI body, to maps ``(N, 45, 54, 45)``.
 
     A NIfTI file sent as the body (any content type) reaches here as bytes
-    and is read as one map.
+    and is read as its maps (one, or a 4D stack's volumes).
 
     Parameters
     ----------
@@ -233,7 +242,9 @@ def decode_v1(payload: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
         or an instance that is not one valid map.
     """
     if isinstance(payload, bytes | bytearray):
-        return map_from_nifti(bytes(payload), "request body", max_bytes)[None]
+        stack = maps_from_nifti(bytes(payload), "request body", max_bytes)
+        _check_batch(len(stack), max_batch)
+        return stack
     budget = InflateBudget(max_bytes)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('expected a JSON object with an "instances" list')
@@ -247,7 +258,7 @@ def decode_v1(payload: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
         if isinstance(inst, dict):
             if set(inst) != {"b64"}:
                 raise InvalidInput(f'{where}: an object instance must be {{"b64": NIfTI bytes in base64}}')
-            maps.append(map_from_nifti(_b64(inst["b64"], where), where, budget))
+            maps.append(maps_from_nifti(_b64(inst["b64"], where), where, budget, stack=False)[0])
         else:
             arr = maps_from_numbers(inst, where)
             if arr.shape[0] != 1:
@@ -314,8 +325,9 @@ def decode_v2(request: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
         budget = InflateBudget(max_bytes)
         for i, item in enumerate(items):
             data = item if isinstance(item, bytes) else _b64(item, f"{where}[{i}]")
-            out.append(map_from_nifti(data, f"{where}[{i}]", budget))
-        return np.stack(out)
+            out.append(maps_from_nifti(data, f"{where}[{i}]", budget))
+            _check_batch(sum(len(m) for m in out), max_batch)  # a 4D file counts its volumes
+        return np.concatenate(out)
     raise InvalidInput(
         f"{where}: datatype {inp.datatype} is not accepted; send FP32 maps [N, 45, 54, 45] "
         "or BYTES NIfTI files [N]"

@@ -28,7 +28,7 @@ from rsnflow.resample import pick_device
 from rsnflow.serve.inputs import decode_v1, decode_v2
 from rsnflow.space import MNI4_SHAPE
 
-__all__ = ["OUTPUTS", "TOP_K", "RSNPredictor", "load_served_classifier"]
+__all__ = ["MLFLOW_SCHEMES", "OUTPUTS", "TOP_K", "RSNPredictor", "load_served_classifier"]
 
 log = get_logger(__name__)
 
@@ -39,12 +39,13 @@ OUTPUTS = {
     "label": "BYTES",
     "network": "BYTES",
     "probability": "FP32",
+    "network_probability": "FP32",
     "abstained": "BOOL",
     "top_labels": "BYTES",
     "top_probabilities": "FP32",
 }
 #: Model URIs that are read through MLflow rather than from a directory.
-_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://")
 
 
 def load_served_classifier(ref: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -58,7 +59,7 @@ def load_served_classifier(ref: str, device: torch.device) -> tuple[torch.nn.Mod
     ----------
     ref : str
         A model directory (:func:`rsnflow.models.load_classifier`) or an MLflow model URI
-        (``models:/``, ``runs:/``, ``mlflow-artifacts:/``, ``s3://``, ``gs://``, ``http(s)://``).
+        (``models:/``, ``runs:/``, ``mlflow-artifacts:/``, ``s3://``, ``gs://``).
     device : torch.device
         Where the model is placed.
 
@@ -75,7 +76,7 @@ def load_served_classifier(ref: str, device: torch.device) -> tuple[torch.nn.Mod
         MLflow cannot load the model or its metadata has no class labels, or ``ref`` is not a
         model directory.
     """
-    if ref.startswith(_MLFLOW_SCHEMES):
+    if ref.startswith(MLFLOW_SCHEMES):
         import mlflow
 
         try:
@@ -203,7 +204,13 @@ class RSNPredictor(Model):
         return probs
 
     def rank(self, probs: NDArray[np.float32]) -> dict[str, NDArray[Any]]:
-        """Label, network, probability and top-k per map, with abstention applied.
+        """Label, network, their probabilities and top-k per map, with abstention applied.
+
+        The network probability is the sum over every label of the best
+        label's network: a map torn between two sub-networks of the Default
+        mode network is still surely Default mode. Below the threshold
+        ``abstain_below_``, a map whose network is sure is labelled with the
+        network's name; one whose network is unsure too is ``Unknown``.
 
         Parameters
         ----------
@@ -213,24 +220,30 @@ class RSNPredictor(Model):
         Returns
         -------
         dict of str to numpy.ndarray
-            The :data:`OUTPUTS`, one row per map: ``label`` and ``network`` (``Unknown`` where
-            abstained), ``probability`` (of the best class), ``abstained`` (best probability below
-            ``abstain_below_``), ``top_labels`` and ``top_probabilities`` (the best ``min(TOP_K, C)``
-            classes, most probable first).
+            The :data:`OUTPUTS`, one row per map: ``label`` (the best class; its network's name
+            when only the network is sure; ``Unknown`` when abstained), ``network`` (``Unknown``
+            when abstained), ``probability`` (of the best class), ``network_probability``,
+            ``abstained`` (network probability below ``abstain_below_``), ``top_labels`` and
+            ``top_probabilities`` (the best ``min(TOP_K, C)`` classes, most probable first).
         """
         k = min(TOP_K, probs.shape[1])
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         best = top[:, 0]
         best_p = probs[np.arange(len(probs)), best]
+        owner = np.asarray(self.parents_, dtype=object)
+        network_p = (probs * (owner[None, :] == owner[best][:, None])).sum(axis=1)
         labels = np.array([self.classes_[i] for i in best], dtype=object)
-        networks = np.array([self.parents_[i] for i in best], dtype=object)
-        abstained = best_p < self.abstain_below_
+        networks = owner[best].copy()
+        only_network = (best_p < self.abstain_below_) & (network_p >= self.abstain_below_)
+        labels[only_network] = networks[only_network]
+        abstained = network_p < self.abstain_below_
         labels[abstained] = UNKNOWN
         networks[abstained] = UNKNOWN
         return {
             "label": labels,
             "network": networks,
             "probability": best_p.astype(np.float32),
+            "network_probability": network_p.astype(np.float32),
             "abstained": abstained,
             "top_labels": np.array([[self.classes_[i] for i in row] for row in top], dtype=object),
             "top_probabilities": np.take_along_axis(probs, top, axis=1).astype(np.float32),
@@ -244,6 +257,7 @@ class RSNPredictor(Model):
                     "label": r["label"][i],
                     "network": r["network"][i],
                     "probability": float(r["probability"][i]),
+                    "network_probability": float(r["network_probability"][i]),
                     "abstained": bool(r["abstained"][i]),
                     "top5": [
                         {"label": lab, "probability": float(p)}
@@ -288,7 +302,8 @@ class RSNPredictor(Model):
         -------
         dict or kserve.InferResponse
             V1: ``{"predictions": [...]}``, one object per map with ``label``, ``network``,
-            ``probability``, ``abstained`` and ``top5``. V2: a response with the :data:`OUTPUTS`.
+            ``probability``, ``network_probability``, ``abstained`` and ``top5``. V2: a response
+            with the :data:`OUTPUTS`.
 
         Raises
         ------

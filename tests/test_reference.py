@@ -1,0 +1,91 @@
+"""Reference maps travel with a model; a new cohort is regressed onto them and classified."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from rsnflow.bids import RunId
+from rsnflow.cli import EXIT_ERROR, EXIT_OK, main
+from rsnflow.ica.group import preprocessed_runs
+from rsnflow.io import InvalidInputError
+from rsnflow.layout import dr_outputs, group_paths
+from rsnflow.reference import REFERENCE_FILES, check_reference, fetch_reference
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _new_cohort(tiny_group: dict, root: Path, n: int = 2) -> tuple[Path, list[RunId]]:
+    """A derivatives folder holding only the preprocessed runs of ``n`` subjects (no group maps, no DR)."""
+    src = Path(tiny_group["deriv"])
+    deriv = root / "deriv"
+    runs = preprocessed_runs(src)[:n]
+    for run in runs:
+        shutil.copytree(src / f"sub-{run.subject}", deriv / f"sub-{run.subject}")
+        for path in dr_outputs(deriv, run).values():
+            Path(path).unlink(missing_ok=True)
+    assert preprocessed_runs(deriv) == runs
+    return deriv, runs
+
+
+def test_the_model_keeps_the_maps_it_was_trained_on(tiny_group: dict, tiny_mlp: Path) -> None:
+    meta = check_reference(tiny_mlp / "reference")
+    assert meta["n_components"] == 100
+    group = group_paths(tiny_group["deriv"])
+    for role, name in REFERENCE_FILES.items():
+        assert (tiny_mlp / "reference" / name).read_bytes() == group[role].read_bytes()
+
+
+def test_a_new_cohort_regressed_onto_the_reference_maps_and_classified(
+    tiny_group: dict, tiny_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deriv, runs = _new_cohort(tiny_group, tmp_path)
+    assert main(["dual-regression", str(deriv), "--group-maps", str(tiny_mlp)]) == EXIT_OK
+    assert "(imported)" in capsys.readouterr().out
+    for run in runs:  # the training cohort's components, in its order: the same maps as there
+        ours = nib.load(dr_outputs(deriv, run)["maps"]).get_fdata()
+        theirs = nib.load(dr_outputs(tiny_group["deriv"], run)["maps"]).get_fdata()
+        assert ours.shape[3] == 100
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    before = _digests(deriv)
+    assert main(["dual-regression", str(deriv), "--group-maps", str(tiny_mlp)]) == EXIT_OK
+    assert "(already there)" in capsys.readouterr().out
+    assert _digests(deriv) == before  # nothing redone
+    assert main(["classify", str(deriv), "--model", str(tiny_mlp)]) == EXIT_OK
+    assert len(list(deriv.rglob("*_desc-classifier_labels.tsv"))) == len(runs)
+
+
+def test_a_folder_with_its_own_group_ica_is_refused_untouched(
+    tiny_group: dict, tiny_mlp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group = Path(tiny_group["deriv"]) / "group"
+    before = _digests(group)
+    assert main(["dual-regression", str(tiny_group["deriv"]), "--group-maps", str(tiny_mlp)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "already has group maps (from group ICA)" in err and "desc-ica_components.nii.gz" in err
+    assert _digests(group) == before
+
+
+def test_a_changed_or_missing_reference_is_refused(tiny_mlp: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_mlp, model)
+    maps = model / "reference" / "components.nii.gz"
+    maps.write_bytes(maps.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(InvalidInputError, match="changed since the model was trained"):
+        fetch_reference(str(model))
+    shutil.rmtree(model / "reference")
+    with pytest.raises(InvalidInputError, match="no reference maps in the model"):
+        fetch_reference(str(model))
+    with pytest.raises(InvalidInputError, match="not a model directory"):
+        fetch_reference(str(tmp_path))
