@@ -286,8 +286,9 @@ def test_a_4d_stack_gets_one_answer_per_map(served_mlp: str, maps: np.ndarray, e
     twelve = _nifti(np.moveaxis(np.concatenate([maps, maps]), 0, -1))
     r = httpx.post(f"{served_mlp}/v1/models/{NAME}:predict", content=twelve, timeout=60)
     assert r.status_code == 400 and "12 maps; at most 8" in r.text
-    inp.set_data_from_numpy(np.array([stack, stack], dtype=object), binary_data=True)
-    payload, json_length = InferRequest(model_name=NAME, infer_inputs=[inp]).to_rest()
+    two = InferInput("maps", [2], "BYTES")
+    two.set_data_from_numpy(np.array([stack, stack], dtype=object), binary_data=True)
+    payload, json_length = InferRequest(model_name=NAME, infer_inputs=[two]).to_rest()
     r = httpx.post(
         f"{served_mlp}/v2/models/{NAME}/infer",
         content=payload,
@@ -345,7 +346,9 @@ def test_tritonclient_in_both_modes(
     assert len(result.as_numpy("label")) == len(maps)
     # The NIfTI files themselves as BYTES, and a 4D stack in one element
     files = triton.InferInput("nifti", [1], "BYTES")
-    files.set_data_from_numpy(np.array([_nifti(np.moveaxis(maps, 0, -1))], dtype=object), binary_data=binary)
+    stack = _nifti(np.moveaxis(maps, 0, -1))  # JSON carries BYTES as text: base64 there
+    element = stack if binary else base64.b64encode(stack).decode()
+    files.set_data_from_numpy(np.array([element], dtype=object), binary_data=binary)
     result = client.infer(NAME, [files])
     np.testing.assert_allclose(result.as_numpy("probability"), expected.max(1), atol=1e-5)
     client.close()
