@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from kfp_pipelines.local import _overrides, demo_budget, run_report
 from rsnflow.config import load_config
 
@@ -52,3 +54,20 @@ def test_run_report_links_every_stage_and_says_what_was_skipped(tmp_path: Path) 
     for name in pages:
         assert f"../stages/{name}" in text
     assert "sub-02: NaN values" in text and "failed: too short" in text
+
+
+def test_label_only_refuses_a_model_without_reference_maps_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rsnflow.cli import EXIT_ERROR, main
+
+    model = tmp_path / "old-model"
+    model.mkdir()
+    (model / "model.json").write_text("{}")
+    work = tmp_path / "work"
+    assert main(["run", "--label-only", str(model), "--work-dir", str(work)]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "old-model: no reference maps in the model" in err[0]
+    assert not (work / "pipeline_root").exists()  # refused before any task ran
+    assert main(["run", "--endpoint", "http://127.0.0.1:9", "--work-dir", str(work)]) == EXIT_ERROR
+    assert "--endpoint: only with --label-only" in capsys.readouterr().err
