@@ -142,16 +142,14 @@ def group_ica(
     """Assemble the preprocessed subjects and run group ICA; returns the model order."""
     import shutil
 
+    from kfp_pipelines.fan_in import require_one_ok
     from rsnflow.config import load_config
     from rsnflow.ica import group_ica as run_group_ica
     from rsnflow.io import link_tree
     from rsnflow.layout import group_paths
 
     cfg = load_config(overrides={**overrides, "seed": seed})
-    states = {p.metadata.get("subject", "?"): p.metadata.get("status", "") for p in preprocessed}
-    if not any(state.startswith("ok") for state in states.values()):
-        reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
-        raise RuntimeError(f"preprocessing failed for every subject, nothing to decompose: {reasons}")
+    require_one_ok(preprocessed, "preprocessing", "decompose")
     for part in preprocessed:
         link_tree(part.path, derivatives.path)
     res = run_group_ica(derivatives.path, cfg.ica, seed=seed, device=cfg.device)
@@ -208,6 +206,7 @@ def label(
     import tempfile
     from pathlib import Path
 
+    from kfp_pipelines.fan_in import require_one_ok
     from rsnflow.atlas import NOISE, UNKNOWN
     from rsnflow.config import load_config
     from rsnflow.io import link_tree
@@ -215,10 +214,7 @@ def label(
     from rsnflow.layout import group_paths
 
     cfg = load_config(overrides=overrides)
-    states = {m.metadata.get("subject", "?"): m.metadata.get("status", "") for m in maps}
-    if not any(state.startswith("ok") for state in states.values()):
-        reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
-        raise RuntimeError(f"dual regression failed for every subject, nothing to label: {reasons}")
+    require_one_ok(maps, "dual regression", "label")
     with tempfile.TemporaryDirectory() as work:
         link_tree(group.path, work)
         for part in maps:
@@ -450,13 +446,11 @@ def reference_maps(
     import os
     import tempfile
 
+    from kfp_pipelines.fan_in import require_one_ok
     from rsnflow.io import link_tree
     from rsnflow.reference import check_reference, fetch_reference, import_reference
 
-    states = {p.metadata.get("subject", "?"): p.metadata.get("status", "") for p in preprocessed}
-    if not any(state.startswith("ok") for state in states.values()):
-        reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
-        raise RuntimeError(f"preprocessing failed for every subject, nothing to label: {reasons}")
+    require_one_ok(preprocessed, "preprocessing", "label")
     for part in preprocessed:
         link_tree(part.path, derivatives.path)
     if tracking_uri:
@@ -486,16 +480,14 @@ def classify(
     import tempfile
     from pathlib import Path
 
+    from kfp_pipelines.fan_in import require_one_ok
     from rsnflow.classify import classify_runs
     from rsnflow.config import load_config
     from rsnflow.io import link_tree
     from rsnflow.layout import group_paths
 
     cfg = load_config(overrides=overrides)
-    states = {m.metadata.get("subject", "?"): m.metadata.get("status", "") for m in maps}
-    if not any(state.startswith("ok") for state in states.values()):
-        reasons = "; ".join(f"sub-{s}: {state}" for s, state in sorted(states.items()))
-        raise RuntimeError(f"dual regression failed for every subject, nothing to classify: {reasons}")
+    require_one_ok(maps, "dual regression", "classify")
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     model = endpoint or model_uri

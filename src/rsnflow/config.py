@@ -178,6 +178,7 @@ class TrainConfig(_Section):
     mlp_hidden: list[int]
     mlp_dropout: float
     num_workers: int
+    cpu_precision: Literal["auto", "float32", "bfloat16"]
 
     KEY: ClassVar[str] = "train"
 

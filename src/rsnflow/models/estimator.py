@@ -48,6 +48,9 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
         Epochs without a better validation accuracy before stopping (0: off).
     mlp_hidden, mlp_dropout
         The MLP's hidden widths and the dropout after its second layer.
+    cpu_precision
+        The CNNs on a CPU: ``"auto"`` (bfloat16 autocast where the CPU has BF16 units),
+        ``"float32"`` or ``"bfloat16"``.
     random_state
         Seed of initialisation, dropout and shuffling.
     device
@@ -77,6 +80,7 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
         early_stopping_patience: int = _DEFAULTS.early_stopping_patience,
         mlp_hidden: tuple[int, ...] = tuple(_DEFAULTS.mlp_hidden),
         mlp_dropout: float = _DEFAULTS.mlp_dropout,
+        cpu_precision: str = _DEFAULTS.cpu_precision,
         random_state: int = 0,
         device: str = "auto",
     ) -> None:
@@ -90,6 +94,7 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
         self.early_stopping_patience = early_stopping_patience
         self.mlp_hidden = mlp_hidden
         self.mlp_dropout = mlp_dropout
+        self.cpu_precision = cpu_precision
         self.random_state = random_state
         self.device = device
 
