@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(add)
     _add_model_commands(add)
     _add_classify_command(add)
+    _add_run_command(add)
     _add_pipeline_commands(add, common)
     return parser
 
@@ -183,7 +184,7 @@ def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> No
 
 
 def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """classify: a trained model labels a cohort's maps."""
+    """classify and predict: a trained model (or a server) labels a cohort's maps, or a file's."""
     p = add("classify", "label every run's dual-regression maps with a trained classifier")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
     p.add_argument(
@@ -195,6 +196,18 @@ def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) ->
         help="label Unknown below this probability (default: the model's calibrated threshold)",
     )  # fmt: skip
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ URIs")
+
+    p = add("predict", "label a NIfTI file of maps (3D, or a 4D stack) with a served classifier")
+    p.add_argument("maps", type=Path, metavar="MAPS.nii.gz")
+    p.add_argument(
+        "--url", required=True, help="the server (http://HOST:PORT) or its /v2/models/NAME/infer URL"
+    )
+    p.add_argument(
+        "--name", default="rsn-classifier", help="model name on the server (default rsn-classifier)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="FILE.tsv", help="write the table (default: print)"
+    )
 
 
 def _add_model_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -252,18 +265,6 @@ def _add_model_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> N
     )
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow or set the alias")
 
-    p = add("predict", "label a NIfTI file of maps (3D, or a 4D stack) with a served classifier")
-    p.add_argument("maps", type=Path, metavar="MAPS.nii.gz")
-    p.add_argument(
-        "--url", required=True, help="the server (http://HOST:PORT) or its /v2/models/NAME/infer URL"
-    )
-    p.add_argument(
-        "--name", default="rsn-classifier", help="model name on the server (default rsn-classifier)"
-    )
-    p.add_argument(
-        "--out", type=Path, default=None, metavar="FILE.tsv", help="write the table (default: print)"
-    )
-
     p = add("serve", "serve a classifier with KServe (V1 and V2 protocols)")
     p.add_argument(
         "model", metavar="MODEL_URI_OR_DIR", help="model directory or MLflow URI, e.g. models:/NAME@champion"
@@ -283,10 +284,37 @@ def _add_model_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> N
     )
 
 
+def _add_run_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """run: the training pipeline, or with --label-only the label-cohort pipeline, through kfp.local."""
+    p = add(
+        "run", "run the whole KFP pipeline locally (kfp.local) on a BIDS folder, s3:// or a simulated cohort"
+    )
+    p.add_argument(
+        "cohort",
+        nargs="?",
+        default=None,
+        metavar="BIDS_DIR|s3://BUCKET/PREFIX",
+        help="the cohort (default: a simulated one, sim://PROFILE)",
+    )
+    p.add_argument("--profile", choices=["tiny", "demo", "beijing", "multiband"], default=None)
+    p.add_argument("--subjects", type=int, default=None)
+    p.add_argument("--work-dir", type=Path, default=Path("work"), metavar="DIR")
+    p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
+    p.add_argument(
+        "--label-only", default=None, metavar="MODEL",
+        help="run the label-cohort pipeline instead: regress the cohort onto MODEL's reference maps and "
+        "label it with MODEL (a models:/ URI or a model directory); nothing is trained",
+    )  # fmt: skip
+    p.add_argument(
+        "--endpoint", default=None, metavar="URL",
+        help="with --label-only: classify through this server (rsnflow serve, an InferenceService)",
+    )  # fmt: skip
+
+
 def _add_pipeline_commands(
     add: Callable[[str, str], argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    """pipeline, run, bids, config."""
+    """pipeline, bids, cohort, config."""
     p = add("pipeline", "the Kubeflow pipeline: compile, submit, schedule")
     psub = p.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
     pc = psub.add_parser("compile", help="write the pipeline IR YAML", parents=[common])
@@ -317,30 +345,6 @@ def _add_pipeline_commands(
             ps.add_argument(
                 "--cron", default="0 0 2 * * *", help="six fields, seconds first (default: 02:00 daily)"
             )
-
-    p = add(
-        "run", "run the whole KFP pipeline locally (kfp.local) on a BIDS folder, s3:// or a simulated cohort"
-    )
-    p.add_argument(
-        "cohort",
-        nargs="?",
-        default=None,
-        metavar="BIDS_DIR|s3://BUCKET/PREFIX",
-        help="the cohort (default: a simulated one, sim://PROFILE)",
-    )
-    p.add_argument("--profile", choices=["tiny", "demo", "beijing", "multiband"], default=None)
-    p.add_argument("--subjects", type=int, default=None)
-    p.add_argument("--work-dir", type=Path, default=Path("work"), metavar="DIR")
-    p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
-    p.add_argument(
-        "--label-only", default=None, metavar="MODEL",
-        help="run the label-cohort pipeline instead: regress the cohort onto MODEL's reference maps and "
-        "label it with MODEL (a models:/ URI or a model directory); nothing is trained",
-    )  # fmt: skip
-    p.add_argument(
-        "--endpoint", default=None, metavar="URL",
-        help="with --label-only: classify through this server (rsnflow serve, an InferenceService)",
-    )  # fmt: skip
 
     p = add(
         "bids",
