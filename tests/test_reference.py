@@ -39,14 +39,18 @@ def _new_cohort(tiny_group: dict, root: Path, n: int = 2) -> tuple[Path, list[Ru
     return deriv, runs
 
 
-def test_the_model_keeps_the_maps_it_was_trained_on(tiny_group: dict, tiny_dataset: Path, tiny_mlp: Path) -> None:
+def test_the_model_keeps_the_maps_it_was_trained_on(
+    tiny_group: dict, tiny_dataset: Path, tiny_mlp: Path
+) -> None:
     meta = check_reference(tiny_mlp / "reference")
     assert meta["n_components"] == 100
     group = group_paths(tiny_group["deriv"])
     for role in ("maps", "mask"):  # the group ICA's own files (other tests may relabel the shared cohort)
         assert (tiny_mlp / "reference" / REFERENCE_FILES[role]).read_bytes() == group[role].read_bytes()
     for name in REFERENCE_FILES.values():  # the dataset's, as it was built
-        assert (tiny_mlp / "reference" / name).read_bytes() == (tiny_dataset / "reference" / name).read_bytes()
+        assert (tiny_mlp / "reference" / name).read_bytes() == (
+            tiny_dataset / "reference" / name
+        ).read_bytes()
 
 
 def test_a_new_cohort_regressed_onto_the_reference_maps_and_classified(
