@@ -57,6 +57,7 @@ def ingest(
     content_hash: str,
     seed: int,
     overrides: dict,
+    check_order: bool,
     cohort: Output[Dataset],
     summary: Output[HTML],
     table: Output[Dataset],
@@ -81,10 +82,11 @@ def ingest(
     runs = ingest_cohort(out, summary_tsv=Path(table.path) / "subjects.tsv")
     if not runs.runs:
         raise RuntimeError(f"{cohort_uri}: no valid run in the cohort: {runs.failed}")
-    from rsnflow.ica.dr_cohort import check_order_fits
+    if check_order:  # the label-cohort pipeline's order is its model's, known after ingest
+        from rsnflow.ica.dr_cohort import check_order_fits
 
-    shortest = min(runs.runs, key=lambda r: r.shape[3])
-    check_order_fits(cfg.ica.order, shortest.shape[3], f"{shortest.run} (the shortest run)")
+        shortest = min(runs.runs, key=lambda r: r.shape[3])
+        check_order_fits(cfg.ica.order, shortest.shape[3], f"{shortest.run} (the shortest run)")
     Report("rsnflow ingest").text(
         f"{cohort_uri}: {len(runs.runs)} valid runs of {len(runs.subjects)} subjects, TR {runs.tr} s, "
         f"{len(runs.failed)} skipped."
@@ -441,26 +443,31 @@ def report(
 @dsl.component(**_COMMON)
 def reference_maps(
     preprocessed: Input[List[Dataset]], model_uri: str, tracking_uri: str, derivatives: Output[Dataset]
-) -> int:
-    """Assemble the preprocessed subjects; the model's reference maps become their group maps; returns K."""
+) -> str:
+    """Assemble the preprocessed subjects; the model's reference maps become their group maps.
+
+    Returns the model pinned (``models:/NAME@champion`` as ``models:/NAME/VERSION``), which the
+    classify task then uses: a champion registered in between cannot label these maps.
+    """
     import os
     import tempfile
 
     from kfp_pipelines.fan_in import require_one_ok
     from rsnflow.io import link_tree
-    from rsnflow.reference import check_reference, fetch_reference, import_reference
+    from rsnflow.reference import check_reference, fetch_reference, import_reference, pin_model
 
     require_one_ok(preprocessed, "preprocessing", "label")
     for part in preprocessed:
         link_tree(part.path, derivatives.path)
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    pinned = pin_model(model_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        ref = fetch_reference(model_uri, tmp)
+        ref = fetch_reference(pinned, tmp)
         import_reference(derivatives.path, ref)
         n_components = int(check_reference(ref)["n_components"])
-    derivatives.metadata.update({"model": model_uri, "order": n_components})
-    return n_components
+    derivatives.metadata.update({"model": pinned, "order": n_components})
+    return pinned
 
 
 @dsl.component(**_COMMON)

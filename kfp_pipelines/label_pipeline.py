@@ -31,10 +31,13 @@ def label_cohort_pipeline(
     s3_secret: str = "mlpipeline-minio-artifact",
     env_config_map: str = "rsnflow-pipeline-env",
 ) -> str:
-    cohort, ing, pre = ingest_and_preprocess(cohort_uri, seed, overrides, s3_secret, env_config_map)
+    # Run lengths are checked against the model's order by dual regression, per subject.
+    cohort, ing, pre = ingest_and_preprocess(cohort_uri, seed, overrides, s3_secret, env_config_map, False)
+    # Never cached: the alias (champion) moves; its version is pinned here and handed to classify.
     ref = c.reference_maps(
         preprocessed=dsl.Collected(pre.outputs["derivatives"]), model_uri=model_uri, tracking_uri=tracking_uri
     ).set_retry(**_RETRY)
+    ref.set_caching_options(False)
     _cluster_env(ref, s3_secret, env_config_map)
     with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="dr-subjects") as s:
         dr = c.dual_regression(group=ref.outputs["derivatives"], subject=s, overrides=overrides)
@@ -42,11 +45,12 @@ def label_cohort_pipeline(
     labelled = c.classify(
         group=ref.outputs["derivatives"],
         maps=dsl.Collected(dr.outputs["maps"]),
-        model_uri=model_uri,
+        model_uri=ref.outputs["Output"],
         endpoint=endpoint,
         tracking_uri=tracking_uri,
         overrides=overrides,
     ).set_retry(**_RETRY)
+    labelled.set_caching_options(False)  # an endpoint may serve another model by now
     _cluster_env(labelled, s3_secret, env_config_map)
     labelled.set_cpu_request("2").set_memory_request("4G")
     # Last, and only after everything succeeded: a failed run leaves its cohort for the next one.

@@ -210,7 +210,8 @@ def run_label_local(
     ----------
     work_dir
         Pipeline root and the run's provenance go here; a ``models:/`` URI is
-        resolved in ``work_dir``'s MLflow store unless a tracking URI is configured.
+        resolved in the configured tracking URI, else ``$MLFLOW_TRACKING_URI``, else
+        ``work_dir``'s MLflow store (where ``rsnflow run`` registered its champion).
     config
         The effective configuration; ``ica.order`` is set to the model's number of components.
     model
@@ -234,8 +235,9 @@ def run_label_local(
     from rsnflow.reference import check_reference, fetch_reference
 
     work = Path(work_dir).resolve()
-    tracking_uri = _tracking(work, config)
     before = os.environ.get("MLFLOW_TRACKING_URI")
+    # A models:/ URI lives in the configured registry, $MLFLOW_TRACKING_URI, or the work dir's own store.
+    tracking_uri = config.tracking.uri or before or _tracking(work, config)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     try:
         with tempfile.TemporaryDirectory() as tmp:  # checked here first: a bad model fails in one line

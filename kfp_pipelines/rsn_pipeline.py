@@ -42,7 +42,7 @@ def _cluster_env(task: dsl.PipelineTask, s3_secret: str, env_config_map: str) ->
 
 
 def ingest_and_preprocess(
-    cohort_uri: str, seed: int, overrides: dict, s3_secret: str, env_config_map: str
+    cohort_uri: str, seed: int, overrides: dict, s3_secret: str, env_config_map: str, check_order: bool = True
 ) -> tuple[dsl.PipelineTask, dsl.PipelineTask, dsl.PipelineTask]:
     """The tasks both pipelines start with: resolve the cohort, ingest it, preprocess each subject."""
     # Never cached: a recurring run's same cohort_uri must reach new data (the cache key is the inputs).
@@ -50,7 +50,7 @@ def ingest_and_preprocess(
     _cluster_env(cohort, s3_secret, env_config_map)
     ing = c.ingest(
         cohort_uri=cohort.outputs["uri"], content_hash=cohort.outputs["content_hash"], seed=seed,
-        overrides=overrides,
+        overrides=overrides, check_order=check_order,
     ).set_retry(**_RETRY)  # fmt: skip
     _cluster_env(ing, s3_secret, env_config_map)
     ing.set_cpu_request("1").set_memory_request("4G")

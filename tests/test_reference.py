@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_a_folder_with_its_own_group_ica_is_refused_untouched(
     before = _digests(group)
     assert main(["dual-regression", str(tiny_group["deriv"]), "--group-maps", str(tiny_mlp)]) == EXIT_ERROR
     err = capsys.readouterr().err
-    assert "already has group maps (from group ICA)" in err and "desc-ica_components.nii.gz" in err
+    assert "already has group outputs (from group ICA)" in err and "desc-ica_components.nii.gz" in err
     assert _digests(group) == before
 
 
@@ -97,3 +98,31 @@ def test_a_changed_or_missing_reference_is_refused(tiny_mlp: Path, tmp_path: Pat
         fetch_reference(str(model))
     with pytest.raises(InvalidInputError, match="not a model directory"):
         fetch_reference(str(tmp_path))
+
+
+def test_other_labels_make_another_reference_and_a_lost_record_is_repaired(
+    tiny_group: dict, tiny_mlp: Path, tmp_path: Path
+) -> None:
+    from rsnflow.labeling.stage import check_labels_current
+    from rsnflow.reference import import_reference
+
+    deriv, _ = _new_cohort(tiny_group, tmp_path, n=1)
+    with pytest.raises(InvalidInputError, match="no preprocessed runs"):
+        import_reference(tmp_path / "empty", tiny_mlp / "reference")
+    assert not (tmp_path / "empty").exists()  # nothing written into a folder that is not a cohort
+    assert import_reference(deriv, tiny_mlp / "reference")
+    # The same maps relabelled (an expert's labels): another reference, imported again.
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(tiny_mlp / "reference", relabelled)
+    table = relabelled / "labels.tsv"
+    table.write_text(table.read_text().replace("Noise", "Unknown"))
+    meta = json.loads((relabelled / "reference.json").read_text())
+    meta["sha256"]["labels.tsv"] = hashlib.sha256(table.read_bytes()).hexdigest()
+    (relabelled / "reference.json").write_text(json.dumps(meta))
+    assert import_reference(deriv, relabelled)
+    assert group_paths(deriv)["labels"].read_bytes() == table.read_bytes()
+    assert not import_reference(deriv, relabelled)
+    # Killed between the two records: the labels' record is missing, and the next import writes it.
+    group_paths(deriv)["labels_record"].unlink()
+    assert import_reference(deriv, relabelled)
+    check_labels_current(deriv)

@@ -73,19 +73,21 @@ def test_cnns_train_through_the_cli(tiny_dataset: Path, tmp_path: Path) -> None:
         meta = json.loads((tmp_path / arch / "model.json").read_text())
         assert meta["params"]["n_train"] == n and meta["arch"] == arch
         # On a CPU with BF16 units the CNNs train in bfloat16 autocast (the saved weights stay float32).
-        bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        from rsnflow.train import cpu_has_bf16
+
+        bf16 = cpu_has_bf16()
         assert meta["params"]["precision"] == ("bfloat16" if bf16 else "float32")
         weights = torch.load(tmp_path / arch / "weights.pt", map_location="cpu", weights_only=True)
         assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
 
 
 def test_cpu_precision_setting() -> None:
-    from rsnflow.train import _cpu_precision
+    from rsnflow.train import _cpu_precision, cpu_has_bf16
 
     assert _cpu_precision("mlp", "bfloat16") is None  # the MLP always trains in float32
     assert _cpu_precision("r3d18", "float32") is None
     assert _cpu_precision("r3d18", "bfloat16") is torch.bfloat16
-    auto = torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    auto = torch.bfloat16 if cpu_has_bf16() else None
     assert _cpu_precision("resnet2p5d", "auto") is auto
 
 

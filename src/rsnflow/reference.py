@@ -18,6 +18,8 @@ Layout of a reference folder::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,6 +37,7 @@ __all__ = [
     "export_reference",
     "fetch_reference",
     "import_reference",
+    "pin_model",
 ]
 
 log = get_logger(__name__)
@@ -93,8 +96,6 @@ def check_reference(ref_dir: str | Path) -> dict[str, Any]:
     InvalidInputError
         A file is missing, or differs from the digest recorded when the reference was made.
     """
-    import json
-
     ref = Path(ref_dir)
     try:
         meta = json.loads((ref / "reference.json").read_text())
@@ -158,6 +159,50 @@ def fetch_reference(model: str, dest: str | Path | None = None) -> Path:
     return ref
 
 
+def _intact(record: Record, paths: dict[str, Path]) -> bool:
+    """The imported maps and their labels are whole, and the labels are recorded for these maps."""
+    labels = Record(paths["labels_record"])
+    return (
+        record.intact().complete
+        and labels.intact().complete
+        and labels.inputs().get("group_maps") == record.digest(paths["maps"])
+    )
+
+
+def pin_model(model: str) -> str:
+    """A ``models:/NAME@alias`` URI as the version the alias points to now (``models:/NAME/7``).
+
+    A pipeline resolves the alias once and hands the version to every task,
+    so that a new champion registered meanwhile cannot give one task's maps
+    and another task's labels. Other references are returned as they are.
+
+    Parameters
+    ----------
+    model : str
+        A model directory or an MLflow model URI (resolved against ``MLFLOW_TRACKING_URI``).
+
+    Returns
+    -------
+    str
+        ``models:/NAME/VERSION`` for an alias, else ``model``.
+
+    Raises
+    ------
+    InvalidInputError
+        MLflow cannot resolve the alias.
+    """
+    if not (model.startswith("models:/") and "@" in model):
+        return model
+    from mlflow import MlflowClient
+
+    name, alias = model.removeprefix("models:/").split("@", 1)
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, alias.rstrip("/")).version
+    except Exception as exc:  # MLflow raises its own and the store's exceptions
+        raise InvalidInputError(model, f"cannot resolve the alias through MLflow ({exc})") from exc
+    return f"models:/{name}/{version}"
+
+
 def import_reference(deriv_dir: str | Path, ref_dir: str | Path) -> bool:
     """Make a model's reference maps the group decomposition of ``deriv_dir``.
 
@@ -184,24 +229,37 @@ def import_reference(deriv_dir: str | Path, ref_dir: str | Path) -> bool:
     Raises
     ------
     InvalidInputError
-        ``deriv_dir`` holds its own group ICA (or group maps no record explains).
+        ``deriv_dir`` has no preprocessed run, or holds its own group ICA (or group files no record
+        explains).
     """
+    from rsnflow.ica.group import preprocessed_runs
+
     ref = Path(ref_dir)
     meta = check_reference(ref)
-    identity = meta["sha256"][REFERENCE_FILES["maps"]]
+    # The reference is all three files: the same maps with other labels are another reference.
+    identity = hashlib.sha256(json.dumps(meta["sha256"], sort_keys=True).encode()).hexdigest()
+    if not preprocessed_runs(deriv_dir):
+        raise InvalidInputError(deriv_dir, "no preprocessed runs (run rsnflow preprocess into it first)")
     paths = group_paths(deriv_dir)
     record = Record(paths["record"])
     previous = record.read()
     if previous is not None and previous.get("stage") == _STAGE:  # an earlier import: ours to replace
-        if record.inputs().get("reference") == identity and record.intact().complete:
+        if record.inputs().get("reference") == identity and _intact(record, paths):
             return False
-    elif previous is not None or (paths["maps"].exists() and sha256_file(paths["maps"]) != identity):
+    else:
         made = "group ICA" if (previous or {}).get("stage") == "group-ica" else "an unrecorded run"
-        raise InvalidInputError(
-            paths["maps"],
-            f"this derivatives folder already has group maps (from {made}); dual regression onto a "
-            "model's reference maps needs a folder without them (preprocess the cohort into a new one)",
-        )
+        # A file no record explains is the user's unless it is this reference's own (an interrupted import).
+        foreign = [
+            paths[role]
+            for role, name in REFERENCE_FILES.items()
+            if paths[role].exists() and sha256_file(paths[role]) != meta["sha256"][name]
+        ]
+        if previous is not None or foreign:
+            raise InvalidInputError(
+                (foreign or [paths["maps"]])[0],
+                f"this derivatives folder already has group outputs (from {made}); dual regression onto a "
+                "model's reference maps needs a folder without them (preprocess the cohort into a new one)",
+            )
     record.path.unlink(missing_ok=True)
     for role, name in REFERENCE_FILES.items():
         with atomic_path(paths[role]) as tmp:

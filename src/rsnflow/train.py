@@ -237,9 +237,33 @@ def _cpu_precision(arch: str, setting: str) -> torch.dtype | None:
     """
     if arch == "mlp" or setting == "float32":
         return None
-    if setting == "bfloat16" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if setting == "bfloat16" or cpu_has_bf16():
         return torch.bfloat16
     return None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has BF16 arithmetic units (AVX-512 BF16 or AMX) that oneDNN uses.
+
+    oneDNN's own check (``_is_mkldnn_bf16_supported``) is also true on
+    AVX-512 CPUs without them (Skylake, Cascade Lake), where bfloat16 is
+    emulated and slower than float32: the CPU's flags decide first.
+
+    Returns
+    -------
+    bool
+        True on a Linux CPU flagged ``avx512_bf16`` or ``amx_bf16`` whose torch build supports it.
+    """
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    if not flags & {"avx512_bf16", "amx_bf16"}:
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def _prepare(

@@ -366,6 +366,14 @@ def test_the_label_cohort_pipeline_compiles_to_its_own_dag(tmp_path: Path) -> No
     for name in ("exec-reference-maps", "exec-classify", "exec-ingest", "exec-mark-processed"):
         assert execs[name]["secretAsEnv"][0]["secretNameParameter"]["componentInputParameter"] == "s3_secret"
     assert not {t for t in tasks if "retryPolicy" not in tasks[t]} - {"for-loop-1", "for-loop-2"}
+    # The champion alias is resolved once (reference-maps pins its version) and classify uses the pin;
+    # neither is cached, since the alias and the endpoint move.
+    model = tasks["classify"]["inputs"]["parameters"]["model_uri"]["taskOutputParameter"]
+    assert model == {"producerTask": "reference-maps", "outputParameterKey": "Output"}
+    for name in ("reference-maps", "classify", "resolve-cohort", "mark-processed"):
+        assert not tasks[name]["cachingOptions"].get("enableCache"), name
+    # Run lengths are checked against the model's order later (dual regression), not ica.order at ingest.
+    assert tasks["ingest"]["inputs"]["parameters"]["check_order"]["runtimeValue"]["constant"] is False
 
 
 def test_recurring_run_request() -> None:

@@ -120,14 +120,19 @@ def predict_file(
         raise InvalidInputError(file, f"refused by {target}: {_message(r)}")
     if r.status_code != 200:
         raise ConnectionError(f"{target}: HTTP {r.status_code}: {_message(r)}")
-    return label_table(_ranked(r.json()))
+    try:
+        return label_table(_ranked(r.json()))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConnectionError(f"{target}: not an rsnflow answer ({type(exc).__name__}: {exc})") from exc
 
 
 def _message(r: httpx.Response) -> str:
+    """The server's error in one line (an ingress may answer with a whole HTML page)."""
     try:
-        return str(r.json().get("error", r.text))
-    except ValueError:
-        return r.text[:200]
+        text = str(r.json().get("error", r.text))
+    except (ValueError, AttributeError):
+        text = r.text
+    return " ".join(text.split())[:300]
 
 
 def _ranked(answer: dict) -> dict[str, np.ndarray]:

@@ -127,7 +127,7 @@ class InflateBudget:
 
 
 def maps_from_nifti(
-    data: bytes, where: str, budget: InflateBudget | int, stack: bool = True
+    data: bytes, where: str, budget: InflateBudget | int, stack: bool = True, max_maps: int | None = None
 ) -> NDArray[np.float32]:
     """A NIfTI file's bytes to its maps on the grid (resampled when its grid differs).
 
@@ -146,6 +146,9 @@ def maps_from_nifti(
         The bound on the uncompressed size, in bytes or as the request's budget.
     stack : bool, default=True
         Accept a 4D stack; when False the file must hold one map (a 4D image of one volume is one).
+    max_maps : int or None, default=None
+        Most maps this file may hold (what is left of the request's ``serve.max_batch``), checked
+        on the header before anything is resampled or converted.
 
     Returns
     -------
@@ -155,8 +158,8 @@ def maps_from_nifti(
     Raises
     ------
     kserve.errors.InvalidInput
-        The request's budget is spent, or the file is not a valid NIfTI image of the accepted
-        dimensionality (:func:`rsnflow.io.nifti_from_bytes`).
+        The request's budget is spent, the file is not a valid NIfTI image of the accepted
+        dimensionality (:func:`rsnflow.io.nifti_from_bytes`), or it holds more than ``max_maps``.
     """
     if isinstance(budget, int):
         budget = InflateBudget(budget)
@@ -177,6 +180,12 @@ def maps_from_nifti(
             ) from exc
         raise InvalidInput(str(exc)) from exc
     budget.spend(img)
+    n_maps = img.shape[3] if len(img.shape) == 4 else 1
+    if max_maps is not None and n_maps > max_maps:
+        # Before resampling: a tiny low-resolution stack would otherwise grow to n x 45x54x45 floats.
+        raise InvalidInput(
+            f"{where}: {n_maps} maps, more than the {max_maps} this request may still hold (serve.max_batch)"
+        )
     if not (img.shape[:3] == MNI4_SHAPE and np.allclose(img.affine, MNI4_AFFINE, atol=1e-3)):
         img = resample_to_grid(img)
     arr = np.asarray(img.dataobj, dtype=np.float32)
@@ -242,9 +251,7 @@ def decode_v1(payload: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
         or an instance that is not one valid map.
     """
     if isinstance(payload, bytes | bytearray):
-        stack = maps_from_nifti(bytes(payload), "request body", max_bytes)
-        _check_batch(len(stack), max_batch)
-        return stack
+        return maps_from_nifti(bytes(payload), "request body", max_bytes, max_maps=max_batch)
     budget = InflateBudget(max_bytes)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('expected a JSON object with an "instances" list')
@@ -321,12 +328,12 @@ def decode_v2(request: Any, max_batch: int, max_bytes: int) -> NDArray[np.float3
             raise InvalidInput(f"{where}: BYTES data does not match the shape {shape} ({exc})") from exc
         if len(items) != shape[0]:
             raise InvalidInput(f"{where}: {len(items)} elements for the declared shape {shape}")
-        out = []
+        out: list[NDArray[np.float32]] = []
         budget = InflateBudget(max_bytes)
         for i, item in enumerate(items):
             data = item if isinstance(item, bytes) else _b64(item, f"{where}[{i}]")
-            out.append(maps_from_nifti(data, f"{where}[{i}]", budget))
-            _check_batch(sum(len(m) for m in out), max_batch)  # a 4D file counts its volumes
+            left = max_batch - sum(len(m) for m in out)  # a 4D file counts its volumes
+            out.append(maps_from_nifti(data, f"{where}[{i}]", budget, max_maps=left))
         return np.concatenate(out)
     raise InvalidInput(
         f"{where}: datatype {inp.datatype} is not accepted; send FP32 maps [N, 45, 54, 45] "

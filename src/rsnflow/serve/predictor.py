@@ -4,8 +4,10 @@ One :class:`RSNPredictor` answers both protocols through ``kserve.Model``:
 V1 (``{"instances": [...]}`` -> ``{"predictions": [...]}``) and V2 / Open
 Inference Protocol (``InferRequest`` -> ``InferResponse``). Each map gets its
 label, the label's parent network, the probability, and the top 5 labels with
-their probabilities; with ``abstain_below`` set, a map whose best probability
-is under it is labelled ``Unknown`` (and says so).
+their probabilities, and its network's probability (the sum over the
+network's labels); with ``abstain_below`` set, a map whose best probability is
+under it is labelled with its network's name, or ``Unknown`` (and says so)
+when its network probability is under it too.
 """
 
 from __future__ import annotations
@@ -113,8 +115,9 @@ class RSNPredictor(Model):
     max_nifti_bytes
         Most uncompressed NIfTI bytes accepted in one request, over all its files.
     abstain_below
-        Label a map ``Unknown`` when its best probability is below this (0 = never); ``None``:
-        the model's own calibrated threshold (``abstain_below`` of its header; 0 when absent).
+        Below this probability a map is labelled with its network only, and ``Unknown`` when its
+        network probability is below it too (0 = never); ``None``: the model's own calibrated
+        threshold (``abstain_below`` of its header; 0 when absent).
     """
 
     def __init__(

@@ -304,8 +304,9 @@ def serve(
     max_batch : int, default=128
         Most maps in one request (HTTP 400 above it).
     abstain_below : float or None, default=None
-        Label a map ``Unknown`` when its best probability is below this (0: never; ``None``: the
-        model's calibrated threshold).
+        Say only the network of a map whose best probability is below this, and ``Unknown`` when
+        its network probability is below it too (0: never; ``None``: the model's calibrated
+        threshold).
     device : str, default="auto"
         ``auto``, ``cpu`` or ``cuda``.
     """
