@@ -256,7 +256,7 @@ def import_reference(deriv_dir: str | Path, ref_dir: str | Path) -> bool:
         ]
         if previous is not None or foreign:
             raise InvalidInputError(
-                (foreign or [paths["maps"]])[0],
+                paths["maps"] if previous is not None else foreign[0],  # a group ICA: name its maps
                 f"this derivatives folder already has group outputs (from {made}); dual regression onto a "
                 "model's reference maps needs a folder without them (preprocess the cohort into a new one)",
             )
