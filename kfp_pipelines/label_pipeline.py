@@ -10,7 +10,12 @@ new cohorts schedules.
 
 from kfp import dsl
 from kfp_pipelines import components as c
-from kfp_pipelines.rsn_pipeline import _RETRY, PARALLELISM, _cluster_env, ingest_and_preprocess
+from kfp_pipelines.rsn_pipeline import (
+    _RETRY,
+    _cluster_env,
+    dual_regression_per_subject,
+    ingest_and_preprocess,
+)
 
 #: The registered champion, read through MLflow (``MLFLOW_TRACKING_URI`` or ``tracking_uri``).
 CHAMPION = "models:/rsnflow-rsn-classifier@champion"
@@ -39,9 +44,7 @@ def label_cohort_pipeline(
     ).set_retry(**_RETRY)
     ref.set_caching_options(False)
     _cluster_env(ref, s3_secret, env_config_map)
-    with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="dr-subjects") as s:
-        dr = c.dual_regression(group=ref.outputs["derivatives"], subject=s, overrides=overrides)
-        dr.set_cpu_request("1").set_memory_request("4G")
+    dr = dual_regression_per_subject(ing, ref, overrides)
     labelled = c.classify(
         group=ref.outputs["derivatives"],
         maps=dsl.Collected(dr.outputs["maps"]),

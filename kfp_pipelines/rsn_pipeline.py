@@ -60,6 +60,16 @@ def ingest_and_preprocess(
     return cohort, ing, pre
 
 
+def dual_regression_per_subject(
+    ing: dsl.PipelineTask, group: dsl.PipelineTask, overrides: dict
+) -> dsl.PipelineTask:
+    """Dual regression of each ingested subject onto ``group``'s maps (a ParallelFor), in both pipelines."""
+    with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="dr-subjects") as s:
+        dr = c.dual_regression(group=group.outputs["derivatives"], subject=s, overrides=overrides)
+        dr.set_cpu_request("1").set_memory_request("4G")
+    return dr
+
+
 @dsl.pipeline(
     name="rsnflow",
     description="Resting-state fMRI: preprocessing, group ICA, dual regression, RSN "
@@ -89,9 +99,7 @@ def rsn_pipeline(
     cohort, ing, pre = ingest_and_preprocess(cohort_uri, seed, overrides, s3_secret, env_config_map)
     ica = c.group_ica(preprocessed=dsl.Collected(pre.outputs["derivatives"]), seed=seed, overrides=overrides)
     ica.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")
-    with dsl.ParallelFor(ing.outputs["Output"], parallelism=PARALLELISM, name="dr-subjects") as s2:
-        dr = c.dual_regression(group=ica.outputs["derivatives"], subject=s2, overrides=overrides)
-        dr.set_cpu_request("1").set_memory_request("4G")
+    dr = dual_regression_per_subject(ing, ica, overrides)
     lab = c.label(
         group=ica.outputs["derivatives"],
         maps=dsl.Collected(dr.outputs["maps"]),
