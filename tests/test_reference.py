@@ -11,9 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rsnflow.bids import RunId
+from cohorts import preprocessed_only
 from rsnflow.cli import EXIT_ERROR, EXIT_OK, main
-from rsnflow.ica.group import preprocessed_runs
 from rsnflow.io import InvalidInputError
 from rsnflow.layout import dr_outputs, group_paths
 from rsnflow.reference import REFERENCE_FILES, check_reference, fetch_reference
@@ -25,19 +24,6 @@ def _digests(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-def _new_cohort(tiny_group: dict, root: Path, n: int = 2) -> tuple[Path, list[RunId]]:
-    """A derivatives folder holding only the preprocessed runs of ``n`` subjects (no group maps, no DR)."""
-    src = Path(tiny_group["deriv"])
-    deriv = root / "deriv"
-    runs = preprocessed_runs(src)[:n]
-    for run in runs:
-        shutil.copytree(src / f"sub-{run.subject}", deriv / f"sub-{run.subject}")
-        for path in dr_outputs(deriv, run).values():
-            Path(path).unlink(missing_ok=True)
-    assert preprocessed_runs(deriv) == runs
-    return deriv, runs
 
 
 def test_the_model_keeps_the_maps_it_was_trained_on(
@@ -57,7 +43,7 @@ def test_the_model_keeps_the_maps_it_was_trained_on(
 def test_a_new_cohort_regressed_onto_the_reference_maps_and_classified(
     tiny_group: dict, tiny_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    deriv, runs = _new_cohort(tiny_group, tmp_path)
+    deriv, runs = preprocessed_only(tiny_group, tmp_path)
     assert main(["dual-regression", str(deriv), "--group-maps", str(tiny_mlp)]) == EXIT_OK
     assert "(imported)" in capsys.readouterr().out
     for run in runs:  # the training cohort's components, in its order: the same maps as there
@@ -106,7 +92,7 @@ def test_other_labels_make_another_reference_and_a_lost_record_is_repaired(
     from rsnflow.labeling.stage import check_labels_current
     from rsnflow.reference import import_reference
 
-    deriv, _ = _new_cohort(tiny_group, tmp_path, n=1)
+    deriv, _ = preprocessed_only(tiny_group, tmp_path, n=1)
     with pytest.raises(InvalidInputError, match="no preprocessed runs"):
         import_reference(tmp_path / "empty", tiny_mlp / "reference")
     assert not (tmp_path / "empty").exists()  # nothing written into a folder that is not a cohort

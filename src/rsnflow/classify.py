@@ -1,4 +1,8 @@
-"""The ``classify`` stage: label every dual-regression component map of every run with a trained classifier.
+"""The ``classify`` stage: label every component map of every run with a trained classifier.
+
+The maps are a run's dual-regression maps by default, or its own single-run ICA
+components (``rsnflow subject-ica``, ``maps="sica"``: the tables are then
+``desc-sicaclassifier_labels.tsv`` and the page ``desc-sicaclassifier_report.html``).
 
 For each run of a derivatives folder that has dual-regression maps, the
 classifier (a model directory or an MLflow URI such as
@@ -27,8 +31,9 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from rsnflow.io import InvalidInputError, open_nifti, write_text
-from rsnflow.layout import dr_outputs, group_paths, preprocessed_records
+from rsnflow.layout import dr_outputs, group_paths, preprocessed_records, sica_outputs
 from rsnflow.log import get_logger
+from rsnflow.records import Record
 from rsnflow.report import Report
 
 __all__ = ["COLUMNS", "classify_runs", "label_table"]
@@ -81,8 +86,9 @@ def classify_runs(
     abstain_below: float | None = None,
     device: str = "auto",
     batch: int = 32,
+    maps: str = "dr",
 ) -> pd.DataFrame:
-    """Label every run's dual-regression maps; write a table per run and the review page.
+    """Label every run's component maps; write a table per run and the review page.
 
     Parameters
     ----------
@@ -99,6 +105,9 @@ def classify_runs(
         ``auto``, ``cpu`` or ``cuda``.
     batch : int, default=32
         Maps classified together (bounds memory: a run's maps are read a batch at a time).
+    maps : {"dr", "sica"}, default="dr"
+        Which maps: the dual-regression ones (``desc-classifier_labels.tsv``), or each run's own
+        single-run ICA (``rsnflow subject-ica``; ``desc-sicaclassifier_labels.tsv``).
 
     Returns
     -------
@@ -109,19 +118,22 @@ def classify_runs(
     Raises
     ------
     InvalidInputError
-        No run of ``deriv_dir`` has dual-regression maps, the model cannot be loaded, or a
-        threshold is given for a server.
+        No run of ``deriv_dir`` has such maps, the model cannot be loaded, or a threshold is given
+        for a server.
     ConnectionError
         The server cannot be reached.
     """
-    runs = [(run, dr_outputs(deriv_dir, run)) for run, _ in preprocessed_records(deriv_dir)]
+    if maps not in _MAPS:
+        raise ValueError(f"maps must be one of {', '.join(_MAPS)}, got {maps!r}")
+    outputs, what, stage, page_key = _MAPS[maps]
+    runs = [(run, outputs(deriv_dir, run)) for run, _ in preprocessed_records(deriv_dir)]
     runs = [(run, out) for run, out in runs if out["maps"].exists()]
+    if maps == "sica":  # a decomposition cut short leaves maps without their record: not taken
+        runs = [(run, out) for run, out in runs if Record(out["record"]).intact().complete]
     if not runs:
-        raise InvalidInputError(
-            deriv_dir, "no dual-regression maps to classify (run rsnflow dual-regression)"
-        )
+        raise InvalidInputError(deriv_dir, f"no {what} maps to classify (run rsnflow {stage})")
     labeller, about = _labeller(model_ref, abstain_below, device, batch)
-    rows, report = [], Report("rsnflow classify")
+    rows, report = [], Report(f"rsnflow classify: {what} maps")
     report.text(about)
     for run, out in runs:
         table = labeller(out["maps"])
@@ -139,10 +151,17 @@ def classify_runs(
             counts["abstained"],
         )
     summary = pd.DataFrame(rows)
-    page = group_paths(deriv_dir)["classify_report"]
+    page = group_paths(deriv_dir)[page_key]
     report.write(page)
     log.info("classified %d runs; review page %s", len(summary), page)
     return summary
+
+
+#: ``maps=`` choices: where a run's maps and table are, what they are, the stage making them, the page.
+_MAPS: dict[str, tuple[Callable[[Any, Any], dict[str, Path]], str, str, str]] = {
+    "dr": (dr_outputs, "dual-regression", "dual-regression", "classify_report"),
+    "sica": (sica_outputs, "single-run ICA", "subject-ica", "sica_classify_report"),
+}
 
 
 def _labeller(

@@ -171,6 +171,14 @@ def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--force", action="store_true", help="redo subjects whose outputs are complete")
     _no_recompute(p)
 
+    p = add("subject-ica", "single-run ICA of every preprocessed run (MELODIC per session), no group maps")
+    p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument(
+        "--order", dest="sica_order", default="auto", help="components per run, or 'auto' (the default)"
+    )
+    p.add_argument("--n-jobs", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="redo runs whose outputs are complete")
+
     p = add("label", "label the group components as resting-state networks")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
     p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
@@ -185,8 +193,12 @@ def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> No
 
 def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """classify and predict: a trained model (or a server) labels a cohort's maps, or a file's."""
-    p = add("classify", "label every run's dual-regression maps with a trained classifier")
+    p = add("classify", "label every run's component maps with a trained classifier")
     p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument(
+        "--maps", choices=["dr", "sica"], default="dr",
+        help="the runs' dual-regression maps (dr, default) or their own single-run ICA (sica, subject-ica)",
+    )  # fmt: skip
     p.add_argument(
         "--model", required=True, metavar="MODEL",
         help="model directory, models:/NAME@champion, or a server's URL (rsnflow serve, a KServe endpoint)",
@@ -503,6 +515,25 @@ def _cmd_dual_regression(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_subject_ica(args: argparse.Namespace, config: Any) -> int:
+    from rsnflow.config import ConfigError
+    from rsnflow.ica.subject_ica import subject_ica_cohort
+    from rsnflow.layout import group_paths
+
+    order = args.sica_order
+    if order != "auto":
+        if not str(order).isdigit() or int(order) < 1:
+            raise ConfigError(f"--order: expected a positive integer or 'auto', got {order!r}")
+        order = int(order)
+    result = subject_ica_cohort(args.deriv_dir, order, config.seed, config.preprocess.n_jobs, args.force)
+    summary = group_paths(args.deriv_dir)["sica_summary"]
+    print(f"single-run ICA: {int((result.summary['status'] != 'failed').sum())} runs done; summary {summary}")
+    if result.failed:
+        print(f"failed: {', '.join(result.failed)} (reasons in {summary})", file=sys.stderr)
+        return EXIT_ERROR if len(result.failed) == len(result.summary) else EXIT_PARTIAL
+    return EXIT_OK
+
+
 def _cmd_label(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.atlas import NOISE, UNKNOWN
     from rsnflow.labeling import label_components, labels_path
@@ -528,14 +559,17 @@ def _cmd_classify(args: argparse.Namespace, config: Any) -> int:
 
     if config.tracking.uri:  # for a models:/ URI
         os.environ["MLFLOW_TRACKING_URI"] = config.tracking.uri
-    summary = classify_runs(args.deriv_dir, args.model, config.serve.abstain_below, config.device)
+    summary = classify_runs(
+        args.deriv_dir, args.model, config.serve.abstain_below, config.device, maps=args.maps
+    )
     print(
         f"classified {int(summary['components'].sum())} components of {len(summary)} runs: "
         f"{int(summary['networks'].sum())} networks, {int(summary['noise'].sum())} Noise, "
         f"{int(summary['abstained'].sum())} abstained (Unknown)"
     )
     print(f"one table per run, e.g. {summary['table'].iloc[0]}")
-    print(f"review page: {group_paths(args.deriv_dir)['classify_report']}")
+    page = "classify_report" if args.maps == "dr" else "sica_classify_report"
+    print(f"review page: {group_paths(args.deriv_dir)[page]}")
     return EXIT_OK
 
 
@@ -773,6 +807,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "classify": _cmd_classify,
+    "subject-ica": _cmd_subject_ica,
     "run": _cmd_run,
     "bids": _cmd_bids,
     "predict": _cmd_predict,

@@ -18,6 +18,7 @@ __all__ = [
     "carpet_plot",
     "component_montage",
     "confusion_figure",
+    "learning_curves_figure",
     "montage_anchor",
     "motion_plot",
     "registration_plot",
@@ -388,4 +389,37 @@ def confusion_figure(
     ax.set_ylabel("true")
     ax.set_title(f"{title} (accuracy {np.mean(np.asarray(y) == np.asarray(pred)):.3f})")
     fig.colorbar(im, ax=ax, fraction=0.03)
+    return save_figure(fig, path)
+
+
+def learning_curves_figure(histories: dict[str, pd.DataFrame], path: str | Path) -> Path:
+    """Training and validation accuracy and loss per epoch, one colour per model.
+
+    Parameters
+    ----------
+    histories : dict of str to pandas.DataFrame
+        Per model, its ``history.tsv`` as written by ``rsnflow train``: columns
+        ``epoch``, ``train_accuracy``, ``val_accuracy``, ``train_loss``, ``val_loss``.
+    path : str or Path
+        Output PNG file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (name, h) in enumerate(histories.items()):
+        colour = f"C{i}"
+        for ax, what in ((acc, "accuracy"), (loss, "loss")):
+            ax.plot(h["epoch"], h[f"train_{what}"], color=colour, label=f"{name} train")
+            ax.plot(h["epoch"], h[f"val_{what}"], color=colour, ls="--", label=f"{name} validation")
+    acc.set_ylim(0, 1.02)
+    acc.set_ylabel("accuracy")
+    loss.set_ylabel("loss (weighted cross-entropy)")
+    for ax in (acc, loss):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    acc.legend(fontsize=7)
+    fig.suptitle("Learning curves (dashed: validation)")
     return save_figure(fig, path)

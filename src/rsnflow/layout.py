@@ -43,6 +43,7 @@ __all__ = [
     "group_paths",
     "preprocess_summary_path",
     "preprocessed_records",
+    "sica_outputs",
     "subject_dir",
     "subject_outputs",
 ]
@@ -283,6 +284,31 @@ def dr_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> dict[str, Path]:
     }
 
 
+def sica_outputs(deriv_dir: str | os.PathLike[str], run: Any) -> dict[str, Path]:
+    """Paths of one run's single-run ICA outputs (``rsnflow subject-ica``).
+
+    Parameters
+    ----------
+    deriv_dir : str or os.PathLike
+        The derivatives folder.
+    run : rsnflow.bids.RunId or str
+        The source run, or a participant label.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``maps`` (the run's own component z maps), ``timeseries`` (their time courses, TSV),
+        ``record`` (the completeness record) and ``labels`` (the classifier's label per
+        component, ``rsnflow classify --maps sica``).
+    """
+    return {
+        "labels": derivative_path(deriv_dir, run, "labels", desc="sicaclassifier", extension=".tsv"),
+        "maps": derivative_path(deriv_dir, run, "components", desc="sica", **_SPACE),
+        "timeseries": derivative_path(deriv_dir, run, "timeseries", desc="sica", extension=".tsv"),
+        "record": derivative_path(deriv_dir, run, "record", desc="sica", extension=".json"),
+    }
+
+
 def group_paths(deriv_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Where the group-level outputs live: group ICA, its labels, their pages and figures.
 
@@ -297,7 +323,8 @@ def group_paths(deriv_dir: str | os.PathLike[str]) -> dict[str, Path]:
         The paths under ``deriv_dir/group`` by role: ``dir``; the group ICA's ``maps``, ``mask``,
         ``mixing``, ``table``, ``json``, ``report`` and ``record``; ``dr_summary``; ``figures``
         and ``ica_figures``; the labels' ``labels``, ``labels_report``, ``labels_record`` and
-        ``labels_figures``; ``classify_report`` (``rsnflow classify``'s review page).
+        ``labels_figures``; ``classify_report`` and ``sica_classify_report`` (``rsnflow classify``'s
+        review pages of the dual-regression and the single-run ICA maps); ``sica_summary``.
     """
     g = Path(deriv_dir) / GROUP_DIR
     space = f"space-{SPACE_NAME}_res-4mm"
@@ -319,6 +346,8 @@ def group_paths(deriv_dir: str | os.PathLike[str]) -> dict[str, Path]:
         "labels_record": g / "group_task-rest_desc-labels_record.json",
         "labels_figures": g / "figures" / "labels",
         "classify_report": g / "group_task-rest_desc-classifier_report.html",
+        "sica_classify_report": g / "group_task-rest_desc-sicaclassifier_report.html",
+        "sica_summary": g / "subject_ica_summary.tsv",
     }
 
 

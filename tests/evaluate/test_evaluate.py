@@ -70,3 +70,23 @@ def test_evaluate_writes_table1_and_picks_a_champion(
     assert "| mlp |" in table and "training time" in table and "cross-cohort acc" in table
     assert (out / "confusion_mlp.png").stat().st_size > 10_000
     assert (out / "per_class_mlp.tsv").exists() and (out / "index.html").exists()
+    # both models' history.tsv drawn in one figure, shown on the page
+    assert (out / "learning_curves.png").stat().st_size > 10_000
+    assert "learning_curves.png" in (out / "index.html").read_text()
+
+
+def test_learning_curves_only_from_models_with_a_history(tmp_path: Path) -> None:
+    from rsnflow.evaluate.compare import _learning_curves
+
+    (tmp_path / "old").mkdir()  # a model directory from before history.tsv
+    assert _learning_curves([tmp_path / "old"], tmp_path) is None
+    assert not (tmp_path / "learning_curves.png").exists()
+    (tmp_path / "new").mkdir()
+    rows = [
+        "epoch\ttrain_loss\ttrain_accuracy\tval_loss\tval_accuracy",
+        "1\t4\t.1\t4.1\t.05",
+        "2\t3\t.5\t3.2\t.4",
+    ]
+    (tmp_path / "new" / "history.tsv").write_text("\n".join(rows) + "\n")
+    png = _learning_curves([tmp_path / "old", tmp_path / "new"], tmp_path)
+    assert png == tmp_path / "learning_curves.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

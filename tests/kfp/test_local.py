@@ -39,8 +39,9 @@ def test_run_report_links_every_stage_and_says_what_was_skipped(tmp_path: Path) 
         pages[name].write_text("<html></html>")
     (tmp_path / "table").mkdir()
     (tmp_path / "table" / "table1.md").write_text("# Table 1\n")
-    metrics = {"champion": "mlp", "champion_rule": "max val_macro_f1",
-               "table1": [{"model": "mlp", "test acc": 0.96}]}  # fmt: skip
+    rows = [{"model": "mlp", "test acc": 0.96, "trained on": "1100 of 1100 maps, 50 epochs"},
+            {"model": "r3d18", "test acc": 0.01, "trained on": "32 of 1100 maps, 1 epochs"}]  # fmt: skip
+    metrics = {"champion": "mlp", "champion_rule": "max val_macro_f1", "table1": rows}
     (tmp_path / "table" / "metrics.json").write_text(json.dumps(metrics))
     ingest = tmp_path / "subjects.tsv"
     ingest.write_text("participant_id\tstatus\treason\nsub-01\tok\t\nsub-02\tfailed\tNaN values\n")
@@ -54,6 +55,19 @@ def test_run_report_links_every_stage_and_says_what_was_skipped(tmp_path: Path) 
     for name in pages:
         assert f"../stages/{name}" in text
     assert "sub-02: NaN values" in text and "failed: too short" in text
+    # the budget rows are named, and where the converged figures are
+    assert "Trained on a budget" in text and "r3d18 (32 of 1100 maps, 1 epochs)" in text
+    assert "mlp (1100 of 1100" not in text and "bench_table1.py" in text
+
+
+def test_budget_note_only_for_rows_short_of_the_papers_settings() -> None:
+    from kfp_pipelines.local import budget_note
+
+    full = {"model": "resnet2p5d", "trained on": "1100 of 1100 maps, 25 epochs"}
+    assert budget_note([full]) == ""
+    short = {**full, "trained on": "1100 of 1100 maps, 10 epochs"}
+    assert "resnet2p5d (1100 of 1100 maps, 10 epochs)" in budget_note([short])
+    assert budget_note([{"model": "x", "trained on": "n/a"}]) == ""  # an older metrics.json: nothing said
 
 
 def test_label_only_refuses_a_model_without_reference_maps_in_one_line(

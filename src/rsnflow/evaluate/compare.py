@@ -3,7 +3,8 @@
 Writes into ``REPORT_DIR``: ``table1.md`` and ``index.html`` (the paper's
 Table 1 plus macro-F1, network accuracy, calibration and the cross-cohort
 figure), ``metrics.json``, ``per_class_<arch>.tsv``, ``confusion_<arch>.png``
-and ``confusion_<arch>.tsv`` (test split; truth in rows).
+and ``confusion_<arch>.tsv`` (test split; truth in rows), ``learning_curves.png`` (from the
+models' ``history.tsv``).
 The champion is the model with the best ``evaluate.champion_metric`` (by
 default validation macro-F1: the test split stays a report, not a choice),
 ties broken by the faster inference; its registered MLflow version gets the
@@ -207,11 +208,26 @@ def evaluate_models(
         "table1": rows,
     }
     write_json(summary, out / "metrics.json")
-    _html(out, rows, results, champion, metric, cross_dataset is not None)
+    curves = _learning_curves(model_dirs, out)
+    _html(out, rows, results, champion, metric, cross_dataset is not None, curves)
     if tracking is not None:
         _track(tracking, results, metas, champion, out, set_alias, pipeline_run)
     log.info("champion: %s (%s %.4f)", champion, metric, results[champion][metric])
     return summary
+
+
+def _learning_curves(model_dirs: list[str | Path], out: Path) -> Path | None:
+    """``learning_curves.png`` from the models' ``history.tsv`` (None when no model has one)."""
+    from rsnflow.figures import learning_curves_figure
+
+    histories = {
+        Path(d).name: pd.read_csv(Path(d) / "history.tsv", sep="\t")
+        for d in model_dirs
+        if (Path(d) / "history.tsv").is_file()
+    }
+    if not histories:
+        return None
+    return learning_curves_figure(histories, out / "learning_curves.png")
 
 
 def _confusion_table(y: NDArray[np.int64], pred: NDArray[np.int64], labels: list[str]) -> pd.DataFrame:
@@ -271,6 +287,7 @@ def _html(
     champion: str,
     metric: str,
     cross: bool,
+    curves: Path | None,
 ) -> None:
     from rsnflow.report import Report
 
@@ -282,6 +299,8 @@ def _html(
             "Cross-cohort: an independently simulated cohort with its own group ICA and automatic labels, "
             "classified by the same models; the honest figure for a new cohort."
         )
+    if curves is not None:
+        report.heading("Learning curves").figure(curves, "accuracy and loss per epoch")
     for name in results:
         report.heading(f"{name}: confusion matrix (test split)").figure(out / f"confusion_{name}.png", name)
         report.link(f"per_class_{name}.tsv", f"{name}: per-class precision, recall, F1")

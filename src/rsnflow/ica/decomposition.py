@@ -247,8 +247,11 @@ def bic_order(eigenvalues: NDArray[np.floating], n_samples: float, max_order: in
     Parameters
     ----------
     eigenvalues : ndarray
-        Eigenvalues of the data covariance, any order; those below 1e-12 of
-        the largest are dropped.
+        Eigenvalues of the data covariance, any order; those below 1e-6 of
+        the largest are dropped: the null directions of demeaned, filtered
+        float32 data, whose eigenvalues come out of rounding at 1e-10 to 1e-8
+        of the largest rather than 0 (kept, they make every order up to the
+        last look likely: a 150-volume run's order came out 148).
     n_samples : float
         Number of independent observations (voxels over the smoothness
         factor, for spatially smooth data).
@@ -262,7 +265,7 @@ def bic_order(eigenvalues: NDArray[np.floating], n_samples: float, max_order: in
         The order with the highest BIC (1 when no order can be tried).
     """
     lam = np.sort(np.asarray(eigenvalues, dtype=np.float64))[::-1]
-    lam = lam[lam > lam[0] * 1e-12]
+    lam = lam[lam > lam[0] * 1e-6]
     d = len(lam)
     top = min(d - 2, max_order or d - 2)
     best, best_k = -np.inf, 1
