@@ -14,6 +14,7 @@ from rsnflow.classify import COLUMNS
 from rsnflow.cli import EXIT_OK, main
 from rsnflow.layout import dr_outputs, group_paths, preprocessed_records
 from rsnflow.models import load_classifier
+from rsnflow.models.prototypes import PROTOTYPES_FILE, load_prototypes, typicality
 
 
 @pytest.fixture()
@@ -28,6 +29,20 @@ def deriv(tiny_group, tmp_path: Path) -> Path:
     return out
 
 
+def _atypical(model_dir: Path, maps: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """The maps the typicality gate withholds a network label from (rsnflow.models.prototypes)."""
+    mask, protos, classes = load_prototypes(model_dir / PROTOTYPES_FILE)
+    _, meta = load_classifier(model_dir)
+    best = np.array([classes.index(label) for label in table["top3_labels"].str.split(";").str[0]])
+    typical = typicality(maps, mask, protos)[np.arange(len(best)), best]
+    said_network = ~np.isin(np.asarray(classes)[best], ["Noise", "Unknown"])
+    return said_network & (typical < meta["atypical_below"])
+
+
+def _maps(deriv: Path, run: object) -> np.ndarray:
+    return np.moveaxis(np.asarray(nib.load(dr_outputs(deriv, run)["maps"]).dataobj, dtype=np.float32), -1, 0)
+
+
 def test_every_run_gets_a_table_that_agrees_with_the_model(deriv: Path, tiny_mlp: Path) -> None:
     assert main(["classify", str(deriv), "--model", str(tiny_mlp)]) == EXIT_OK
     model, meta = load_classifier(tiny_mlp)
@@ -40,19 +55,20 @@ def test_every_run_gets_a_table_that_agrees_with_the_model(deriv: Path, tiny_mlp
         assert set(table["label"]) <= set(meta["classes"]) | {"Unknown"}
         assert table["probability"].between(0, 1).all()
         assert (table["network_probability"] >= table["probability"] - 1e-4).all()
-        assert (table["abstained"] == (table["network_probability"] < threshold)).all()
+        # unsure of the network, or a network label atypical of the map
+        unsure = (table["network_probability"] < threshold).to_numpy()
+        atypical = _atypical(tiny_mlp, _maps(deriv, run), table)
+        assert (table["abstained"].to_numpy() == (unsure | atypical)).all()
         assert ((table["label"] == "Unknown") == table["abstained"]).all()
         # Sure of the network, not of the label: the network is said.
         network_only = (table["probability"] < threshold) & ~table["abstained"]
         assert (table.loc[network_only, "label"] == table.loc[network_only, "network"]).all()
     # The first run's labels are the model's own, in process.
-    maps = np.moveaxis(
-        np.asarray(nib.load(dr_outputs(deriv, runs[0])["maps"]).dataobj, dtype=np.float32), -1, 0
-    )
+    maps = _maps(deriv, runs[0])
     with torch.no_grad():
         probs = torch.softmax(model(torch.from_numpy(maps)), 1).numpy()
     table = pd.read_csv(dr_outputs(deriv, runs[0])["labels"], sep="\t")
-    kept = (table["probability"] >= threshold).to_numpy()
+    kept = ((table["probability"] >= threshold) & ~table["abstained"]).to_numpy()
     assert kept.sum() > 50  # most maps of a cohort like the training one are labelled
     assert list(table["label"][kept]) == [meta["classes"][i] for i in probs.argmax(1)[kept]]
     np.testing.assert_allclose(table["probability"], probs.max(1), atol=1e-4)
@@ -64,10 +80,13 @@ def test_the_threshold_can_be_given_and_is_checked(
     deriv: Path, tiny_mlp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["classify", str(deriv), "--model", str(tiny_mlp), "--abstain-below", "0"]) == EXIT_OK
-    assert " 0 abstained" in capsys.readouterr().out
-    assert main(["classify", str(deriv), "--model", str(tiny_mlp), "--abstain-below", "1"]) == EXIT_OK
     capsys.readouterr()
     (run, _), *_ = preprocessed_records(deriv)
+    table = pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t")
+    # no probability is too low: only the typicality gate withholds a label
+    assert (table["abstained"].to_numpy() == _atypical(tiny_mlp, _maps(deriv, run), table)).all()
+    assert main(["classify", str(deriv), "--model", str(tiny_mlp), "--abstain-below", "1"]) == EXIT_OK
+    capsys.readouterr()
     table = pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t")
     assert table["abstained"].any()
     # Only a network probability of 1 is sure enough (the float32 sum of its labels may round above)

@@ -115,3 +115,13 @@ def test_train_on_a_missing_dataset(tmp_path: Path, capfd: pytest.CaptureFixture
     )
     assert "manifest.json" in capfd.readouterr().err
     assert not np.any([p.name == "weights.pt" for p in tmp_path.rglob("*")])
+
+
+def test_synthetic_noise_maps_join_the_training_split(tiny_dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "noise.yaml").write_text("train:\n  noise_maps: 0.4\n")
+    argv = ["train", str(tiny_dataset), str(tmp_path / "m"), "--arch", "mlp", "--epochs", "1"]
+    assert main([*argv, "--no-tracking", "--config", str(tmp_path / "noise.yaml")]) == EXIT_OK
+    params = json.loads((tmp_path / "m" / "model.json").read_text())["params"]
+    assert params["n_noise_maps"] == round(0.4 * params["n_train"]) > 0  # recorded beside the real maps
+    (tmp_path / "bad.yaml").write_text("train:\n  noise_maps: -1\n")
+    assert main([*argv, "--no-tracking", "--config", str(tmp_path / "bad.yaml")]) != EXIT_OK

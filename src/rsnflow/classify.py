@@ -186,17 +186,17 @@ def _labeller(
     def label(path: Path) -> pd.DataFrame:
         image = open_nifti(path)
         n = image.shape[3]
-        probs = np.concatenate(
-            [
-                predictor.probabilities(_maps(image, start, min(start + batch, n)))
-                for start in range(0, n, batch)
-            ]
-        )
-        return label_table(predictor.rank(probs))
+        scored = [
+            predictor.scores(_maps(image, start, min(start + batch, n))) for start in range(0, n, batch)
+        ]
+        probs = np.concatenate([p for p, _ in scored])
+        typical = None if predictor.prototypes_ is None else np.concatenate([t for _, t in scored])
+        return label_table(predictor.rank(probs, typical))
 
     about = (
         f"Model {model_ref} ({predictor.header_.get('arch', '?')}, {len(predictor.classes_)} classes); "
-        f"abstains below {predictor.abstain_below_:.3g}."
+        f"abstains below {predictor.abstain_below_:.3g}, "
+        f"and below typicality {predictor.atypical_below_:.3g}."
     )
     return label, about
 

@@ -179,6 +179,8 @@ class TrainConfig(_Section):
     mlp_dropout: float
     num_workers: int
     cpu_precision: Literal["auto", "float32", "bfloat16"]
+    noise_maps: float
+    whole_networks: float
 
     KEY: ClassVar[str] = "train"
 
@@ -194,6 +196,11 @@ class TrainConfig(_Section):
             raise ConfigError(f"train.mlp_dropout: must be in [0, 1), got {self.mlp_dropout}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"train.momentum: must be in [0, 1), got {self.momentum}")
+        for key in ("noise_maps", "whole_networks"):
+            if not 0.0 <= getattr(self, key) <= 5.0:
+                raise ConfigError(
+                    f"train.{key}: must be in [0, 5] (a share of the training maps), got {getattr(self, key)}"
+                )
         if any(h < 1 for h in self.mlp_hidden) or not self.mlp_hidden:
             raise ConfigError(
                 f"train.mlp_hidden: expected one or more layer widths >= 1, got {self.mlp_hidden}"

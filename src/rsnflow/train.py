@@ -24,15 +24,19 @@ import torch
 import yaml
 from numpy.typing import NDArray
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import ConcatDataset, Subset
 
+from rsnflow.atlas import NOISE
 from rsnflow.config import TrackingConfig, TrainConfig
 from rsnflow.dataset import MapDataset, load_manifest, make_loader, verify_dataset
+from rsnflow.dataset.noise_maps import NoiseMapDataset
 from rsnflow.dataset.verify import Verify
+from rsnflow.dataset.whole_networks import WholeNetworkDataset
 from rsnflow.errors import TrainingError
 from rsnflow.io import atomic_path, write_text
 from rsnflow.log import get_logger, progress
 from rsnflow.models import VIEWS, RSNClassifier, build_network, load_pretrained, save_classifier
+from rsnflow.models.prototypes import PROTOTYPES_FILE
 from rsnflow.provenance import provenance
 from rsnflow.reference import REFERENCE_DIR, check_reference
 from rsnflow.resample import pick_device
@@ -285,6 +289,7 @@ def _prepare(
     if max_train_samples is not None and max_train_samples < len(train_ds):
         pick = np.sort(np.random.default_rng(seed).choice(len(train_ds), max_train_samples, replace=False))
         train_ds = Subset(train_ds, pick.tolist())
+    train_ds, n_noise, n_whole = _augmented(train_ds, Path(dataset_dir), config, manifest, seed, view)
     val_ds = MapDataset(dataset_dir, "val", view)
     net = build_network(arch, len(manifest["classes"]), tuple(config.mlp_hidden), config.mlp_dropout, mask)
     left = load_pretrained(net, weights) if weights is not None else None
@@ -307,8 +312,10 @@ def _prepare(
         "arch": arch, "view": view, "epochs": config.epochs, "batch_size": config.batch_size,
         "lr": config.lr, "momentum": config.momentum, "optimizer": config.optimizer,
         "weighted_loss": config.weighted_loss, "early_stopping_patience": config.early_stopping_patience,
-        "seed": seed, "device": str(dev), "n_train": len(train_ds), "n_train_available": n_train_total,
-        "n_val": len(val_ds), "dataset_sha256": manifest["sha256"]["dataset"],
+        "seed": seed, "device": str(dev), "n_train": len(train_ds) - n_noise - n_whole,
+        "n_train_available": n_train_total, "n_noise_maps": n_noise,
+        "n_whole_network_maps": n_whole, "n_val": len(val_ds),
+        "dataset_sha256": manifest["sha256"]["dataset"],
         "taxonomy_version": manifest["taxonomy_version"],
         "pretrained_weights": str(weights) if weights else "none", "mixed_precision": amp,
         "precision": str(precision or torch.float32).removeprefix("torch."),
@@ -325,6 +332,29 @@ def _prepare(
         params=params,
         run_key={**params, "config": asdict(config), "max_train_samples": max_train_samples},
     )  # fmt: skip
+
+
+def _augmented(
+    train_ds: Any, dataset_dir: Path, config: TrainConfig, manifest: dict[str, Any], seed: int, view: str
+) -> tuple[Any, int, int]:
+    """The training maps with the synthetic ones the config asks for; how many of each kind."""
+    mask = np.load(dataset_dir / "mask.npy")
+    classes = list(manifest["classes"])
+    size = int(manifest["projection_size"])
+    n_real = len(train_ds)
+    parts = [train_ds]
+    n_noise = round(config.noise_maps * n_real) if NOISE in classes else 0
+    if n_noise:  # maps of nothing widen what Noise means (rsnflow.dataset.noise_maps)
+        parts.append(NoiseMapDataset(mask, n_noise, classes.index(NOISE), seed, view, size))
+    n_whole = round(config.whole_networks * n_real)
+    if n_whole:  # networks as a lower order leaves them, whole (rsnflow.dataset.whole_networks)
+        index = pd.read_csv(dataset_dir / "index.tsv", sep="\t", dtype={"subject": str})
+        whole = WholeNetworkDataset(
+            dataset_dir, index[index["split"] == "train"], classes, mask, n_whole, seed, view, size
+        )
+        n_whole = len(whole)
+        parts.append(whole)
+    return (ConcatDataset(parts) if len(parts) > 1 else train_ds), n_noise, n_whole
 
 
 def _resume(run: _Run) -> tuple[dict[str, Any], int] | None:
@@ -438,6 +468,35 @@ def _calibrate(model: RSNClassifier, val: Any) -> dict[str, float]:
     }
 
 
+def _prototypes(run: _Run, model: RSNClassifier, val: Any) -> dict[str, float]:
+    """The training split's class prototypes saved with the model; the typicality gate set on validation.
+
+    Sets ``model.atypical_below`` (:mod:`rsnflow.models.prototypes`; 0 without a validation split).
+    """
+    from rsnflow.models.prototypes import atypical_threshold, class_prototypes, save_prototypes, typicality
+
+    maps = np.load(run.dataset_dir / "maps.npy", mmap_mode="r")
+    index = pd.read_csv(run.dataset_dir / "index.tsv", sep="\t", dtype={"subject": str})
+    train = index[index["split"] == "train"]
+    classes = model.classes
+    protos = class_prototypes(
+        maps, train["sample"].to_numpy(), train["class_index"].to_numpy(), len(classes), run.mask
+    )
+    save_prototypes(run.out / PROTOTYPES_FILE, run.mask, protos, classes)
+    rows = index.loc[index["split"] == "val", "sample"].to_numpy()
+    if val is None or len(rows) != len(val[0]):
+        model.atypical_below = 0.0
+    else:  # the validation loader is unshuffled: its logits are in the index's order
+        sim = np.concatenate(
+            [
+                typicality(np.asarray(maps[rows[i : i + 256]]), run.mask, protos)
+                for i in range(0, len(rows), 256)
+            ]
+        )
+        model.atypical_below = round(atypical_threshold(sim, val[0], val[1], classes), 6)
+    return {"atypical_below": model.atypical_below}
+
+
 def _keep_reference(dataset_dir: Path, out: Path) -> Path | None:
     """The dataset's reference maps copied into the model directory (None for a dataset without them)."""
     src = dataset_dir / REFERENCE_DIR
@@ -473,7 +532,7 @@ def _finish(
     model = RSNClassifier(
         run.arch, classes, run.mask, int(run.manifest["projection_size"]), net.float().cpu()
     )
-    calibration = _calibrate(model, best_val)
+    calibration = {**_calibrate(model, best_val), **_prototypes(run, model, best_val)}
     train_seconds = time.perf_counter() - t_start
     best = history[best_epoch - 1]
     meta = {
@@ -506,6 +565,7 @@ def _finish(
             }
         )
         tracker.log_artifacts([out / "history.tsv", out / "config.yaml"])
+        tracker.log_artifacts([out / PROTOTYPES_FILE], "prototypes")
         if reference is not None:
             tracker.log_artifacts(sorted(reference.iterdir()), REFERENCE_DIR)
         # Two maps, not one: MLflow's pt2 export would fix a batch of one into the graph.

@@ -41,6 +41,22 @@ def test_the_threshold_keeps_the_asked_share_of_correct_maps() -> None:
     assert abstain_threshold(probs, (probs.argmax(1) + 1) % 6) == 0.0  # nothing right: no threshold
 
 
+def test_a_validation_split_all_right_keeps_a_finite_temperature() -> None:
+    # 200 maps, nearly every one right by a wide margin: the plain likelihood drives T towards 0
+    # (every probability 1, a threshold of 1 that abstains on everything short of certainty)
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 58, 200)
+    logits = rng.normal(0, 1, (200, 58))
+    logits[np.arange(200), y] += rng.uniform(4, 8, 200)
+    t = fit_temperature(logits, y)
+    probs = scaled_probabilities(logits, t)
+    assert 0.05 < t < 2.0
+    # as sure as k of 200 right answers allow (Laplace: (k + 1) / 202), not more
+    k = (logits.argmax(1) == y).sum()
+    assert k >= 195 and probs.max(1).mean() == pytest.approx((k + 1) / 202, abs=1e-4)
+    assert abstain_threshold(probs, y) < 0.99
+
+
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="N > 0"):
         fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int))

@@ -9,7 +9,14 @@ import pandas as pd
 from numpy.typing import NDArray
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-__all__ = ["abstain", "expected_calibration_error", "network_accuracy", "per_class_table", "summary_metrics"]
+__all__ = [
+    "abstain",
+    "calibration_error",
+    "expected_calibration_error",
+    "network_accuracy",
+    "per_class_table",
+    "summary_metrics",
+]
 
 
 def expected_calibration_error(
@@ -31,8 +38,30 @@ def expected_calibration_error(
     float
         Sum over bins of (fraction of maps in the bin) times abs(accuracy - mean confidence), in [0, 1].
     """
-    conf = probs.max(1)
-    correct = probs.argmax(1) == y
+    return calibration_error(probs.max(1), probs.argmax(1) == y, n_bins)
+
+
+def calibration_error(
+    confidence: NDArray[np.floating], correct: NDArray[np.bool_], n_bins: int = 15
+) -> float:
+    """ECE of answers given with a ``confidence`` each, right or not (as :func:`expected_calibration_error`).
+
+    Parameters
+    ----------
+    confidence : ndarray of shape (n_maps,)
+        The confidence of each answer, in (0, 1].
+    correct : ndarray of bool, shape (n_maps,)
+        Whether each answer was right.
+    n_bins : int, default=15
+        Number of equal-width confidence bins over (0, 1].
+
+    Returns
+    -------
+    float
+        Sum over bins of (fraction of answers in the bin) times abs(accuracy - mean confidence).
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ece = 0.0
     for lo, hi in itertools.pairwise(edges):

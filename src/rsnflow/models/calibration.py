@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import minimize_scalar
+from scipy.optimize import brentq, minimize_scalar
 from scipy.special import log_softmax, softmax
 
 __all__ = ["abstain_threshold", "fit_temperature", "scaled_probabilities"]
@@ -27,7 +27,15 @@ LIMIT = 100.0
 
 
 def fit_temperature(logits: NDArray[np.floating], labels: NDArray[np.integer]) -> float:
-    """The temperature that minimises the negative log-likelihood of ``labels``.
+    """The temperature that minimises the negative log-likelihood of ``labels``, never surer than the data.
+
+    The mean calibrated confidence is capped at Laplace's estimate of the accuracy,
+    ``(k + 1) / (N + 2)`` for ``k`` of ``N`` maps right. Without the cap a validation
+    split the classifier gets entirely right has no finite optimum: the likelihood
+    keeps rising as ``T`` shrinks, every probability becomes 1, and a threshold read
+    from them abstains on everything short of certainty. Where the likelihood's
+    optimum is no surer than that (any split with mistakes, in practice) the cap
+    changes nothing.
 
     Parameters
     ----------
@@ -54,10 +62,16 @@ def fit_temperature(logits: NDArray[np.floating], labels: NDArray[np.integer]) -
     def nll(log_t: float) -> float:
         return float(-log_softmax(z / np.exp(log_t), axis=1)[np.arange(len(y)), y].mean())
 
-    res = minimize_scalar(
-        nll, bounds=(-np.log(LIMIT), np.log(LIMIT)), method="bounded", options={"xatol": 1e-4}
-    )
-    return float(np.exp(res.x))
+    bounds = (-np.log(LIMIT), np.log(LIMIT))
+    log_t = minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-4}).x
+    cap = (float((z.argmax(1) == y).sum()) + 1) / (len(y) + 2)
+
+    def excess(lt: float) -> float:  # mean confidence over the cap; falls as T rises
+        return float(softmax(z / np.exp(lt), axis=1).max(1).mean()) - cap
+
+    if excess(log_t) > 0 and excess(bounds[1]) < 0:
+        log_t = brentq(excess, log_t, bounds[1], xtol=1e-6)
+    return float(np.exp(log_t))
 
 
 def scaled_probabilities(logits: NDArray[np.floating], temperature: float) -> NDArray[np.float64]:

@@ -163,6 +163,9 @@ class RSNClassifier(nn.Module):
     abstain_below : float, default=0.0
         The calibrated abstention threshold: served maps whose best probability is lower are
         labelled ``Unknown`` unless the server is given its own (0: never).
+    atypical_below : float, default=0.0
+        The typicality threshold (:mod:`rsnflow.models.prototypes`): served maps given a network
+        label whose correlation with that label's prototype is lower abstain (0: never).
     """
 
     mask: torch.Tensor  # buffer: the group mask the maps are normalised inside
@@ -176,12 +179,14 @@ class RSNClassifier(nn.Module):
         network: nn.Module | None = None,
         temperature: float = 1.0,
         abstain_below: float = 0.0,
+        atypical_below: float = 0.0,
     ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
         self.abstain_below = float(abstain_below)
+        self.atypical_below = float(atypical_below)
         self.arch = arch
         self.classes = list(classes)
         self.projection_size = projection_size
@@ -237,7 +242,7 @@ class RSNClassifier(nn.Module):
         -------
         dict
             ``arch``, ``classes``, ``projection_size``, ``temperature``, ``abstain_below``,
-            ``input_shape`` and ``format``.
+            ``atypical_below``, ``input_shape`` and ``format``.
         """
         return {
             "arch": self.arch,
@@ -245,6 +250,7 @@ class RSNClassifier(nn.Module):
             "projection_size": self.projection_size,
             "temperature": self.temperature,
             "abstain_below": self.abstain_below,
+            "atypical_below": self.atypical_below,
             "input_shape": list(MNI4_SHAPE),
             "format": "rsnflow-classifier/1",
         }
@@ -330,6 +336,7 @@ def load_classifier(
         meta["arch"], meta["classes"], state["mask"].numpy(), meta["projection_size"], network,
         # A model saved before calibration: unscaled, never abstains by itself.
         float(meta.get("temperature", 1.0)), float(meta.get("abstain_below", 0.0)),
+        float(meta.get("atypical_below", 0.0)),
     )  # fmt: skip
     model.load_state_dict(state)
     bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]

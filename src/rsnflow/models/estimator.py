@@ -51,6 +51,10 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
     cpu_precision
         The CNNs on a CPU: ``"auto"`` (bfloat16 autocast where the CPU has BF16 units),
         ``"float32"`` or ``"bfloat16"``.
+    noise_maps, whole_networks
+        Synthetic Noise maps and whole-network maps added to training, each as a share of
+        the training maps (:mod:`rsnflow.dataset.noise_maps`,
+        :mod:`rsnflow.dataset.whole_networks`; 0: none).
     random_state
         Seed of initialisation, dropout and shuffling.
     device
@@ -81,6 +85,8 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
         mlp_hidden: tuple[int, ...] = tuple(_DEFAULTS.mlp_hidden),
         mlp_dropout: float = _DEFAULTS.mlp_dropout,
         cpu_precision: str = _DEFAULTS.cpu_precision,
+        noise_maps: float = _DEFAULTS.noise_maps,
+        whole_networks: float = _DEFAULTS.whole_networks,
         random_state: int = 0,
         device: str = "auto",
     ) -> None:
@@ -95,6 +101,8 @@ class MapClassifier(ClassifierMixin, BaseEstimator):
         self.mlp_hidden = mlp_hidden
         self.mlp_dropout = mlp_dropout
         self.cpu_precision = cpu_precision
+        self.noise_maps = noise_maps
+        self.whole_networks = whole_networks
         self.random_state = random_state
         self.device = device
 

@@ -7,7 +7,10 @@ label, the label's parent network, the probability, and the top 5 labels with
 their probabilities, and its network's probability (the sum over the
 network's labels); with ``abstain_below`` set, a map whose best probability is
 under it is labelled with its network's name, or ``Unknown`` (and says so)
-when its network probability is under it too.
+when its network probability is under it too. A map given a network label
+that is less typical of it than the model's ``atypical_below``
+(:mod:`rsnflow.models.prototypes`) abstains as well, however sure the
+probabilities are: they say nothing about maps unlike the training data.
 """
 
 from __future__ import annotations
@@ -22,15 +25,23 @@ import torch
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from numpy.typing import NDArray
 
-from rsnflow.atlas import UNKNOWN, load_taxonomy
+from rsnflow.atlas import NOISE, UNKNOWN, load_taxonomy
 from rsnflow.io import InvalidInputError
 from rsnflow.log import get_logger
 from rsnflow.models import RSNClassifier, load_classifier
+from rsnflow.models.prototypes import PROTOTYPES_FILE, load_prototypes, typicality
 from rsnflow.resample import pick_device
 from rsnflow.serve.inputs import decode_v1, decode_v2
 from rsnflow.space import MNI4_SHAPE
 
-__all__ = ["MLFLOW_SCHEMES", "OUTPUTS", "TOP_K", "RSNPredictor", "load_served_classifier"]
+__all__ = [
+    "MLFLOW_SCHEMES",
+    "OUTPUTS",
+    "TOP_K",
+    "RSNPredictor",
+    "load_served_classifier",
+    "load_served_prototypes",
+]
 
 log = get_logger(__name__)
 
@@ -99,6 +110,39 @@ def load_served_classifier(ref: str, device: torch.device) -> tuple[torch.nn.Mod
     return load_classifier(path, device)
 
 
+def load_served_prototypes(ref: str) -> tuple[NDArray[np.bool_], NDArray[np.float32], list[str]] | None:
+    """The class prototypes that travel with a model (:mod:`rsnflow.models.prototypes`), or None.
+
+    Parameters
+    ----------
+    ref : str
+        A model directory (its ``prototypes.npz``) or an MLflow model URI (the ``prototypes/``
+        artifact of the version's run).
+
+    Returns
+    -------
+    tuple or None
+        ``(mask, prototypes, classes)``; None for a model trained before rsnflow kept them.
+    """
+    if not ref.startswith(MLFLOW_SCHEMES):
+        path = Path(ref) / PROTOTYPES_FILE
+        return load_prototypes(path) if path.exists() else None
+    import tempfile
+
+    import mlflow
+
+    try:
+        run_id = mlflow.models.get_model_info(ref).run_id
+        with tempfile.TemporaryDirectory(prefix="rsnflow-prototypes-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"prototypes/{PROTOTYPES_FILE}", dst_path=tmp
+            )
+            return load_prototypes(local)
+    except Exception as exc:  # no such artifact (an older model), or the store's own errors
+        log.warning("%s: no class prototypes (%s); the typicality gate is off", ref, exc)
+        return None
+
+
 class RSNPredictor(Model):
     """KServe custom predictor for an rsnflow classifier.
 
@@ -152,6 +196,11 @@ class RSNPredictor(Model):
         """
         self.classifier_, self.header_ = load_served_classifier(self.model_ref, self.device)
         self.classes_ = list(self.header_["classes"])
+        self.prototypes_ = load_served_prototypes(self.model_ref)
+        if self.prototypes_ is not None and self.prototypes_[2] != self.classes_:
+            log.warning("%s: the prototypes' classes are not the model's; the gate is off", self.model_ref)
+            self.prototypes_ = None
+        self.atypical_below_ = float(self.header_.get("atypical_below", 0.0)) if self.prototypes_ else 0.0
         given = self.abstain_below
         self.abstain_below_ = float(self.header_.get("abstain_below", 0.0) if given is None else given)
         taxonomy = load_taxonomy()
@@ -169,12 +218,13 @@ class RSNPredictor(Model):
         with torch.inference_mode():  # first call pays for lazy initialisation, not a client
             self.classifier_(torch.zeros((1, *MNI4_SHAPE), device=self.device))
         log.info(
-            "serving %s (%s, %d classes) on %s; abstains below %.3g",
+            "serving %s (%s, %d classes) on %s; abstains below %.3g, and below typicality %.3g",
             self.model_ref,
             self.header_.get("arch", "?"),
             len(self.classes_),
             self.device,
             self.abstain_below_,
+            self.atypical_below_,
         )
         self.ready = True
         return self.ready
@@ -206,19 +256,46 @@ class RSNPredictor(Model):
             raise RuntimeError("the model gave non-finite probabilities; no answer")
         return probs
 
-    def rank(self, probs: NDArray[np.float32]) -> dict[str, NDArray[Any]]:
+    def scores(self, maps: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        """Class probabilities and typicalities of raw maps (None without prototypes).
+
+        Parameters
+        ----------
+        maps : numpy.ndarray
+            float32 maps of shape ``(N, 45, 54, 45)`` on the MNI 4 mm grid.
+
+        Returns
+        -------
+        probs : numpy.ndarray
+            ``(N, C)`` softmax probabilities (:meth:`probabilities`).
+        typical : numpy.ndarray or None
+            ``(N, C)`` spatial correlations of each map with each class's prototype.
+        """
+        probs = self.probabilities(maps)
+        if self.prototypes_ is None:
+            return probs, None
+        mask, protos, _ = self.prototypes_
+        return probs, typicality(maps, mask, protos)
+
+    def rank(
+        self, probs: NDArray[np.float32], typical: NDArray[np.float32] | None = None
+    ) -> dict[str, NDArray[Any]]:
         """Label, network, their probabilities and top-k per map, with abstention applied.
 
         The network probability is the sum over every label of the best
         label's network: a map torn between two sub-networks of the Default
         mode network is still surely Default mode. Below the threshold
         ``abstain_below_``, a map whose network is sure is labelled with the
-        network's name; one whose network is unsure too is ``Unknown``.
+        network's name; one whose network is unsure too is ``Unknown``. With
+        ``typical``, a map given a network label whose typicality for it is
+        below ``atypical_below_`` abstains too.
 
         Parameters
         ----------
         probs : numpy.ndarray
             Class probabilities of shape ``(N, C)`` (:meth:`probabilities`).
+        typical : numpy.ndarray or None, default=None
+            ``(N, C)`` typicalities (:meth:`scores`); None: no typicality gate.
 
         Returns
         -------
@@ -226,7 +303,8 @@ class RSNPredictor(Model):
             The :data:`OUTPUTS`, one row per map: ``label`` (the best class; its network's name
             when only the network is sure; ``Unknown`` when abstained), ``network`` (``Unknown``
             when abstained), ``probability`` (of the best class), ``network_probability``,
-            ``abstained`` (network probability below ``abstain_below_``), ``top_labels`` and
+            ``abstained`` (network probability below ``abstain_below_``, or an atypical network
+            label), ``top_labels`` and
             ``top_probabilities`` (the best ``min(TOP_K, C)`` classes, most probable first).
         """
         k = min(TOP_K, probs.shape[1])
@@ -240,6 +318,9 @@ class RSNPredictor(Model):
         only_network = (best_p < self.abstain_below_) & (network_p >= self.abstain_below_)
         labels[only_network] = networks[only_network]
         abstained = network_p < self.abstain_below_
+        if typical is not None and self.atypical_below_ > 0:
+            said_network = ~np.isin(np.asarray(self.classes_, dtype=object)[best], [NOISE, UNKNOWN])
+            abstained |= said_network & (typical[np.arange(len(best)), best] < self.atypical_below_)
         labels[abstained] = UNKNOWN
         networks[abstained] = UNKNOWN
         return {
@@ -253,7 +334,7 @@ class RSNPredictor(Model):
         }
 
     def _v1(self, payload: Any) -> dict[str, Any]:
-        r = self.rank(self.probabilities(decode_v1(payload, self.max_batch, self.max_nifti_bytes)))
+        r = self.rank(*self.scores(decode_v1(payload, self.max_batch, self.max_nifti_bytes)))
         return {
             "predictions": [
                 {
@@ -272,7 +353,7 @@ class RSNPredictor(Model):
         }
 
     def _v2(self, request: InferRequest) -> InferResponse:
-        r = self.rank(self.probabilities(decode_v2(request, self.max_batch, self.max_nifti_bytes)))
+        r = self.rank(*self.scores(decode_v2(request, self.max_batch, self.max_nifti_bytes)))
         outputs = [
             InferOutput(name, list(r[name].shape), dtype, data=r[name]) for name, dtype in OUTPUTS.items()
         ]

@@ -1,0 +1,201 @@
+"""Cross-simulator scores: a classifier trained on rsnflow's simulator, tested on a cohort it never saw.
+
+Cohort B is written by ``bench/second_simulator.py`` (its own anatomy, network,
+noise and acquisition models), then rsnflow preprocesses it, runs its group
+ICA (order 100), dual regression and automatic labels, and ``rsnflow classify``
+labels every (subject, component) map with ``MODEL`` (trained on rsnflow's own
+simulator: give it, or let the bench build cohort A with ``rsnflow simulate
+--profile demo`` and train an MLP on it).
+
+Truth per group component: the network whose true map (smoothed 7 mm like the
+data; a network the generator made whole is one map) it matches at r >= 0.5,
+none below 0.3. Scores:
+
+- network accuracy: components that match a true network given that network
+  (abstentions count as wrong);
+- noise rejection: components that match none labelled Noise or Unknown, or abstained;
+- ECE of the network-level answers given (abstentions excluded; confidence:
+  the network probability; right: the true network, or Noise or Unknown for a
+  component of none);
+
+for the classifier and, beside it, rsnflow's automatic template labeller.
+
+Usage::
+
+    python bench/bench_cross_simulator.py WORK [--model MODEL_DIR --dataset ITS_DATASET] [--subjects 12]
+
+With ``--dataset`` (implied when the bench trains the model) it also scores the
+served answers on that dataset's test split: accuracy, share abstained, ECE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from rsnflow.atlas import NOISE, UNKNOWN, load_taxonomy
+from rsnflow.cli import EXIT_OK, main
+from rsnflow.evaluate.metrics import calibration_error
+from rsnflow.ica.group import preprocessed_runs
+from rsnflow.ica.matching import spatial_correlation
+from rsnflow.layout import dr_outputs, group_paths
+from rsnflow.preprocess.smoothing import smooth_in_mask
+from rsnflow.simulate.truth import mean_true_maps
+from rsnflow.space import MNI4_SHAPE, unmask
+
+sys.path.insert(0, str(Path(__file__).parent))
+import second_simulator
+
+
+def _cli(*argv: str) -> float:
+    t0 = time.perf_counter()
+    if main(list(argv)) != EXIT_OK:
+        raise SystemExit(f"rsnflow {' '.join(argv)} failed")
+    return time.perf_counter() - t0
+
+
+def decompose(bids: Path, deriv: Path, n_jobs: int) -> dict[str, float]:
+    """Preprocess, group ICA, dual regression and automatic labels; seconds per stage."""
+    return {
+        "preprocess": _cli("preprocess", str(bids), str(deriv), "--n-jobs", str(n_jobs)),
+        "group-ica": _cli("group-ica", str(deriv)),
+        "dual-regression": _cli("dual-regression", str(deriv), "--n-jobs", str(n_jobs)),
+        "label": _cli("label", str(deriv)),
+    }
+
+
+def train_model(work: Path, n_jobs: int, epochs: int) -> Path:
+    """Cohort A from rsnflow's own simulator (demo profile, seed 0) and an MLP trained on it."""
+    a = work / "A"
+    model = a / "models" / "mlp"
+    if (model / "model.json").exists():
+        return model
+    if not (a / "bids" / "participants.tsv").exists():
+        _cli("simulate", str(a / "bids"), "--profile", "demo", "--seed", "0", "--n-jobs", str(n_jobs))
+    decompose(a / "bids", a / "deriv", n_jobs)
+    _cli("dataset", str(a / "deriv"), str(a / "dataset"))
+    _cli("train", str(a / "dataset"), str(model), "--arch", "mlp", "--epochs", str(epochs), "--no-tracking")
+    return model
+
+
+def source_truth(bids: Path, zmaps: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
+    """Each component's true network (or Noise below r 0.3, Unknown at 0.3-0.5) and its r.
+
+    The true maps are smoothed 7 mm like the data; the sub-networks of a network the
+    generator made whole (one time course: ``design.json``) are one map.
+    """
+    maps, sources = mean_true_maps(bids, mask)
+    design = bids / "derivatives" / "groundtruth" / "design.json"
+    whole = set(json.loads(design.read_text())["whole_networks"]) if design.exists() else set()
+    net = sources[sources["kind"] == "network"]
+    groups = [[i] for i, p in zip(net.index, net["network"], strict=True) if p not in whole]
+    groups += [list(net.index[net["network"] == p]) for p in sorted(whole)]
+    truth = np.stack([maps[g].sum(0) for g in groups]).astype(np.float32)
+    smooth = smooth_in_mask(unmask(truth, mask), np.ones(MNI4_SHAPE, bool), (4, 4, 4), 7.0)[mask].T
+    parents = np.array([net.loc[g[0], "network"] for g in groups])
+    r = spatial_correlation(zmaps, smooth)
+    best = r.argmax(1)
+    best_r = r[np.arange(len(r)), best]
+    label = np.where(best_r >= 0.5, parents[best], np.where(best_r >= 0.3, UNKNOWN, NOISE))
+    return pd.DataFrame({"component": np.arange(len(r)), "true_network": label, "true_r": best_r})
+
+
+def score(deriv: Path, bids: Path) -> dict[str, float]:
+    """The classifier's and the template labeller's scores against cohort B's truth."""
+    tax = load_taxonomy()
+    g = group_paths(deriv)
+    mask = np.asarray(nib.load(g["mask"]).dataobj) > 0
+    zmaps = np.asarray(nib.load(g["maps"]).dataobj, dtype=np.float32)[mask].T
+    truth = source_truth(bids, zmaps, mask)
+    true_net = truth["true_network"].to_numpy()
+    is_net = ~np.isin(true_net, [NOISE, UNKNOWN])
+    none = true_net == NOISE
+    tables = [pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t") for run in preprocessed_runs(deriv)]
+    rows = pd.concat(tables, ignore_index=True)
+    comp = rows["component"].to_numpy()
+    quiet = rows["label"].isin([NOISE, UNKNOWN]).to_numpy() | rows["abstained"].to_numpy(bool)
+    said_net = np.where(quiet, NOISE, rows["network"].to_numpy())
+    right = said_net == np.where(is_net, true_net, NOISE)[comp]
+    # ECE of the answers given (abstentions say nothing), on components that are clearly
+    # a network or clearly none
+    answered = ~rows["abstained"].to_numpy(bool) & (is_net | none)[comp]
+    conf = rows["network_probability"].to_numpy(float)
+    template = pd.read_csv(g["labels"], sep="\t")["label"].to_numpy()
+    t_net = np.array([NOISE if lab in (NOISE, UNKNOWN) else tax.parent(lab) for lab in template])
+    return {
+        "components": len(truth),
+        "network_components": int(is_net.sum()),
+        "no_network_components": int(none.sum()),
+        "networks_recovered": len(set(true_net[is_net])),
+        "classifier_network_accuracy": float(right[is_net[comp]].mean()),
+        "classifier_noise_rejection": float(quiet[none[comp]].mean()),
+        "classifier_ece": calibration_error(conf[answered], right[answered]),
+        "classifier_abstained": float(rows["abstained"].to_numpy(bool).mean()),
+        "template_network_accuracy": float((t_net == true_net)[is_net].mean()),
+        "template_noise_rejection": float((t_net == NOISE)[none].mean()),
+    }
+
+
+def in_distribution(model: Path, dataset: Path) -> dict[str, float]:
+    """The served answers on the training decomposition's own test split: accuracy, abstentions."""
+    from rsnflow.dataset import MapDataset
+    from rsnflow.serve.predictor import RSNPredictor
+
+    ds = MapDataset(dataset, "test")
+    maps = np.asarray(ds._array()[ds._rows], dtype=np.float32)
+    predictor = RSNPredictor("b", str(model))
+    predictor.load()
+    probs, typical = predictor.scores(maps)
+    ranked = predictor.rank(probs, typical)
+    classes = np.asarray(predictor.classes_, dtype=object)
+    truth = classes[ds.targets.numpy()]
+    best = classes[probs.argmax(1)]
+    kept = ~ranked["abstained"]
+    return {
+        "test_accuracy": float((best == truth).mean()),
+        "test_abstained": float((~kept).mean()),
+        "test_accuracy_answered": float((best == truth)[kept].mean()),
+        "test_ece": calibration_error(probs.max(1), best == truth),
+    }
+
+
+def main_bench() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("work", type=Path)
+    ap.add_argument(
+        "--model", type=Path, default=None, help="trained on rsnflow's simulator (default: build)"
+    )
+    ap.add_argument("--subjects", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--n-jobs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--dataset", type=Path, default=None, help="the model's dataset: its test split too")
+    args = ap.parse_args()
+    model = args.model or train_model(args.work, args.n_jobs, args.epochs)
+    if args.model is None:
+        args.dataset = args.work / "A" / "dataset"
+    b = args.work / "B"
+    times: dict[str, float] = {}
+    if not (b / "bids" / "participants.tsv").exists():
+        t0 = time.perf_counter()
+        second_simulator.simulate(b / "bids", args.subjects, args.seed, args.n_jobs)
+        times["simulate"] = time.perf_counter() - t0
+    if not group_paths(b / "deriv")["labels"].exists():
+        times.update(decompose(b / "bids", b / "deriv", args.n_jobs))
+    times["classify"] = _cli("classify", str(b / "deriv"), "--model", str(model))
+    scores = score(b / "deriv", b / "bids")
+    if args.dataset is not None:
+        scores.update(in_distribution(model, args.dataset))
+    print(pd.Series(scores).to_string())
+    print("seconds:", {k: round(v) for k, v in times.items()})
+
+
+if __name__ == "__main__":
+    main_bench()
