@@ -82,3 +82,11 @@ def test_train_and_evaluate_against_an_mlflow_server(
     ref = fetch_reference("models:/rsn-test@champion", tmp_path / "ref")
     for name in REFERENCE_FILES.values():
         assert (ref / name).read_bytes() == (model_dir / "reference" / name).read_bytes()
+    # So do the class prototypes of the typicality gate: the served champion has them.
+    from rsnflow.models.prototypes import PROTOTYPES_FILE, load_prototypes
+    from rsnflow.serve.predictor import load_served_prototypes
+
+    served = load_served_prototypes("models:/rsn-test@champion")
+    assert served is not None
+    for got, kept in zip(served, load_prototypes(model_dir / PROTOTYPES_FILE), strict=True):
+        np.testing.assert_array_equal(got, kept)
