@@ -95,6 +95,25 @@ def test_the_threshold_can_be_given_and_is_checked(
     assert "serve.abstain_below" in capsys.readouterr().err
 
 
+def test_the_typicality_gate_can_be_set_or_turned_off(
+    deriv: Path, tiny_mlp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (run, _), *_ = preprocessed_records(deriv)
+    base = ["classify", str(deriv), "--model", str(tiny_mlp), "--abstain-below", "0"]
+    # Both thresholds off: every map keeps its best label.
+    assert main([*base, "--atypical-below", "0"]) == EXIT_OK
+    table = pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t")
+    assert not table["abstained"].any()
+    # A floor above every correlation: every network label is withheld, Noise is still said.
+    assert main([*base, "--atypical-below", "1"]) == EXIT_OK
+    table = pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t")
+    best = table["top3_labels"].str.split(";").str[0]
+    assert (table["abstained"] == ~best.isin(["Noise", "Unknown"])).all()
+    capsys.readouterr()
+    assert main([*base, "--atypical-below", "-0.5"]) != EXIT_OK
+    assert "serve.atypical_below" in capsys.readouterr().err
+
+
 def test_a_folder_without_maps_is_refused_in_one_line(
     tmp_path: Path, tiny_mlp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

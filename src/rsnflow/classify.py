@@ -87,6 +87,7 @@ def classify_runs(
     device: str = "auto",
     batch: int = 32,
     maps: str = "dr",
+    atypical_below: float | None = None,
 ) -> pd.DataFrame:
     """Label every run's component maps; write a table per run and the review page.
 
@@ -108,6 +109,9 @@ def classify_runs(
     maps : {"dr", "sica"}, default="dr"
         Which maps: the dual-regression ones (``desc-classifier_labels.tsv``), or each run's own
         single-run ICA (``rsnflow subject-ica``; ``desc-sicaclassifier_labels.tsv``).
+    atypical_below : float or None, default=None
+        Withhold a network label whose map correlates less than this with its class's prototype
+        (0: never); ``None``: the model's floor, set on validation. A server applies its own.
 
     Returns
     -------
@@ -132,7 +136,7 @@ def classify_runs(
         runs = [(run, out) for run, out in runs if Record(out["record"]).intact().complete]
     if not runs:
         raise InvalidInputError(deriv_dir, f"no {what} maps to classify (run rsnflow {stage})")
-    labeller, about = _labeller(model_ref, abstain_below, device, batch)
+    labeller, about = _labeller(model_ref, (abstain_below, atypical_below), device, batch)
     rows, report = [], Report(f"rsnflow classify: {what} maps")
     report.text(about)
     for run, out in runs:
@@ -165,22 +169,29 @@ _MAPS: dict[str, tuple[Callable[[Any, Any], dict[str, Path]], str, str, str]] = 
 
 
 def _labeller(
-    model_ref: str, abstain_below: float | None, device: str, batch: int
+    model_ref: str, thresholds: tuple[float | None, float | None], device: str, batch: int
 ) -> tuple[Callable[[Path], pd.DataFrame], str]:
-    """A function from a run's 4D maps file to its label table, and a sentence about the model."""
+    """A function from a run's 4D maps file to its label table, and a sentence about the model.
+
+    ``thresholds`` are ``abstain_below`` and ``atypical_below`` (``None``: the model's).
+    """
+    abstain_below, atypical_below = thresholds
     if model_ref.startswith(("http://", "https://")):
         from rsnflow.serve.client import infer_url, predict_file
 
-        if abstain_below is not None:
-            raise InvalidInputError(
-                model_ref, "a server applies its own threshold (rsnflow serve --abstain-below)"
-            )
+        for given, flag in ((abstain_below, "--abstain-below"), (atypical_below, "--atypical-below")):
+            if given is not None:
+                raise InvalidInputError(
+                    model_ref, f"a server applies its own threshold (rsnflow serve {flag})"
+                )
         return (
             lambda path: predict_file(path, model_ref)
         ), f"Served model at {infer_url(model_ref, 'rsn-classifier')}."
     from rsnflow.serve.predictor import RSNPredictor
 
-    predictor = RSNPredictor("rsn-classifier", model_ref, device=device, abstain_below=abstain_below)
+    predictor = RSNPredictor(
+        "rsn-classifier", model_ref, device=device, abstain_below=abstain_below, atypical_below=atypical_below
+    )
     predictor.load()
 
     def label(path: Path) -> pd.DataFrame:

@@ -207,6 +207,11 @@ def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) ->
         "--abstain-below", type=float, default=None, metavar="P",
         help="label Unknown below this probability (default: the model's calibrated threshold)",
     )  # fmt: skip
+    p.add_argument(
+        "--atypical-below", type=float, default=None, metavar="R",
+        help="withhold a network label below this correlation with its class's prototype "
+        "(0: never; default: the model's floor)",
+    )  # fmt: skip
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ URIs")
 
     p = add("predict", "label a NIfTI file of maps (3D, or a 4D stack) with a served classifier")
@@ -289,6 +294,11 @@ def _add_model_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> N
     p.add_argument(
         "--abstain-below", type=float, default=None, metavar="P", help="label Unknown below this probability"
     )
+    p.add_argument(
+        "--atypical-below", type=float, default=None, metavar="R",
+        help="withhold a network label below this correlation with its class's prototype "
+        "(0: never; default: the model's floor)",
+    )  # fmt: skip
     p.add_argument(
         "--tracking-uri",
         default=None,
@@ -409,8 +419,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("evaluate", {})["max_maps_per_split"] = args.max_maps
     if getattr(args, "tracking_uri", None) is not None:
         out.setdefault("tracking", {})["uri"] = args.tracking_uri
-    if args.command in ("serve", "classify"):  # classify checks --abstain-below as serve does
-        for key in ("port", "host", "name", "max_request_mb", "max_batch", "abstain_below"):
+    if args.command in ("serve", "classify"):  # classify checks its thresholds as serve does
+        for key in ("port", "host", "name", "max_request_mb", "max_batch", "abstain_below", "atypical_below"):
             if getattr(args, key, None) is not None:
                 out.setdefault("serve", {})[key] = getattr(args, key)
     return out
@@ -560,7 +570,12 @@ def _cmd_classify(args: argparse.Namespace, config: Any) -> int:
     if config.tracking.uri:  # for a models:/ URI
         os.environ["MLFLOW_TRACKING_URI"] = config.tracking.uri
     summary = classify_runs(
-        args.deriv_dir, args.model, config.serve.abstain_below, config.device, maps=args.maps
+        args.deriv_dir,
+        args.model,
+        config.serve.abstain_below,
+        config.device,
+        maps=args.maps,
+        atypical_below=config.serve.atypical_below,
     )
     print(
         f"classified {int(summary['components'].sum())} components of {len(summary)} runs: "
@@ -726,6 +741,7 @@ def _cmd_serve(args: argparse.Namespace, config: Any) -> int:
         max_batch=s.max_batch,
         abstain_below=s.abstain_below,
         device=config.device,
+        atypical_below=s.atypical_below,
     )
     return EXIT_OK
 

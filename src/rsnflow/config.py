@@ -236,6 +236,7 @@ class ServeConfig(_Section):
     max_request_mb: float
     max_batch: int
     abstain_below: float | None
+    atypical_below: float | None
 
     KEY: ClassVar[str] = "serve"
 
@@ -244,6 +245,8 @@ class ServeConfig(_Section):
         _at_least(1, ("serve.max_batch", self.max_batch), ("serve.port", self.port))
         if self.abstain_below is not None:
             _within(0.0, 1.0, ("serve.abstain_below", self.abstain_below))
+        if self.atypical_below is not None:
+            _within(0.0, 1.0, ("serve.atypical_below", self.atypical_below))
 
 
 @dataclass(frozen=True)

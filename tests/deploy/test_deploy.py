@@ -206,6 +206,18 @@ def test_helm_test_checks_mlflow_and_the_predictor() -> None:
     assert all(d["spec"]["securityContext"]["runAsNonRoot"] for d in docs)
 
 
+def test_the_predictor_takes_the_champions_own_thresholds_unless_told() -> None:
+    """By default the served champion abstains where its validation split says (no flag given)."""
+
+    def args(values: list[str]) -> list[str]:
+        isvc = next(d for d in _docs(_render(values)) if d["kind"] == "InferenceService")
+        return [a for a in isvc["spec"]["predictor"]["containers"][0]["args"] if a.startswith("--a")]
+
+    assert args([]) == []
+    told = args(["serving.abstainBelow=0", "serving.atypicalBelow=0"])
+    assert told == ["--abstain-below=0", "--atypical-below=0"]
+
+
 def test_manifests_base_is_the_chart_rendered(tmp_path: Path) -> None:
     committed = (MANIFESTS / "base" / "rsnflow.yaml").read_text()
     assert committed == _render([], release="rsnflow", tests=False), (

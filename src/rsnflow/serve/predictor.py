@@ -162,6 +162,11 @@ class RSNPredictor(Model):
         Below this probability a map is labelled with its network only, and ``Unknown`` when its
         network probability is below it too (0 = never); ``None``: the model's own calibrated
         threshold (``abstain_below`` of its header; 0 when absent).
+    atypical_below
+        A network label whose map correlates less than this with its class's
+        prototype is withheld (``Unknown``); 0 turns the gate off; ``None``: the
+        model's own floor (``atypical_below`` of its header, set on validation;
+        off for a model without prototypes).
     """
 
     def __init__(
@@ -172,6 +177,7 @@ class RSNPredictor(Model):
         max_batch: int = 128,
         max_nifti_bytes: int = 64 << 20,
         abstain_below: float | None = None,
+        atypical_below: float | None = None,
     ) -> None:
         super().__init__(name)
         self.model_ref = model_ref
@@ -179,6 +185,7 @@ class RSNPredictor(Model):
         self.max_batch = max_batch
         self.max_nifti_bytes = max_nifti_bytes
         self.abstain_below = abstain_below
+        self.atypical_below = atypical_below
         self.ready = False
 
     def load(self) -> bool:
@@ -200,7 +207,12 @@ class RSNPredictor(Model):
         if self.prototypes_ is not None and self.prototypes_[2] != self.classes_:
             log.warning("%s: the prototypes' classes are not the model's; the gate is off", self.model_ref)
             self.prototypes_ = None
-        self.atypical_below_ = float(self.header_.get("atypical_below", 0.0)) if self.prototypes_ else 0.0
+        floor = (
+            self.header_.get("atypical_below", 0.0) if self.atypical_below is None else self.atypical_below
+        )
+        self.atypical_below_ = float(floor) if self.prototypes_ else 0.0
+        if self.atypical_below and not self.prototypes_:
+            log.warning("%s has no class prototypes: atypical_below=%g is ignored", self.model_ref, floor)
         given = self.abstain_below
         self.abstain_below_ = float(self.header_.get("abstain_below", 0.0) if given is None else given)
         taxonomy = load_taxonomy()

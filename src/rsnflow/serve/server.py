@@ -285,6 +285,7 @@ def serve(
     max_batch: int = 128,
     abstain_below: float | None = None,
     device: str = "auto",
+    atypical_below: float | None = None,
 ) -> None:
     """Load the model and answer V1 and V2 requests on ``host:port`` until stopped.
 
@@ -309,6 +310,9 @@ def serve(
         threshold).
     device : str, default="auto"
         ``auto``, ``cpu`` or ``cuda``.
+    atypical_below : float or None, default=None
+        Withhold a network label whose map correlates less than this with the
+        class's prototype (0: never; ``None``: the model's floor, set on validation).
     """
     max_bytes = int(max_request_mb * (1 << 20))
     predictor = RSNPredictor(
@@ -318,6 +322,7 @@ def serve(
         max_batch=max_batch,
         max_nifti_bytes=max_bytes,
         abstain_below=abstain_below,
+        atypical_below=atypical_below,
     )
     predictor.load()
     log.info(
