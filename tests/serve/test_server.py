@@ -15,6 +15,7 @@ from kserve import InferInput, InferRequest
 
 from rsnflow.atlas import load_taxonomy
 from rsnflow.models import load_classifier
+from rsnflow.models.prototypes import PROTOTYPES_FILE, load_prototypes, typicality
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE
 from servers import v2_binary_request
 
@@ -51,6 +52,15 @@ def _classes(tiny_mlp: Path) -> list[str]:
     return load_classifier(tiny_mlp)[1]["classes"]
 
 
+def _atypical(tiny_mlp: Path, maps: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Maps whose best label is a network they are less typical of than the model's floor."""
+    mask, protos, classes = load_prototypes(tiny_mlp / PROTOTYPES_FILE)
+    floor = load_classifier(tiny_mlp)[1]["atypical_below"]
+    best = expected.argmax(1)
+    typical = typicality(maps, mask, protos)[np.arange(len(best)), best]
+    return ~np.isin(np.asarray(classes)[best], ["Noise", "Unknown"]) & (typical < floor)
+
+
 def test_health_and_metadata(served_mlp: str) -> None:
     assert httpx.get(f"{served_mlp}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{served_mlp}/v2/health/ready").json() == {"ready": True}
@@ -76,10 +86,18 @@ def test_v1_numbers_match_the_model_in_process(
     parents = np.array([taxonomy.parent(c) for c in classes], dtype=object)
     best = expected.argmax(1)
     network_p = np.array([row[parents == parents[b]].sum() for row, b in zip(expected, best, strict=True)])
-    # The label when it is sure, else its network when that is sure, else Unknown.
+    # The label when it is sure, else its network when that is sure, else Unknown; and
+    # Unknown for a network label the map is atypical of (the typicality gate).
+    atypical = _atypical(tiny_mlp, maps, expected)
     want = [
-        classes[b] if row.max() >= threshold else parents[b] if q >= threshold else "Unknown"
-        for row, b, q in zip(expected, best, network_p, strict=True)
+        "Unknown"
+        if odd
+        else classes[b]
+        if row.max() >= threshold
+        else parents[b]
+        if q >= threshold
+        else "Unknown"
+        for row, b, q, odd in zip(expected, best, network_p, atypical, strict=True)
     ]
     assert [p["label"] for p in preds] == want
     np.testing.assert_allclose([p["probability"] for p in preds], expected.max(1), atol=1e-5)
@@ -90,10 +108,12 @@ def test_v1_numbers_match_the_model_in_process(
         assert probs == sorted(probs, reverse=True)
         np.testing.assert_allclose(probs, np.sort(row)[::-1][:5], atol=1e-5)
         assert p["network"] == p["label"].split("-")[0].upper() or p["label"] in ("Noise", "Unknown")
-    assert [p["abstained"] for p in preds] == list(network_p < threshold)
+    assert [p["abstained"] for p in preds] == list((network_p < threshold) | atypical)
 
 
-def test_v2_json_binary_and_nifti_agree(served_mlp: str, maps: np.ndarray, expected: np.ndarray) -> None:
+def test_v2_json_binary_and_nifti_agree(
+    served_mlp: str, maps: np.ndarray, expected: np.ndarray, tiny_mlp: Path
+) -> None:
     # JSON, flat data
     body = {
         "inputs": [
@@ -105,7 +125,10 @@ def test_v2_json_binary_and_nifti_agree(served_mlp: str, maps: np.ndarray, expec
     out = {o["name"]: o for o in r.json()["outputs"]}
     np.testing.assert_allclose(out["probability"]["data"], expected.max(1), atol=1e-5)
     assert out["top_labels"]["shape"] == [len(maps), 5]
-    assert out["label"]["data"] == [out["top_labels"]["data"][5 * i] for i in range(len(maps))]
+    atypical = _atypical(tiny_mlp, maps, expected)
+    assert out["label"]["data"] == [
+        "Unknown" if odd else out["top_labels"]["data"][5 * i] for i, odd in enumerate(atypical)
+    ]
 
     # JSON without a Content-Type header, as tritonclient's JSON mode sends it: still JSON, not binary
     r = httpx.post(f"{served_mlp}/v2/models/{NAME}/infer", content=json.dumps(body).encode(), timeout=60)

@@ -17,10 +17,11 @@ initialised by matching centres of mass:
    inside the field of view at the stage's start.
 
 Measured against two simulators' true transforms (``bench/bench_registration.py``,
-docs/benchmarks.md), the correlation ratio alone left 0.75 mm on average: the
-T1's intensity is not a function of the EPI's (CSF, partial volumes at the
-brain's edge), and the smoothing the cost needs far from the optimum blurs the
-edges it should align near it. The final stage removes both (0.23 mm). A
+docs/benchmarks.md), the correlation ratio alone left 0.84 mm (median of 6
+beijing runs; ANTsPy's affine 0.56): the T1's intensity is not a function of
+the EPI's (CSF, partial volumes at the brain's edge), and the smoothing the
+cost needs far from the optimum blurs the edges it should align near it. The
+final stage removes both (0.24 mm). A
 smooth intensity nonuniformity field added to the model (additive or
 multiplicative) made it worse, even on runs shaded by 15% across the head:
 the field soaks up part of the anatomy's own gradients.
