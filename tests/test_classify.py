@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
+from gate import withheld
 from rsnflow.classify import COLUMNS
 from rsnflow.cli import EXIT_OK, main
 from rsnflow.layout import dr_outputs, group_paths, preprocessed_records
 from rsnflow.models import load_classifier
-from rsnflow.models.prototypes import PROTOTYPES_FILE, load_prototypes, typicality
 
 
 @pytest.fixture()
@@ -31,12 +31,9 @@ def deriv(tiny_group, tmp_path: Path) -> Path:
 
 def _atypical(model_dir: Path, maps: np.ndarray, table: pd.DataFrame) -> np.ndarray:
     """The maps the typicality gate withholds a network label from (rsnflow.models.prototypes)."""
-    mask, protos, classes = load_prototypes(model_dir / PROTOTYPES_FILE)
-    _, meta = load_classifier(model_dir)
+    classes = load_classifier(model_dir)[1]["classes"]
     best = np.array([classes.index(label) for label in table["top3_labels"].str.split(";").str[0]])
-    typical = typicality(maps, mask, protos)[np.arange(len(best)), best]
-    said_network = ~np.isin(np.asarray(classes)[best], ["Noise", "Unknown"])
-    return said_network & (typical < meta["atypical_below"])
+    return withheld(model_dir, maps, best)
 
 
 def _maps(deriv: Path, run: object) -> np.ndarray:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from kserve import InferInput, InferRequest
 
+from gate import withheld
 from rsnflow.atlas import load_taxonomy
 from rsnflow.models import load_classifier
-from rsnflow.models.prototypes import PROTOTYPES_FILE, load_prototypes, typicality
 from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE
 from servers import v2_binary_request
 
@@ -52,15 +52,6 @@ def _classes(tiny_mlp: Path) -> list[str]:
     return load_classifier(tiny_mlp)[1]["classes"]
 
 
-def _atypical(tiny_mlp: Path, maps: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Maps whose best label is a network they are less typical of than the model's floor."""
-    mask, protos, classes = load_prototypes(tiny_mlp / PROTOTYPES_FILE)
-    floor = load_classifier(tiny_mlp)[1]["atypical_below"]
-    best = expected.argmax(1)
-    typical = typicality(maps, mask, protos)[np.arange(len(best)), best]
-    return ~np.isin(np.asarray(classes)[best], ["Noise", "Unknown"]) & (typical < floor)
-
-
 def test_health_and_metadata(served_mlp: str) -> None:
     assert httpx.get(f"{served_mlp}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{served_mlp}/v2/health/ready").json() == {"ready": True}
@@ -88,7 +79,7 @@ def test_v1_numbers_match_the_model_in_process(
     network_p = np.array([row[parents == parents[b]].sum() for row, b in zip(expected, best, strict=True)])
     # The label when it is sure, else its network when that is sure, else Unknown; and
     # Unknown for a network label the map is atypical of (the typicality gate).
-    atypical = _atypical(tiny_mlp, maps, expected)
+    atypical = withheld(tiny_mlp, maps, expected.argmax(1))
     want = [
         "Unknown"
         if odd
@@ -125,7 +116,7 @@ def test_v2_json_binary_and_nifti_agree(
     out = {o["name"]: o for o in r.json()["outputs"]}
     np.testing.assert_allclose(out["probability"]["data"], expected.max(1), atol=1e-5)
     assert out["top_labels"]["shape"] == [len(maps), 5]
-    atypical = _atypical(tiny_mlp, maps, expected)
+    atypical = withheld(tiny_mlp, maps, expected.argmax(1))
     assert out["label"]["data"] == [
         "Unknown" if odd else out["top_labels"]["data"][5 * i] for i, odd in enumerate(atypical)
     ]
