@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument(
         "--subject-dims", nargs="+", default=["100", "none"], help="subject PCA dimensions; none: the volumes"
     )
+    ap.add_argument("--precisions", nargs="+", default=["float32"], help="MIGP's product precisions")
     ap.add_argument("--order", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -56,15 +57,15 @@ def main() -> None:
     data = [migp_rows(args.deriv, s, mask) for s in order]
     rows = sum(len(x) for x in data)
     print(f"{len(subjects)} subjects, {rows} volumes, {int(mask.sum())} voxels, order {args.order}")
-    print("\n| subject dim | MIGP dim | subject PCA + MIGP s (median) | FastICA s | median best r | min "
-          "| >= 0.8 | median max abs z |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    for subject_dim, dim in itertools.product(args.subject_dims, args.dims):
+    print("\n| subject dim | MIGP dim | precision | subject PCA + MIGP s (median) | FastICA s "
+          "| median best r | min | >= 0.8 | median max abs z |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for subject_dim, dim, precision in itertools.product(args.subject_dims, args.dims, args.precisions):
         seconds = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             reduced = data if subject_dim == "none" else (subject_pca(x, int(subject_dim)) for x in data)
-            pca = migp(iter(reduced), dim)
+            pca = migp(iter(reduced), dim, precision=precision)
             seconds.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         ica = fastica(pca.whitened(args.order), seed=0)
@@ -75,7 +76,7 @@ def main() -> None:
         zmaps = maps / np.maximum(noise, 1e-12)
         best = network_recovery(args.bids, zmaps, mask)["r"].to_numpy()
         print(
-            f"| {subject_dim} | {dim} | {statistics.median(seconds):.1f} | {t_ica:.1f} | "
+            f"| {subject_dim} | {dim} | {precision} | {statistics.median(seconds):.1f} | {t_ica:.1f} | "
             f"{np.median(best):.3f} | {best.min():.3f} | {(best >= 0.8).sum()}/{len(best)} | "
             f"{np.median(np.abs(zmaps).max(1)):.1f} |",
             flush=True,

@@ -104,6 +104,7 @@ class IcaConfig(_Section):
     order: int | Literal["auto"]
     migp_dim: int
     subject_dim: int | None
+    migp_precision: Literal["auto", "float32", "bfloat16"]
     max_iter: int
     tol: float
     nonlinearity: Literal["logcosh", "exp", "cube"]

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rsnflow.ica import (
     bic_order,
     fastica,
     match_components,
     migp,
+    migp_precision,
     normalise_subject,
     regress_maps,
     subject_pca,
@@ -93,6 +95,30 @@ def test_migp_streaming_matches_the_pca_of_the_whole_stack() -> None:
     np.testing.assert_allclose(streamed.eigenvalues[:8], whole.eigenvalues[:8], rtol=0.01)
     overlap = np.abs(streamed.whitened(8) @ whole.whitened(8).T) / 5000
     assert np.linalg.svd(overlap, compute_uv=False).min() > 0.99  # same 8-dimensional subspace
+
+
+def test_migp_in_bfloat16_keeps_the_float32_subspace() -> None:
+    """bf16 intermediate products: the same leading eigenvalues and eigenmaps; one array is exact."""
+    rng = np.random.default_rng(6)
+    maps = rng.laplace(size=(8, 5000)) * np.linspace(4, 1, 8)[:, None]
+    subjects = [rng.standard_normal((60, 8)) @ maps + rng.standard_normal((60, 5000)) for _ in range(8)]
+    exact = migp(iter(subjects), dim=40)
+    fast = migp(iter(subjects), dim=40, precision="bfloat16")
+    np.testing.assert_allclose(fast.eigenvalues[:8], exact.eigenvalues[:8], rtol=0.005)
+    overlap = np.abs(fast.whitened(8) @ exact.whitened(8).T) / 5000
+    assert np.linalg.svd(overlap, compute_uv=False).min() > 0.995  # streaming itself: > 0.99
+    assert not np.array_equal(fast.rows, exact.rows)  # the products did run in bf16
+    # A single reduction is the last one, which is float32 whatever the precision.
+    one = migp([subjects[0]], dim=60, precision="bfloat16")
+    np.testing.assert_array_equal(one.rows, migp([subjects[0]], dim=60).rows)
+    with pytest.raises(ValueError, match="unknown MIGP precision 'float16'"):
+        migp(iter(subjects), dim=40, precision="float16")
+
+
+def test_migp_precision_resolves_auto() -> None:
+    assert migp_precision("float32") == "float32"
+    assert migp_precision("bfloat16") == "bfloat16"
+    assert migp_precision("auto", "cpu") in ("float32", "bfloat16")
 
 
 def test_subject_pca_whitens_the_leading_subspace() -> None:

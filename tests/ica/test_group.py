@@ -131,14 +131,14 @@ def test_dual_regression_outputs_rerun_and_failures(tiny_group, monkeypatch) -> 
     again = dr_cohort.dual_regression_cohort(deriv)
     assert set(again.summary["status"]) == {"skipped (complete)"}
 
-    real = dr_cohort.load_nifti
+    real = dr_cohort.load_masked_series
 
     def broken(path, *args, **kwargs):
         if "sub-03" in str(path):
             raise InvalidInputError(path, "simulated corruption")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(dr_cohort, "load_nifti", broken)
+    monkeypatch.setattr(dr_cohort, "load_masked_series", broken)
     assert main(["dual-regression", str(deriv), "--force"]) == EXIT_PARTIAL
     summary = pd.read_csv(deriv / "group" / "dual_regression_summary.tsv", sep="\t")
     failed = summary[summary["status"] == "failed"]

@@ -32,6 +32,7 @@ def test_sklearn_estimator_checks(check) -> None:
 def test_defaults_are_the_config_defaults() -> None:
     ica, est = load_config().ica, GroupICA()
     assert (est.n_components, est.migp_dim, est.subject_dim) == (ica.order, ica.migp_dim, ica.subject_dim)
+    assert est.migp_precision == ica.migp_precision == "auto"
     assert (est.fun, est.max_iter, est.tol, est.n_restarts) == (
         ica.nonlinearity, ica.max_iter, ica.tol, ica.n_restarts,
     )  # fmt: skip
@@ -44,6 +45,7 @@ def test_defaults_are_the_config_defaults() -> None:
         ({"n_components": "many"}, "n_components"),
         ({"n_components": 30, "migp_dim": 20}, "migp_dim"),
         ({"subject_dim": -1}, "subject_dim"),
+        ({"migp_precision": "float16"}, "migp_precision"),
         ({"fun": "tanh"}, "fun"),
         ({"tol": 0}, "tol"),
         ({"max_iter": 2.5}, "max_iter"),

@@ -27,6 +27,7 @@ __all__ = [
     "bic_order",
     "fastica",
     "migp",
+    "migp_precision",
     "normalise_subject",
     "regress_maps",
     "subject_pca",
@@ -35,13 +36,23 @@ __all__ = [
 log = get_logger(__name__)
 
 
-def normalise_subject(data: NDArray[np.floating]) -> NDArray[np.float32]:
+def normalise_subject(
+    data: NDArray[np.floating], centre_volumes: bool = False, copy: bool = True
+) -> NDArray[np.float32]:
     """Demean each voxel over time and divide by its standard deviation (MELODIC ``--vn``).
+
+    No temporary of the run's size is made (on a cohort, fresh memory costs
+    more than the arithmetic); with ``copy=False`` a float32 C-contiguous
+    ``data`` (a reader's own buffer) is overwritten instead of copied.
 
     Parameters
     ----------
     data : ndarray
         ``(T, V)`` time series of one subject, one column per voxel.
+    centre_volumes : bool, default=False
+        Then also centre each volume over voxels (spatial ICA's samples are voxels).
+    copy : bool, default=True
+        ``False``: work in ``data`` itself when it is float32 and C-contiguous.
 
     Returns
     -------
@@ -49,10 +60,16 @@ def normalise_subject(data: NDArray[np.floating]) -> NDArray[np.float32]:
         ``(T, V)`` float32 array, each column of zero mean and unit standard
         deviation; voxels with no variance (std at most 1e-6) become 0.
     """
-    x = np.asarray(data, dtype=np.float32)
-    x = x - x.mean(0, keepdims=True)
-    std = x.std(0, keepdims=True)
-    return np.divide(x, std, out=np.zeros_like(x), where=std > 1e-6)
+    x = np.asarray(data)
+    if copy or not (x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable):
+        x = np.array(data, dtype=np.float32, order="C")
+    t = x.shape[0]
+    x -= np.ones(t, dtype=np.float32) @ x / np.float32(t)  # column means by one product
+    std = np.sqrt(np.einsum("ij,ij->j", x, x) / np.float32(t))  # no squared copy
+    x *= np.divide(1.0, std, out=np.zeros_like(std), where=std > 1e-6)
+    if centre_volumes:
+        x -= (x @ np.full(x.shape[1], 1.0 / x.shape[1], dtype=np.float32))[:, None]
+    return x
 
 
 @dataclass(frozen=True)
@@ -119,7 +136,12 @@ def subject_pca(data: NDArray[np.floating], dim: int) -> NDArray[np.float32]:
     return (vecs[:, :k] * scale).T.astype(np.float32) @ x
 
 
-def migp(subjects: Iterable[NDArray[np.floating]], dim: int, device: torch.device | str = "cpu") -> GroupPCA:
+def migp(
+    subjects: Iterable[NDArray[np.floating]],
+    dim: int,
+    device: torch.device | str = "cpu",
+    precision: str = "float32",
+) -> GroupPCA:
     """Incremental group PCA: the ``<= dim`` strongest eigenmaps of the subjects' concatenation.
 
     Parameters
@@ -133,6 +155,13 @@ def migp(subjects: Iterable[NDArray[np.floating]], dim: int, device: torch.devic
         the final order, so the order's eigenmaps are those of the whole stack).
     device : torch.device or str, default="cpu"
         Where the reductions are computed.
+    precision : {"float32", "bfloat16"}, default="float32"
+        Operands of the intermediate reductions' products (the Gram matrix and
+        the re-mixed rows). ``"bfloat16"`` rounds them to 8 bits of mantissa
+        (a relative error of about 3e-3 per product, far under the data's own
+        noise) for the bf16 matrix units of recent CPUs (AMX) and GPUs: about
+        7 times the float32 speed on this CPU. The last reduction, whose rows
+        and eigenvalues are MIGP's result, is always float32.
 
     Returns
     -------
@@ -153,21 +182,21 @@ def migp(subjects: Iterable[NDArray[np.floating]], dim: int, device: torch.devic
     Intermediate reductions eigendecompose it in float32; the last in
     float64, since its eigenvalues feed the order estimate.
     """
-    dev = torch.device(device)
-    kept: tuple[torch.Tensor, torch.Tensor] | None = None
-    pending: list[torch.Tensor] = []
-    n_pending = 0
+    if precision not in _PRODUCT_DTYPES:
+        raise ValueError(f"unknown MIGP precision {precision!r} ({', '.join(_PRODUCT_DTYPES)})")
+    stack: _Stack | None = None
     for x in subjects:
+        rows = np.ascontiguousarray(x, dtype=np.float32)
+        if stack is None:
+            stack = _Stack(2 * dim + rows.shape[0], rows.shape[1], torch.device(device), precision)
         # Reduce before taking the next subject, so the last reduction (float64) always has rows to add.
-        if n_pending + (0 if kept is None else kept[0].shape[0]) > 2 * dim:
-            kept = _reduce(kept, torch.cat(pending, 0), dim, torch.float32)
-            pending, n_pending = [], 0
-        pending.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev))
-        n_pending += pending[-1].shape[0]
-    if not pending:
+        if stack.n_rows > 2 * dim:
+            stack.reduce(dim, final=False)
+        stack.append(rows)
+    if stack is None:
         raise ValueError("MIGP needs at least one subject")
-    kept = _reduce(kept, torch.cat(pending, 0), dim, torch.float64)
-    return GroupPCA(kept[0].cpu().numpy(), kept[1].cpu().numpy())
+    stack.reduce(dim, final=True)
+    return GroupPCA(stack.kept.cpu().numpy(), stack.eigenvalues.cpu().numpy())
 
 
 #: Voxels per block of MIGP's Gram matrix: float32 products of 4,096 voxels,
@@ -175,28 +204,112 @@ def migp(subjects: Iterable[NDArray[np.floating]], dim: int, device: torch.devic
 _GRAM_BLOCK = 4096
 
 
-def _reduce(
-    kept: tuple[torch.Tensor, torch.Tensor] | None, new: torch.Tensor, dim: int, eig_dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    n_kept = 0 if kept is None else kept[0].shape[0]
-    n = n_kept + new.shape[0]
-    gram = torch.zeros(n, n, dtype=torch.float64, device=new.device)
-    if kept is not None:
-        gram[:n_kept, :n_kept] = torch.diag(kept[1])  # kept rows: orthogonal, squared norms known
-    for start in range(0, new.shape[1], _GRAM_BLOCK):
-        block = new[:, start : start + _GRAM_BLOCK]
-        gram[n_kept:, n_kept:] += (block @ block.T).double()
-        if kept is not None:
-            gram[n_kept:, :n_kept] += (block @ kept[0][:, start : start + _GRAM_BLOCK].T).double()
-    gram[:n_kept, n_kept:] = gram[n_kept:, :n_kept].T
-    vals, vecs = torch.linalg.eigh(gram.to(eig_dtype))
-    vals = vals.double()
-    d = min(dim, n)
-    top = vecs[:, -d:].flip(1).float()
-    rows = top[n_kept:].T @ new
-    if kept is not None:
-        rows += top[:n_kept].T @ kept[0]
-    return rows, vals[-d:].flip(0).clamp_min(0)
+def migp_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """``precision``, with ``"auto"`` resolved for ``device``: bfloat16 where it is multiplied in hardware.
+
+    Parameters
+    ----------
+    precision : {"auto", "float32", "bfloat16"}
+        The requested precision of MIGP's intermediate products.
+    device : torch.device or str, default="cpu"
+        Where MIGP computes.
+
+    Returns
+    -------
+    str
+        ``"float32"`` or ``"bfloat16"``: ``"auto"`` gives bfloat16 on a CUDA device that supports it and
+        on a CPU with AMX tiles (Intel Sapphire Rapids and later), whose bf16 products run several times
+        faster than float32; elsewhere bf16 is emulated or narrow, and float32 is faster.
+    """
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if _has_amx() else "float32"
+
+
+def _has_amx() -> bool:
+    try:  # torch asks the kernel for the AMX tile state; False where there is none (or on other OSes)
+        return bool(torch._C._cpu._init_amx())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+#: The operand dtype of MIGP's intermediate products for each ``precision``.
+_PRODUCT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class _Stack:
+    """MIGP's kept rows followed by the rows that arrived since, in buffers allocated once.
+
+    A reduction writes the new kept rows into a second buffer and the two swap,
+    so no stack-sized tensor is allocated per subject or per reduction (fresh
+    memory is paid in page faults, which on a VM cost more than the copies).
+    """
+
+    def __init__(self, capacity: int, n_voxels: int, device: torch.device, precision: str) -> None:
+        self._dtype = _PRODUCT_DTYPES[precision]
+        self._buffers = [torch.empty(capacity, n_voxels, device=device) for _ in range(2)]
+        self._low: torch.Tensor | None = None  # the stack in the products' dtype, when not float32
+        self.n_kept = 0
+        self.n_rows = 0
+        self.eigenvalues = torch.zeros(0, dtype=torch.float64, device=device)
+
+    @property
+    def kept(self) -> torch.Tensor:
+        """The kept rows (a view of the current buffer)."""
+        return self._buffers[0][: self.n_kept]
+
+    def append(self, rows: NDArray[np.float32]) -> None:
+        """Copy one subject's rows after the stack, growing the buffers when they are full."""
+        buf = self._buffers[0]
+        end = self.n_rows + rows.shape[0]
+        if end > buf.shape[0]:
+            grown = [torch.empty(end, buf.shape[1], device=buf.device) for _ in range(2)]
+            grown[0][: self.n_rows] = buf[: self.n_rows]
+            self._buffers, self._low = grown, None
+        self._buffers[0][self.n_rows : end] = torch.from_numpy(rows)
+        self.n_rows = end
+
+    def reduce(self, dim: int, final: bool) -> None:
+        """Cut the stack to its ``dim`` strongest eigen-directions (float64 eigenproblem when ``final``)."""
+        dtype = torch.float32 if final else self._dtype
+        stack = self._buffers[0][: self.n_rows]
+        if dtype != torch.float32:
+            if self._low is None or self._low.shape[0] < stack.shape[0]:
+                self._low = torch.empty(self._buffers[0].shape, dtype=dtype, device=stack.device)
+            self._low[: self.n_rows].copy_(stack)
+            stack = self._low[: self.n_rows]
+        gram = self._gram(stack, blockwise=final)
+        vals, vecs = torch.linalg.eigh(gram.to(torch.float64 if final else torch.float32))
+        d = min(dim, self.n_rows)
+        top = vecs[:, -d:].flip(1).to(dtype)
+        out = self._buffers[1][:d]
+        if dtype == torch.float32:
+            torch.matmul(top.T, stack, out=out)
+        else:
+            out.copy_(top.T @ stack)
+        self._buffers.reverse()
+        self.eigenvalues = vals.double()[-d:].flip(0).clamp_min(0)
+        self.n_kept = self.n_rows = d
+
+    def _gram(self, stack: torch.Tensor, blockwise: bool) -> torch.Tensor:
+        """``stack stack^T`` in float64; the kept block is diagonal with known norms, the rest computed."""
+        n, k = stack.shape[0], self.n_kept
+        gram = torch.zeros(n, n, dtype=torch.float64, device=stack.device)
+        gram[:k, :k] = torch.diag(self.eigenvalues)
+        new = stack[k:]
+        if blockwise:  # float32 products of _GRAM_BLOCK voxels summed in float64: the small eigenvalues
+            for start in range(0, stack.shape[1], _GRAM_BLOCK):
+                part = stack[:, start : start + _GRAM_BLOCK]
+                gram[k:] += (part[k:] @ part.T).double()
+            gram[k:, k:] = (gram[k:, k:] + gram[k:, k:].T) / 2
+        else:
+            gram[k:, k:] = (new @ new.T).double()
+            gram[k:, :k] = (new @ stack[:k].T).double()
+        gram[:k, k:] = gram[k:, :k].T
+        return gram
 
 
 def regress_maps(

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pandas as pd
 
 from rsnflow.bids import RunId
@@ -24,6 +23,7 @@ from rsnflow.ica.dual_regression import dual_regression
 from rsnflow.ica.group import group_record, preprocessed_runs
 from rsnflow.io import (
     InvalidInputError,
+    load_masked_series,
     load_nifti,
     remove_leftovers,
     save_nifti,
@@ -167,9 +167,9 @@ def _one(args: tuple[Path, RunId, bool, bool]) -> dict[str, object]:
         out["record"].unlink(missing_ok=True)
         paths = group_paths(deriv)
         mask = load_nifti(paths["mask"], ndim=3).get_fdata() > 0
-        group = np.asarray(load_nifti(paths["maps"], ndim=4).dataobj, dtype=np.float32)[mask].T
+        group = load_masked_series(paths["maps"], mask)
         bold = subject_outputs(deriv, subject).bold
-        data = np.asarray(load_nifti(bold, ndim=4).dataobj, dtype=np.float32)[mask].T
+        data = load_masked_series(bold, mask)
         if data.shape[0] <= group.shape[0] + 1:
             raise InvalidInputError(
                 bold,

@@ -34,6 +34,7 @@ from rsnflow.ica.decomposition import (
     bic_order,
     fastica,
     migp,
+    migp_precision,
     normalise_subject,
     regress_maps,
     subject_pca,
@@ -51,6 +52,7 @@ log = get_logger(__name__)
 Run = nib.Nifti1Image | str | os.PathLike[str] | NDArray[np.floating]
 
 _FUNS = ("logcosh", "exp", "cube")
+_PRECISIONS = ("auto", "float32", "bfloat16")
 #: The parameters' defaults: the ``ica`` section of ``defaults.yaml``.
 _DEFAULTS = default_section(IcaConfig)
 
@@ -71,7 +73,7 @@ class InsufficientDataError(ValueError):
         self.order, self.n_rows = order, n_rows
 
 
-def run_rows(data: NDArray[np.floating], subject_dim: int | None) -> NDArray[np.float32]:
+def run_rows(data: NDArray[np.floating], subject_dim: int | None, copy: bool = True) -> NDArray[np.float32]:
     """A ``(T, V)`` run as MIGP takes it: voxels variance-normalised, volumes centred; or its subject PCA.
 
     Parameters
@@ -81,6 +83,8 @@ def run_rows(data: NDArray[np.floating], subject_dim: int | None) -> NDArray[np.
     subject_dim : int or None
         Whitened eigenmaps to keep (:func:`~rsnflow.ica.decomposition.subject_pca`);
         ``None`` keeps the normalised volumes.
+    copy : bool, default=True
+        ``False``: normalise in ``data`` itself (a buffer the caller no longer needs).
 
     Returns
     -------
@@ -88,8 +92,7 @@ def run_rows(data: NDArray[np.floating], subject_dim: int | None) -> NDArray[np.
         ``(T, V)`` float32 rows, or ``(min(subject_dim, rank), V)`` whitened
         eigenmaps with ``subject_dim``.
     """
-    x = normalise_subject(data)
-    x -= x.mean(1, keepdims=True)
+    x = normalise_subject(data, centre_volumes=True, copy=copy)
     if subject_dim is None:
         return x
     reduced = subject_pca(x, subject_dim)
@@ -114,6 +117,10 @@ class GroupICA(TransformerMixin, BaseEstimator):
         Rows MIGP keeps between reductions (well above ``n_components``).
     subject_dim
         Whitened eigenmaps per run entering MIGP; ``None``: the run's volumes.
+    migp_precision
+        ``"float32"``, ``"bfloat16"`` (MIGP's intermediate products on 8-bit
+        mantissas, :func:`~rsnflow.ica.decomposition.migp`) or ``"auto"``:
+        bfloat16 where the device multiplies it in hardware (CPUs with AMX, CUDA).
     fun
         FastICA contrast: ``"logcosh"``, ``"exp"`` or ``"cube"``.
     max_iter, tol
@@ -148,6 +155,8 @@ class GroupICA(TransformerMixin, BaseEstimator):
         replaced after a stall).
     converged_ : bool
         Whether the kept start converged.
+    migp_precision_ : str
+        The precision MIGP used (``"auto"`` resolved).
     affine_ : ndarray of shape (4, 4)
         Voxel-to-world affine of ``components_img_``.
 
@@ -163,6 +172,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
         n_components: int | str = _DEFAULTS.order,
         migp_dim: int = _DEFAULTS.migp_dim,
         subject_dim: int | None = _DEFAULTS.subject_dim,
+        migp_precision: str = _DEFAULTS.migp_precision,
         fun: str = _DEFAULTS.nonlinearity,
         max_iter: int = _DEFAULTS.max_iter,
         tol: float = _DEFAULTS.tol,
@@ -174,6 +184,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
         self.n_components = n_components
         self.migp_dim = migp_dim
         self.subject_dim = subject_dim
+        self.migp_precision = migp_precision
         self.fun = fun
         self.max_iter = max_iter
         self.tol = tol
@@ -210,8 +221,8 @@ class GroupICA(TransformerMixin, BaseEstimator):
         """
         return cls(
             n_components=config.order, migp_dim=config.migp_dim, subject_dim=config.subject_dim,
-            fun=config.nonlinearity, max_iter=config.max_iter, tol=config.tol,
-            n_restarts=config.n_restarts, random_state=random_state, device=device,
+            migp_precision=config.migp_precision, fun=config.nonlinearity, max_iter=config.max_iter,
+            tol=config.tol, n_restarts=config.n_restarts, random_state=random_state, device=device,
             smoothness_fwhm_mm=smoothness_fwhm_mm,
         )  # fmt: skip
 
@@ -244,7 +255,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
         mask_array = _common_mask(runs, grid) if mask is None else _as_mask(mask, grid)
 
         def rows(i: int) -> NDArray[np.float32]:
-            return run_rows(_masked(_load_run(runs[i]), mask_array), self.subject_dim)
+            return run_rows(_masked(_load_run(runs[i]), mask_array), self.subject_dim, copy=False)
 
         return self.fit_rows(rows, len(runs), mask_array, affine)
 
@@ -290,7 +301,9 @@ class GroupICA(TransformerMixin, BaseEstimator):
         n_vox = int(mask.sum())
         order_of_runs = [int(i) for i in np.random.default_rng(seed).permutation(n_runs)]
         self.run_order_ = order_of_runs
-        pca = migp((stream or (lambda idx: map(rows, idx)))(order_of_runs), self.migp_dim, dev)
+        self.migp_precision_ = migp_precision(self.migp_precision, dev)
+        runs = (stream or (lambda idx: map(rows, idx)))(order_of_runs)
+        pca = migp(runs, self.migp_dim, dev, self.migp_precision_)
         n_rows = len(pca.eigenvalues)
         self.affine_ = np.asarray(affine, dtype=np.float64)
         order = self._order(pca.eigenvalues, n_vox, n_rows)
@@ -357,6 +370,10 @@ class GroupICA(TransformerMixin, BaseEstimator):
             raise ValueError(f"migp_dim ({self.migp_dim}) must be at least n_components ({k})")
         if self.subject_dim is not None and not (_is_int(self.subject_dim) and self.subject_dim >= 1):
             raise ValueError(f"subject_dim must be a positive integer or None, got {self.subject_dim!r}")
+        if self.migp_precision not in _PRECISIONS:
+            raise ValueError(
+                f"migp_precision must be one of {', '.join(_PRECISIONS)}, got {self.migp_precision!r}"
+            )
         if self.fun not in _FUNS:
             raise ValueError(f"fun must be one of {', '.join(_FUNS)}, got {self.fun!r}")
         if not (_is_int(self.max_iter) and self.max_iter >= 1):

@@ -28,13 +28,15 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from rsnflow.bids import RunId
 from rsnflow.config import IcaConfig
-from rsnflow.ica.decomposition import GroupPCA, migp
+from rsnflow.ica.decomposition import GroupPCA, migp, migp_precision
 from rsnflow.ica.estimator import GroupICA, InsufficientDataError, run_rows
 from rsnflow.io import (
     InvalidInputError,
+    load_masked_series,
     load_nifti,
     open_nifti,
     remove_leftovers,
@@ -177,6 +179,7 @@ def group_migp(
     dim: int,
     device: torch.device | str = "cpu",
     subject_dim: int | None = None,
+    precision: str = "auto",
 ) -> GroupPCA:
     """MIGP over ``subjects`` in the order given, each variance-normalised, every volume centred over voxels.
 
@@ -199,6 +202,8 @@ def group_migp(
         Where MIGP computes.
     subject_dim : int or None, default=None
         Whitened eigenmaps per run; ``None``: the run's volumes.
+    precision : {"auto", "float32", "bfloat16"}, default="auto"
+        MIGP's intermediate products (:func:`~rsnflow.ica.decomposition.migp_precision`).
 
     Returns
     -------
@@ -207,7 +212,7 @@ def group_migp(
     """
     prepare = functools.partial(_subject_rows, deriv_dir, mask=mask, subject_dim=subject_dim)
     stream = _prefetch(prepare, progress(subjects, "MIGP", unit="subject"), ahead=_READ_AHEAD)
-    return migp(stream, dim, device)
+    return migp(stream, dim, device, migp_precision(precision, device))
 
 
 def migp_rows(deriv_dir: str | Path, label: RunId | str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
@@ -227,14 +232,14 @@ def migp_rows(deriv_dir: str | Path, label: RunId | str, mask: NDArray[np.bool_]
     ndarray
         ``(T, V)`` float32 rows.
     """
-    return run_rows(_load_subject(Path(deriv_dir), label, mask), None)
+    return run_rows(_load_subject(Path(deriv_dir), label, mask), None, copy=False)
 
 
 def _subject_rows(
     deriv_dir: str | Path, label: RunId | str, mask: NDArray[np.bool_], subject_dim: int | None
 ) -> NDArray[np.float32]:
     """What one run brings to MIGP (:func:`~rsnflow.ica.estimator.run_rows` of its preprocessed file)."""
-    return run_rows(_load_subject(Path(deriv_dir), label, mask), subject_dim)
+    return run_rows(_load_subject(Path(deriv_dir), label, mask), subject_dim, copy=False)
 
 
 #: Subjects read, normalised and reduced (subject PCA) in background threads while
@@ -244,8 +249,14 @@ _READ_AHEAD = 2
 
 
 def _prefetch(func: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
-    """``map(func, items)`` in order, with up to ``ahead`` calls running in threads ahead of the consumer."""
-    with ThreadPoolExecutor(max_workers=ahead) as pool:
+    """``map(func, items)`` in order, with up to ``ahead`` calls running in threads ahead of the consumer.
+
+    While it streams, numpy's BLAS runs one thread per call: the reading threads
+    are the parallelism, and two of them each starting a BLAS pool beside
+    torch's on two cores spent more time waiting than computing (group ICA of
+    50 subjects 38.9 s against 24.4 s).
+    """
+    with ThreadPoolExecutor(max_workers=ahead) as pool, threadpool_limits(1, user_api="blas"):
         pending: deque[Future[R]] = deque()
         for item in items:
             pending.append(pool.submit(func, item))
@@ -256,8 +267,7 @@ def _prefetch(func: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterato
 
 
 def _load_subject(deriv: Path, label: RunId | str, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
-    img = load_nifti(subject_outputs(deriv, label).bold, ndim=4)
-    return np.ascontiguousarray(np.asarray(img.dataobj, dtype=np.float32)[mask].T)  # (T, V)
+    return load_masked_series(subject_outputs(deriv, label).bold, mask)  # (T, V)
 
 
 def group_ica(
@@ -328,7 +338,7 @@ def group_ica(
     result = GroupICAResult(
         est.components_, mask, est.mixing_, est.explained_variance_, runs, est.n_components_, est.converged_
     )
-    _write(deriv, result, stats.skew(result.zmaps, axis=1), config, seed, est.n_iter_)
+    _write(deriv, result, stats.skew(result.zmaps, axis=1), config, seed, est.n_iter_, est.migp_precision_)
     if report:
         _report(deriv, result, runs[est.run_order_[0]])
     paths = group_paths(deriv)
@@ -354,7 +364,13 @@ def _bold_digest(deriv: Path, label: RunId) -> str:
 
 
 def _write(
-    deriv: Path, res: GroupICAResult, skew: NDArray[np.float64], cfg: IcaConfig, seed: int, n_iter: int
+    deriv: Path,
+    res: GroupICAResult,
+    skew: NDArray[np.float64],
+    cfg: IcaConfig,
+    seed: int,
+    n_iter: int,
+    precision: str,
 ) -> None:
     paths = group_paths(deriv)
     save_nifti(nib.Nifti1Image(unmask(res.zmaps, res.mask), MNI4_AFFINE), paths["maps"])
@@ -370,7 +386,7 @@ def _write(
     write_text(table.to_csv(sep="\t", index=False, float_format="%.6g"), paths["table"])
     params: dict[str, Any] = {
         "order": res.order, "order_requested": cfg.order,
-        "migp_dim": cfg.migp_dim, "subject_dim": cfg.subject_dim, "seed": seed,
+        "migp_dim": cfg.migp_dim, "subject_dim": cfg.subject_dim, "migp_precision": precision, "seed": seed,
         "nonlinearity": cfg.nonlinearity, "tol": cfg.tol, "max_iter": cfg.max_iter,
         "n_restarts": cfg.n_restarts,
     }  # fmt: skip
