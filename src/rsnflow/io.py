@@ -306,13 +306,7 @@ def load_nifti(
         an affine that is not invertible.
     """
     p = Path(path)
-    if not p.exists():
-        raise InvalidInputError(p, "file does not exist")
-    if p.stat().st_size == 0:
-        raise InvalidInputError(p, "file is empty (0 bytes)")
-    with p.open("rb") as f:
-        gzipped = f.read(2) == _GZIP_MAGIC
-    if gzipped:
+    if _is_gzipped(p):
         return check_image(_inflate_nifti(p), p, ndim, min_volumes)
     try:
         img = nib.load(p)
@@ -321,6 +315,16 @@ def load_nifti(
     except (EOFError, OSError, ValueError) as exc:
         raise InvalidInputError(p, f"cannot read NIfTI header: file is corrupt or truncated ({exc})") from exc
     return check_image(img, p, ndim, min_volumes, available=p.stat().st_size)
+
+
+def _is_gzipped(path: Path) -> bool:
+    """Whether ``path`` starts with the gzip magic; a missing or empty file is an error naming it."""
+    if not path.exists():
+        raise InvalidInputError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise InvalidInputError(path, "file is empty (0 bytes)")
+    with path.open("rb") as f:
+        return f.read(2) == _GZIP_MAGIC
 
 
 def open_nifti(path: str | os.PathLike[str]) -> nib.Nifti1Image:
@@ -409,6 +413,14 @@ class _GzHeader:
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.float64)) * self.dtype.itemsize
 
+    @property
+    def scaling(self) -> tuple[float, float] | None:
+        """``(slope, intercept)`` the stored values are scaled by on read, or None for none."""
+        slope, inter = self.header.get_slope_inter()
+        if slope is None or (slope, inter or 0.0) == (1.0, 0.0):
+            return None
+        return float(slope), float(inter or 0.0)
+
     @classmethod
     def read(cls, f: _Inflater, path: Path) -> _GzHeader:
         """Parse the header and refuse a claimed size the file cannot hold, or complex data."""
@@ -485,11 +497,11 @@ def _inflate_nifti(path: Path) -> nib.Nifti1Image:
             done += len(chunk)
         f.drain()
     data: Any = buffer.view(head.dtype).reshape(head.shape, order="F")
-    slope, inter = head.header.get_slope_inter()
-    if slope is not None and (slope, inter or 0.0) != (1.0, 0.0):
+    if head.scaling is not None:
         # Scaled on read as nibabel would, in float32 for 8/16-bit scanner data.
         out_type = np.float32 if head.dtype.itemsize <= 2 else np.float64
-        data = data.astype(out_type) * out_type(slope) + out_type(inter or 0.0)
+        slope, inter = head.scaling
+        data = data.astype(out_type) * out_type(slope) + out_type(inter)
     return head.image_class(data, head.header.get_best_affine(), head.header)
 
 
@@ -525,11 +537,7 @@ def load_masked_series(path: str | os.PathLike[str], mask: NDArray[np.bool_]) ->
         values, or only zeros, inside the mask.
     """
     p = Path(path)
-    if not p.exists() or p.stat().st_size == 0:
-        raise InvalidInputError(p, "file does not exist" if not p.exists() else "file is empty (0 bytes)")
-    with p.open("rb") as f:
-        gzipped = f.read(2) == _GZIP_MAGIC
-    if not gzipped:
+    if not _is_gzipped(p):
         data = np.asarray(load_nifti(p, ndim=4).dataobj, dtype=np.float32)
         _check_grid(p, data.shape, mask)
         return _check_series(p, np.ascontiguousarray(data[mask].T))
@@ -549,10 +557,9 @@ def load_masked_series(path: str | os.PathLike[str], mask: NDArray[np.bool_]) ->
             )
             out[t : t + n] = block.reshape(n, -1)[:, index]
         inflater.drain()
-    slope, inter = head.header.get_slope_inter()
-    if slope is not None and (slope, inter or 0.0) != (1.0, 0.0):
-        out *= np.float32(slope)
-        out += np.float32(inter or 0.0)
+    if head.scaling is not None:
+        out *= np.float32(head.scaling[0])
+        out += np.float32(head.scaling[1])
     return _check_series(p, out)
 
 

@@ -238,6 +238,8 @@ def _has_amx() -> bool:
 
 #: The operand dtype of MIGP's intermediate products for each ``precision``.
 _PRODUCT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+#: The values of ``ica.migp_precision``: one of the products' dtypes, or ``"auto"``.
+MIGP_PRECISIONS = ("auto", *_PRODUCT_DTYPES)
 
 
 class _Stack:
@@ -277,7 +279,7 @@ class _Stack:
         dtype = torch.float32 if final else self._dtype
         stack = self._buffers[0][: self.n_rows]
         if dtype != torch.float32:
-            if self._low is None or self._low.shape[0] < stack.shape[0]:
+            if self._low is None:  # allocated once per buffer size (append drops it when it grows)
                 self._low = torch.empty(self._buffers[0].shape, dtype=dtype, device=stack.device)
             self._low[: self.n_rows].copy_(stack)
             stack = self._low[: self.n_rows]

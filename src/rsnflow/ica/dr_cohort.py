@@ -11,11 +11,14 @@ and ``DERIV_DIR/group/dual_regression_summary.tsv``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from rsnflow.bids import RunId
 from rsnflow.config import ConfigError
@@ -165,9 +168,7 @@ def _one(args: tuple[Path, RunId, bool, bool]) -> dict[str, object]:
 
     def work() -> None:
         out["record"].unlink(missing_ok=True)
-        paths = group_paths(deriv)
-        mask = load_nifti(paths["mask"], ndim=3).get_fdata() > 0
-        group = load_masked_series(paths["maps"], mask)
+        mask, group = _group_design(deriv)
         bold = subject_outputs(deriv, subject).bold
         data = load_masked_series(bold, mask)
         if data.shape[0] <= group.shape[0] + 1:
@@ -188,6 +189,28 @@ def _one(args: tuple[Path, RunId, bool, bool]) -> dict[str, object]:
         )
 
     return guarded(str(subject), work, row)
+
+
+def _group_design(deriv: Path) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+    """The group mask and ``(K, V)`` maps, read once per worker process rather than once per run.
+
+    Each file is known by its path, size and modification time, so a group ICA
+    rerun while the process lives is read again.
+    """
+    paths = group_paths(deriv)
+    identity = tuple(
+        (str(paths[k]), paths[k].stat().st_size, paths[k].stat().st_mtime_ns) for k in ("mask", "maps")
+    )
+    return _read_group(identity)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_group(identity: tuple[tuple[str, int, int], ...]) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+    (mask_path, *_), (maps_path, *_) = identity
+    mask = load_nifti(mask_path, ndim=3).get_fdata() > 0
+    maps = load_masked_series(maps_path, mask)
+    mask.flags.writeable = maps.flags.writeable = False  # shared by every run the process regresses
+    return mask, maps
 
 
 def _killed(job: tuple[Path, RunId, bool, bool], reason: str) -> dict[str, object]:

@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from rsnflow.config import IcaConfig, PreprocessConfig, default_section
 from rsnflow.ica.decomposition import (
+    MIGP_PRECISIONS,
     FastICAResult,
     bic_order,
     fastica,
@@ -52,7 +53,6 @@ log = get_logger(__name__)
 Run = nib.Nifti1Image | str | os.PathLike[str] | NDArray[np.floating]
 
 _FUNS = ("logcosh", "exp", "cube")
-_PRECISIONS = ("auto", "float32", "bfloat16")
 #: The parameters' defaults: the ``ica`` section of ``defaults.yaml``.
 _DEFAULTS = default_section(IcaConfig)
 
@@ -370,9 +370,9 @@ class GroupICA(TransformerMixin, BaseEstimator):
             raise ValueError(f"migp_dim ({self.migp_dim}) must be at least n_components ({k})")
         if self.subject_dim is not None and not (_is_int(self.subject_dim) and self.subject_dim >= 1):
             raise ValueError(f"subject_dim must be a positive integer or None, got {self.subject_dim!r}")
-        if self.migp_precision not in _PRECISIONS:
+        if self.migp_precision not in MIGP_PRECISIONS:
             raise ValueError(
-                f"migp_precision must be one of {', '.join(_PRECISIONS)}, got {self.migp_precision!r}"
+                f"migp_precision must be one of {', '.join(MIGP_PRECISIONS)}, got {self.migp_precision!r}"
             )
         if self.fun not in _FUNS:
             raise ValueError(f"fun must be one of {', '.join(_FUNS)}, got {self.fun!r}")
