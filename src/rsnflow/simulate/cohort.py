@@ -21,8 +21,6 @@ deterministically: the same seed gives identical bytes.
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rsnflow.io import atomic_path, write_dataset_description, write_json, write_text
+from rsnflow.io import save_nifti, write_dataset_description, write_json, write_text
 from rsnflow.log import get_logger
 from rsnflow.simulate.profiles import Profile, get_profile
 from rsnflow.simulate.subject import SimulatedSubject, simulate_subject, source_table
@@ -78,20 +76,6 @@ class CohortResult:
     profile: Profile
 
 
-def _deterministic_nifti(img: nib.Nifti1Image, path: Path) -> None:
-    """Save with a gzip header free of time stamps and names (byte-identical reruns)."""
-    with atomic_path(path) as tmp:
-        raw = tmp.with_name(tmp.name.removesuffix(".gz"))
-        nib.save(img, raw)
-        with (
-            raw.open("rb") as src,
-            tmp.open("wb") as dst,
-            gzip.GzipFile(filename="", mode="wb", fileobj=dst, mtime=0, compresslevel=1) as gz,
-        ):
-            shutil.copyfileobj(src, gz, length=1 << 22)
-        raw.unlink()
-
-
 def _bold_image(sub: SimulatedSubject, dtype: type = np.int16) -> nib.Nifti1Image:
     data = sub.bold
     if dtype is np.int16:
@@ -114,7 +98,7 @@ def _write_groundtruth(gt: Path, label: str, sub: SimulatedSubject, names: list[
         d / f"sub-{label}_xfm.json",
     )
     maps = nib.Nifti1Image(sub.sources_mni.astype(np.float32), MNI4_AFFINE)
-    _deterministic_nifti(maps, d / f"sub-{label}_space-{SPACE_NAME}_res-4mm_desc-sources_components.nii.gz")
+    save_nifti(maps, d / f"sub-{label}_space-{SPACE_NAME}_res-4mm_desc-sources_components.nii.gz")
     tcs = pd.DataFrame(sub.timecourses, columns=names)
     write_text(
         tcs.to_csv(sep="\t", index=False, float_format="%.6g"),
@@ -138,7 +122,7 @@ def _write_bold(bids: Path, label: str, sub: SimulatedSubject, defect: str | Non
     elif defect == "no-tr":
         img.header.set_zooms((*img.header.get_zooms()[:3], 0.0))
         del sidecar["RepetitionTime"]
-    _deterministic_nifti(img, bold_path)
+    save_nifti(img, bold_path)
     write_json(sidecar, func / f"sub-{label}_task-rest_bold.json")
     if defect == "truncated":
         size = bold_path.stat().st_size

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from rsnflow.atlas import NOISE, load_taxonomy, node_map
-from rsnflow.resample import affine_points, grid_points, sample
+from rsnflow.atlas import NOISE, load_taxonomy
+from rsnflow.resample import grid_points, sample
 from rsnflow.simulate.anatomy import EPI_CONTRAST, Anatomy, load_anatomy
 from rsnflow.simulate.profiles import Profile
 from rsnflow.simulate.signals import band_limited, head_motion
@@ -137,11 +137,12 @@ def _subject_to_mni(rng: np.random.Generator) -> tuple[NDArray[np.float64], dict
 def _spatial_maps(rng: np.random.Generator, anat: Anatomy) -> NDArray[np.float32]:
     tax = load_taxonomy()
     n_net = len(tax.network_labels)
-    maps = np.zeros((anat.n_active, n_net + len(NOISE_SOURCES)), dtype=np.float32)
+    # Column-major: each map is written whole into one column (row-major strided every write).
+    maps = np.zeros((anat.n_active, n_net + len(NOISE_SOURCES)), dtype=np.float32, order="F")
     for k, label in enumerate(tax.network_labels):
         nodes = tax.nodes(label) + rng.normal(0.0, 2.5, (len(tax.nodes(label)), 3))
         sigma = tax.extent(label) * rng.uniform(0.85, 1.15)
-        values = node_map(anat.xyz, nodes, sigma) * anat.gm
+        values = anat.node_map(nodes, sigma) * anat.gm
         maps[:, k] = values / max(float(values.max()), 1e-6) * rng.uniform(0.7, 1.3)
     for j, (_, kind, _, _) in enumerate(NOISE_SOURCES):
         if kind in ("csf", "wm"):
@@ -150,9 +151,9 @@ def _spatial_maps(rng: np.random.Generator, anat: Anatomy) -> NDArray[np.float32
             m = anat.edge * (anat.brain + anat.scalp)
         elif kind == "blob":
             centre = anat.xyz[rng.integers(anat.n_active)]
-            m = node_map(anat.xyz, centre[None], rng.uniform(6.0, 10.0)) * anat.brain
+            m = anat.node_map(centre[None], rng.uniform(6.0, 10.0)) * anat.brain
         elif kind == "vessel":
-            m = node_map(anat.xyz, _VESSEL_PATH + rng.normal(0, 1.5, _VESSEL_PATH.shape), 4.0)
+            m = anat.node_map(_VESSEL_PATH + rng.normal(0, 1.5, _VESSEL_PATH.shape), 4.0)
             m = np.clip(m, 0, 1) * (anat.brain + anat.scalp)
         else:  # drift: the whole head
             m = anat.brain + anat.scalp
@@ -210,13 +211,16 @@ def _acquire(
 
     aff = native_affine(profile)
     n = profile.n_volumes
-    ijk = grid_points(profile.shape)
-    poses = rigid_matrix(motion)
+    # Points and volumes column-major (i fastest): each chunk of volumes is then one contiguous
+    # block of ``bold``, as NIfTI stores it, instead of a write strided by the run length.
     dev = torch.device(device)
+    ijk = torch.from_numpy(grid_points(profile.shape[::-1])[:, ::-1].astype(np.float32)).to(dev)
+    poses = rigid_matrix(motion)
     w = torch.from_numpy(maps).to(dev)
     base = torch.from_numpy(anat.baseline).to(dev)
     active = torch.from_numpy(anat.active).to(dev)
-    bold = np.empty((*profile.shape, n), dtype=np.float32)
+    bold = np.empty((*profile.shape, n), dtype=np.float32, order="F")
+    flat = bold.T.reshape(n, -1)  # a view: (volume, voxel in column-major order)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         c = torch.from_numpy(coeffs[:, start:stop].astype(np.float32)).to(dev)
@@ -225,9 +229,11 @@ def _acquire(
         vol[:, active] = values.T
         # Native voxel -> scanner mm -> head frame at this pose -> MNI mm -> box voxel.
         mats = to_box @ np.linalg.inv(poses[start:stop]) @ aff
-        pts = torch.from_numpy(affine_points(mats, ijk)).to(dev)
+        # In float32 through torch (the grid the sampler builds is float32 anyway): 10x numpy's float64.
+        m = torch.from_numpy(mats.astype(np.float32)).to(dev)
+        pts = ijk @ m[:, :3, :3].transpose(1, 2) + m[:, None, :3, 3]
         out = sample(vol.reshape(stop - start, *anat.box_shape), pts)
-        bold[..., start:stop] = out.T.reshape(*profile.shape, stop - start).cpu().numpy()
+        flat[start:stop] = out.cpu().numpy()
     return bold
 
 
