@@ -237,14 +237,37 @@ def _acquire(
     return bold
 
 
+def _drawn_like(bold: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
+    """Standard normal draws for every value of ``bold``, in row-major draw order, laid out as ``bold``.
+
+    The draws keep the order of the row-major stream (the same subject for a
+    seed). A column-major ``bold`` gets them slab by slab of its first axis (the
+    stream does not depend on how it is cut), each slab transposed by torch's
+    copy: about 0.15 s for a beijing run and no second run-sized array, where
+    each arithmetic pass mixing the two layouts took 1.3 s.
+    """
+    import torch
+
+    if not bold.flags.f_contiguous or bold.flags.c_contiguous:
+        return rng.standard_normal(bold.shape, dtype=np.float32)
+    out = np.empty(bold.shape, dtype=np.float32, order="F")
+    target = torch.from_numpy(out.T)  # row-major (..., first axis last)
+    axes = tuple(reversed(range(bold.ndim)))
+    step = max(1, bold.shape[0] // 8)
+    for i in range(0, bold.shape[0], step):
+        slab = rng.standard_normal((min(step, bold.shape[0] - i), *bold.shape[1:]), dtype=np.float32)
+        target[..., i : i + len(slab)].copy_(torch.from_numpy(slab).permute(*axes))
+    return out
+
+
 def _add_rician_noise(bold: NDArray[np.float32], sigma: float, rng: np.random.Generator) -> None:
     """Thermal noise in the complex domain, magnitude taken: ``|S + n_re + i n_im|``, in place."""
     # In place and in float32: a beijing run is 120 MB per copy.
-    noise = rng.standard_normal(bold.shape, dtype=np.float32)
+    noise = _drawn_like(bold, rng)
     noise *= sigma
     bold += noise
     np.square(bold, out=bold)
-    rng.standard_normal(dtype=np.float32, out=noise)
+    noise = _drawn_like(bold, rng)
     noise *= sigma
     np.square(noise, out=noise)
     bold += noise
