@@ -237,20 +237,26 @@ def _acquire(
     return bold
 
 
-def _drawn_like(bold: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
+def _drawn_like(
+    bold: NDArray[np.float32], rng: np.random.Generator, out: NDArray[np.float32] | None = None
+) -> NDArray[np.float32]:
     """Standard normal draws for every value of ``bold``, in row-major draw order, laid out as ``bold``.
 
     The draws keep the order of the row-major stream (the same subject for a
     seed). A column-major ``bold`` gets them slab by slab of its first axis (the
     stream does not depend on how it is cut), each slab transposed by torch's
     copy: about 0.15 s for a beijing run and no second run-sized array, where
-    each arithmetic pass mixing the two layouts took 1.3 s.
+    each arithmetic pass mixing the two layouts took 1.3 s. ``out`` (an earlier
+    return value for the same ``bold``) is filled instead of a new array.
     """
     import torch
 
     if not bold.flags.f_contiguous or bold.flags.c_contiguous:
-        return rng.standard_normal(bold.shape, dtype=np.float32)
-    out = np.empty(bold.shape, dtype=np.float32, order="F")
+        if out is None:
+            return rng.standard_normal(bold.shape, dtype=np.float32)
+        return rng.standard_normal(dtype=np.float32, out=out)
+    if out is None:
+        out = np.empty(bold.shape, dtype=np.float32, order="F")
     target = torch.from_numpy(out.T)  # row-major (..., first axis last)
     axes = tuple(reversed(range(bold.ndim)))
     step = max(1, bold.shape[0] // 8)
@@ -267,7 +273,7 @@ def _add_rician_noise(bold: NDArray[np.float32], sigma: float, rng: np.random.Ge
     noise *= sigma
     bold += noise
     np.square(bold, out=bold)
-    noise = _drawn_like(bold, rng)
+    _drawn_like(bold, rng, out=noise)
     noise *= sigma
     np.square(noise, out=noise)
     bold += noise
