@@ -255,7 +255,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
         mask_array = _common_mask(runs, grid) if mask is None else _as_mask(mask, grid)
 
         def rows(i: int) -> NDArray[np.float32]:
-            return run_rows(_masked(_load_run(runs[i]), mask_array), self.subject_dim, copy=False)
+            return run_rows(_masked_run(runs[i], mask_array), self.subject_dim, copy=False)
 
         return self.fit_rows(rows, len(runs), mask_array, affine)
 
@@ -354,7 +354,7 @@ class GroupICA(TransformerMixin, BaseEstimator):
         dev = pick_device(self.device)
         out = []
         for run in _as_list(imgs):
-            data = _masked(_load_run(run), self.mask_)
+            data = _masked_run(run, self.mask_)
             out.append(dual_regression(data, self.components_, des_norm, dev))
         return out
 
@@ -467,6 +467,15 @@ def _load_run(run: Run) -> nib.Nifti1Image | NDArray[np.floating]:
             raise ValueError(f"a run must be a 4D image, got shape {run.shape}")
         return run
     raise TypeError(f"a run must be a NIfTI image, a path or a 4D array, got {type(run).__name__}")
+
+
+def _masked_run(run: Run, mask: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """``(T, V)`` float32 rows of a run inside ``mask``; a file is read and masked a block at a time."""
+    if isinstance(run, str | os.PathLike):
+        from rsnflow.io import load_masked_series
+
+        return load_masked_series(run, mask)
+    return _masked(_load_run(run), mask)
 
 
 def _masked(run: nib.Nifti1Image | NDArray[np.floating], mask: NDArray[np.bool_]) -> NDArray[np.float32]:

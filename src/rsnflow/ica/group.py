@@ -232,7 +232,7 @@ def migp_rows(deriv_dir: str | Path, label: RunId | str, mask: NDArray[np.bool_]
     ndarray
         ``(T, V)`` float32 rows.
     """
-    return run_rows(_load_subject(Path(deriv_dir), label, mask), None, copy=False)
+    return _subject_rows(deriv_dir, label, mask, None)
 
 
 def _subject_rows(
