@@ -140,6 +140,13 @@ def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--volumes", type=int, default=None, help="override the profile's volumes per run")
     p.add_argument("--n-jobs", dest="sim_jobs", type=int, default=1, help="subjects simulated in parallel")
     p.add_argument(
+        "--vary",
+        action="store_true",
+        default=None,
+        help="domain randomisation: draw the TR, voxel size and whole networks of the cohort, "
+        "and each subject's amplitudes and noise models, from the seed",
+    )
+    p.add_argument(
         "--figures",
         type=Path,
         default=None,
@@ -184,7 +191,11 @@ def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--expert-labels", type=Path, default=None, metavar="FILE.tsv")
 
     p = add("dataset", "build the classification dataset of subject maps")
-    p.add_argument("deriv_dir", type=Path, metavar="DERIV_DIR")
+    p.add_argument(
+        "deriv_dir", type=Path, nargs="+", metavar="DERIV_DIR",
+        help="derivatives with dual regression and labels; several cohorts (each decomposed on its own) "
+        "are pooled, their subjects named c<n>-<label>",
+    )  # fmt: skip
     p.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR")
     p.add_argument(
         "--overwrite", action="store_true", help="replace an rsnflow dataset already in DATASET_DIR"
@@ -408,6 +419,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("simulate", {})["profile"] = args.profile
     if getattr(args, "subjects", None) is not None:
         out.setdefault("simulate", {})["subjects"] = args.subjects
+    if getattr(args, "vary", None) is not None:
+        out.setdefault("simulate", {})["vary"] = args.vary
     if getattr(args, "n_jobs", None) is not None:
         out.setdefault("preprocess", {})["n_jobs"] = args.n_jobs
     if getattr(args, "epochs", None) is not None:
@@ -447,6 +460,7 @@ def _cmd_simulate(args: argparse.Namespace, config: Any) -> int:
         bad_subjects=args.bad_subjects,
         n_jobs=args.sim_jobs,
         n_volumes=args.volumes,
+        vary=config.simulate.vary,
     )
     if args.figures is not None:
         from rsnflow.simulate.figures import write_subject_figures
@@ -591,8 +605,9 @@ def _cmd_classify(args: argparse.Namespace, config: Any) -> int:
 def _cmd_dataset(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.dataset import build_dataset
 
+    derivs = args.deriv_dir[0] if len(args.deriv_dir) == 1 else args.deriv_dir
     manifest = build_dataset(
-        args.deriv_dir, args.dataset_dir, config.dataset, seed=config.seed, overwrite=args.overwrite
+        derivs, args.dataset_dir, config.dataset, seed=config.seed, overwrite=args.overwrite
     )
     samples = manifest["split"]["samples"]
     print(

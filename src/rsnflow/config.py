@@ -68,6 +68,7 @@ class SimulateConfig(_Section):
     subjects: int | None
     volumes: int | None
     bad_subjects: list[str]
+    vary: bool
 
     KEY: ClassVar[str] = "simulate"
 

@@ -246,7 +246,7 @@ def fetch_cohort(cohort_uri: str, out: str | Path, config: Any, seed: int = 0, n
         sim = config.simulate
         simulate_cohort(
             target, profile=cohort_uri.removeprefix("sim://"), seed=seed, n_subjects=sim.subjects,
-            bad_subjects=sim.bad_subjects, n_volumes=sim.volumes, n_jobs=n_jobs,
+            bad_subjects=sim.bad_subjects, n_volumes=sim.volumes, n_jobs=n_jobs, vary=sim.vary,
         )  # fmt: skip
         return cohort_uri
     if cohort_uri.startswith("s3://"):

@@ -4,12 +4,19 @@ Layout of ``DATASET_DIR``::
 
     maps.npy        (N, 45, 54, 45) float16 (or float32) array, read as a memory map
     mask.npy        (45, 54, 45) bool: the group mask the maps were normalised in
-    index.tsv       sample, subject, session, run, component, label, class_index, network, split
+    index.tsv       sample, cohort, subject, session, run, component, label, class_index, network, split
     manifest.json   shapes, hashes, taxonomy version, normalisation, split, class weights, config
     reference/      the group maps, mask and labels the maps come from (rsnflow.reference)
 
 The directory is built under a temporary name beside the target and renamed
 into place at the end, so a reader never sees half a dataset.
+
+A dataset may pool several cohorts, each decomposed on its own (its own group
+ICA, model order and labels): varied acquisitions and model orders widen what
+a classifier learns (issue #19). Their maps are z-scored inside the mask all
+of them share, the one the model reads at inference; subjects are split per
+pooled subject (``c<cohort>-<label>``), and the first cohort's group maps are
+the dataset's reference.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,47 +202,72 @@ def current_runs(deriv: Path) -> list[RunId]:
     return found
 
 
+@dataclass(frozen=True)
+class _Cohort:
+    """One decomposed cohort pooled into a dataset: its runs, labels and group mask."""
+
+    number: int  # 1-based, in the order given
+    deriv: Path
+    runs: list[RunId]
+    labels: pd.DataFrame
+    mask: NDArray[np.bool_]
+    pooled: bool  # more than one cohort: subjects are named c<number>-<label>
+
+    def subject(self, run: RunId) -> str:
+        return f"c{self.number}-{run.subject}" if self.pooled else run.subject
+
+    def run_name(self, run: RunId) -> str:
+        return f"c{self.number}-{run}" if self.pooled else str(run)
+
+
+def _open_cohort(number: int, deriv: Path, pooled: bool) -> _Cohort:
+    check_labels_current(deriv)
+    labels = pd.read_csv(labels_path(deriv), sep="\t", keep_default_na=False)
+    mask = load_nifti(group_paths(deriv)["mask"], ndim=3).get_fdata() > 0
+    return _Cohort(number, deriv, current_runs(deriv), labels, mask, pooled)
+
+
 def _write_maps(
     path: Path,
-    deriv: Path,
-    runs: list[RunId],
-    labels: pd.DataFrame,
+    cohorts: list[_Cohort],
     mask: NDArray[np.bool_],
     split: dict[str, str],
     dtype: str,
 ) -> pd.DataFrame:
     """Every run's dual-regression maps, normalised, into one memmapped array; the index of its rows."""
-    k = len(labels)
     taxonomy = load_taxonomy()
-    class_idx = np.array([taxonomy.index(lab) for lab in labels["label"]])
-    arr = np.lib.format.open_memmap(
-        path, mode="w+", dtype=np.dtype(dtype), shape=(len(runs) * k, *MNI4_SHAPE)
-    )
+    total = sum(len(c.runs) * len(c.labels) for c in cohorts)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(total, *MNI4_SHAPE))
     rows = []
-    for s_i, s in enumerate(progress(runs, "dataset", unit="run")):
-        maps_path = dr_outputs(deriv, s)["maps"]
+    start = 0
+    jobs = [(c, s) for c in cohorts for s in c.runs]
+    for c, s in progress(jobs, "dataset", unit="run"):
+        k = len(c.labels)
+        maps_path = dr_outputs(c.deriv, s)["maps"]
         img = load_nifti(maps_path, ndim=4)
         if img.shape[:3] != MNI4_SHAPE or img.shape[3] != k:
             raise InvalidInputError(
                 maps_path, f"shape {img.shape}, expected {(*MNI4_SHAPE, k)} (one map per label)"
             )
         maps = np.moveaxis(np.asarray(img.dataobj, dtype=np.float32), -1, 0)
-        arr[s_i * k : (s_i + 1) * k] = normalise_maps(maps, mask)
+        arr[start : start + k] = normalise_maps(maps, mask)
         rows.append(
             pd.DataFrame(
                 {
-                    "sample": np.arange(s_i * k, (s_i + 1) * k),
-                    "subject": s.subject,
+                    "sample": np.arange(start, start + k),
+                    "cohort": c.number,
+                    "subject": c.subject(s),
                     "session": s.session or "",
-                    "run": str(s),
-                    "component": labels["component"],
-                    "label": labels["label"],
-                    "class_index": class_idx,
-                    "network": labels["network"],
-                    "split": split[s.subject],
+                    "run": c.run_name(s),
+                    "component": c.labels["component"],
+                    "label": c.labels["label"],
+                    "class_index": [taxonomy.index(lab) for lab in c.labels["label"]],
+                    "network": c.labels["network"],
+                    "split": split[c.subject(s)],
                 }
             )
         )
+        start += k
     arr.flush()
     del arr
     return pd.concat(rows, ignore_index=True)
@@ -242,19 +275,17 @@ def _write_maps(
 
 def _manifest(
     tmp: Path,
-    deriv: Path,
+    cohorts: list[_Cohort],
     index: pd.DataFrame,
-    labels: pd.DataFrame,
     split: dict[str, str],
     config: DatasetConfig,
     seed: int,
 ) -> dict[str, Any]:
     """The dataset's manifest: shape, classes, split, class weights and the SHA-256 of every file."""
     taxonomy = load_taxonomy()
-    lpath = labels_path(deriv)
     subjects = sorted(split)
-    k = len(labels)
-    n_runs = len(index) // k
+    ks = [len(c.labels) for c in cohorts]
+    n_runs = sum(len(c.runs) for c in cohorts)
     train = index[index["split"] == "train"]
     weights = class_weights(train["class_index"].to_numpy(), len(taxonomy))
     distribution = {
@@ -268,7 +299,7 @@ def _manifest(
         "dtype": config.dtype,
         "n_subjects": len(subjects),
         "n_runs": n_runs,
-        "n_components": k,
+        "n_components": ks[0] if len(cohorts) == 1 else ks,
         "maps": "dual-regression stage-2 maps (desc-dr_components)",
         "normalisation": NORMALISATION,
         "projection_size": config.projection_size,
@@ -276,7 +307,7 @@ def _manifest(
         f"{config.projection_size}x{config.projection_size} and scaled to 0-255",
         "taxonomy_version": taxonomy.version,
         "classes": taxonomy.labels,
-        "label_source": sorted(set(labels["source"])),
+        "label_source": sorted({src for c in cohorts for src in c.labels["source"]}),
         "split": {
             "fractions": list(config.split),
             "seed": seed,
@@ -289,10 +320,22 @@ def _manifest(
             "maps.npy": sha256_file(tmp / "maps.npy"),
             "index.tsv": sha256_file(tmp / "index.tsv"),
             "mask.npy": sha256_file(tmp / "mask.npy"),
-            "labels.tsv": sha256_file(lpath),
+            "labels.tsv": sha256_file(labels_path(cohorts[0].deriv)),
         },
-        "source": str(deriv.resolve()),
+        "source": str(cohorts[0].deriv.resolve()),
     }
+    if len(cohorts) > 1:
+        manifest["cohorts"] = [
+            {
+                "cohort": c.number,
+                "source": str(c.deriv.resolve()),
+                "n_components": len(c.labels),
+                "n_runs": len(c.runs),
+                "labels_sha256": sha256_file(labels_path(c.deriv)),
+                "mask_voxels": int(c.mask.sum()),
+            }
+            for c in cohorts
+        ]
     manifest["maps_block_sha256"] = block_digests(tmp / "maps.npy")
     manifest["sha256"]["dataset"] = hashlib.sha256(
         "".join(manifest["sha256"][f] for f in ("maps.npy", "index.tsv")).encode()
@@ -301,7 +344,7 @@ def _manifest(
 
 
 def build_dataset(
-    deriv_dir: str | Path,
+    deriv_dir: str | Path | Sequence[str | Path],
     dataset_dir: str | Path,
     config: DatasetConfig,
     seed: int = 0,
@@ -312,7 +355,11 @@ def build_dataset(
     Parameters
     ----------
     deriv_dir
-        Derivatives with dual regression and ``rsnflow label`` done.
+        Derivatives with dual regression and ``rsnflow label`` done; or several,
+        each a cohort decomposed on its own, pooled into one dataset (their
+        subjects named ``c<n>-<label>``, ``n`` counting from 1 in the order
+        given; maps z-scored inside the voxels all their group masks share; the
+        first cohort's group maps the dataset's reference).
     dataset_dir
         Output directory: new, empty, or an rsnflow dataset replaced as a
         whole when ``overwrite`` (:func:`check_output_dir`).
@@ -331,18 +378,30 @@ def build_dataset(
     Raises
     ------
     InvalidInputError
-        No labels, no subject maps, or maps whose component count disagrees with the labels.
+        No labels, no subject maps, maps whose component count disagrees with the
+        labels, a cohort given twice, or cohorts whose group masks share too little.
     """
-    deriv, out = Path(deriv_dir), Path(dataset_dir)
-    check_output_dir(deriv, out, overwrite)
-    lpath = labels_path(deriv)
-    check_labels_current(deriv)
-    labels = pd.read_csv(lpath, sep="\t", keep_default_na=False)
-    runs = current_runs(deriv)
-    subjects = sorted({r.subject for r in runs})
+    derivs = [Path(deriv_dir)] if isinstance(deriv_dir, str | Path) else [Path(d) for d in deriv_dir]
+    out = Path(dataset_dir)
+    if not derivs:
+        raise ValueError("build_dataset needs at least one derivatives folder")
+    for i, deriv in enumerate(derivs):
+        check_output_dir(deriv, out, overwrite)
+        if deriv.resolve() in {d.resolve() for d in derivs[:i]}:
+            raise InvalidInputError(deriv, "is given twice; each cohort once")
+    cohorts = [_open_cohort(i + 1, d, len(derivs) > 1) for i, d in enumerate(derivs)]
+    deriv = cohorts[0].deriv
+    runs = [r for c in cohorts for r in c.runs]
+    subjects = sorted({c.subject(r) for c in cohorts for r in c.runs})
     if len(subjects) < 3:
         raise InvalidInputError(deriv, f"{len(subjects)} subjects with dual-regression maps; a split needs 3")
-    mask = load_nifti(group_paths(deriv)["mask"], ndim=3).get_fdata() > 0
+    mask = np.logical_and.reduce([c.mask for c in cohorts])
+    if len(cohorts) > 1 and mask.sum() < 0.8 * min(c.mask.sum() for c in cohorts):
+        raise InvalidInputError(
+            derivs[-1],
+            f"its group mask and the others share {int(mask.sum())} voxels, under 80% of the smallest "
+            "mask: not one space; check their registration",
+        )
     # By subject: every run of a subject lands on the same side of the split.
     split = subject_split(subjects, config.split, seed)
 
@@ -350,15 +409,16 @@ def build_dataset(
     remove_leftovers(out.parent, recursive=False)  # a killed build's temporary folder
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{temp_marker()}", dir=out.parent))
     try:
-        index = _write_maps(tmp / "maps.npy", deriv, runs, labels, mask, split, config.dtype)
+        index = _write_maps(tmp / "maps.npy", cohorts, mask, split, config.dtype)
         np.save(tmp / "mask.npy", mask)
         write_text(index.to_csv(sep="\t", index=False), tmp / "index.tsv")
-        manifest = _manifest(tmp, deriv, index, labels, split, config, seed)
+        manifest = _manifest(tmp, cohorts, index, split, config, seed)
         # The group maps the dataset's maps were regressed from travel with it, then with its models.
         manifest["reference"] = export_reference(deriv, tmp / REFERENCE_DIR)["sha256"]
         write_json({**manifest, **provenance(asdict(config))}, tmp / "manifest.json")
         tmp.chmod(0o755)
-        check_output_dir(deriv, out, overwrite)  # again: the folder may have changed while building
+        for d in derivs:  # again: the folder may have changed while building
+            check_output_dir(d, out, overwrite)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,7 @@ Layout (documented for users in ``derivatives/groundtruth/README.md``)::
     OUT/sub-XX/func/sub-XX_task-rest_bold.json   RepetitionTime (s)
     OUT/derivatives/groundtruth/
         dataset_description.json, README.md, sources.tsv, bad_subjects.tsv
+        variation.json                           acquisition and whole networks drawn (``vary`` only)
         sub-XX/sub-XX_motion.tsv                 trans_x..rot_z, framewise_displacement
         sub-XX/sub-XX_xfm.json                   native_to_mni (4x4), geometry, noise levels
         sub-XX/sub-XX_space-MNI152NLin2009aSym_res-4mm_desc-sources_components.nii.gz
@@ -33,6 +34,7 @@ from rsnflow.io import save_nifti, write_dataset_description, write_json, write_
 from rsnflow.log import get_logger
 from rsnflow.simulate.profiles import Profile, get_profile
 from rsnflow.simulate.subject import SimulatedSubject, simulate_subject, source_table
+from rsnflow.simulate.variation import vary_cohort
 from rsnflow.space import MNI4_AFFINE, SPACE_NAME
 from rsnflow.subjects import map_subjects
 from rsnflow.transforms import MOTION_COLUMNS, framewise_displacement
@@ -130,9 +132,12 @@ def _write_bold(bids: Path, label: str, sub: SimulatedSubject, defect: str | Non
             f.truncate(size // 2)
 
 
-def _one_subject(args: tuple[Path, Path, Profile, int, int, str, str | None, list[str]]) -> str:
-    bids, gt, profile, seed, index, label, defect, names = args
-    sub = simulate_subject(profile, seed, index)
+_Job = tuple[Path, Path, Profile, int, int, str, str | None, list[str], bool, tuple[str, ...]]
+
+
+def _one_subject(args: _Job) -> str:
+    bids, gt, profile, seed, index, label, defect, names, vary, whole = args
+    sub = simulate_subject(profile, seed, index, vary=vary, whole=whole)
     _write_bold(bids, label, sub, defect)
     _write_groundtruth(gt, label, sub, names)
     return label
@@ -154,7 +159,12 @@ Written by `rsnflow simulate` beside the raw BIDS data; no pipeline stage reads 
 - `sub-XX/sub-XX_xfm.json`: `native_to_mni`, the 4x4 affine from the native
   scanner coordinates (the NIfTI affine's world, mm) to MNI152 mm; the
   rotation, scale and translation it was built from; the median FD; the thermal
-  noise level.
+  noise level; in a varied cohort (`rsnflow simulate --vary`), the subject's
+  draws (`variation`: network amplitude, node size, noise gains, thermal noise
+  and its AR(1) coefficient, cardiac and respiratory rates).
+- `variation.json` (varied cohorts only): the acquisition drawn for the cohort
+  (TR, voxel size, grid, volumes) and `whole_networks`, the parent networks
+  whose sub-networks share one time course.
 - `sub-XX/sub-XX_space-MNI152NLin2009aSym_res-4mm_desc-sources_components.nii.gz`:
   the subject's true source maps on the 45x54x45 MNI grid (peak-scaled weights).
 - `sub-XX/sub-XX_desc-sources_timeseries.tsv`: the sources' time courses as
@@ -204,6 +214,7 @@ def simulate_cohort(
     bad_subjects: Sequence[str] = (),
     n_jobs: int = 1,
     n_volumes: int | None = None,
+    vary: bool = False,
 ) -> CohortResult:
     """Simulate a cohort and write it as BIDS with ground truth.
 
@@ -224,6 +235,10 @@ def simulate_cohort(
         Worker processes.
     n_volumes
         Volumes per run (default: the profile's).
+    vary
+        Domain randomisation (:mod:`rsnflow.simulate.variation`): the cohort's
+        TR, voxel size and whole networks are drawn from the seed, and each
+        subject's amplitudes and noise models; ``False`` writes the profile as is.
 
     Returns
     -------
@@ -240,6 +255,10 @@ def simulate_cohort(
         if n_volumes < 3:
             raise ValueError(f"n_volumes must be at least 3, got {n_volumes}")
         prof = dataclasses.replace(prof, n_volumes=int(n_volumes))
+    whole: tuple[str, ...] = ()
+    if vary:
+        varied = vary_cohort(prof, seed)
+        prof, whole = varied.profile, varied.whole
     n = prof.n_subjects if n_subjects is None else int(n_subjects)
     if n < 1:
         raise ValueError(f"n_subjects must be at least 1, got {n}")
@@ -255,9 +274,12 @@ def simulate_cohort(
     names = list(source_table()["name"])
 
     _write_metadata(bids, gt, prof, seed, labels, defects)
+    if vary:
+        acquisition = {k: getattr(prof, k) for k in ("tr", "voxel_mm", "shape", "n_volumes")}
+        write_json({**acquisition, "whole_networks": list(whole)}, gt / "variation.json")
     bad = {lab: d for lab, d in zip(labels, defects, strict=True) if d is not None}
     jobs = [
-        (bids, gt, prof, seed, i, lab, d, names)
+        (bids, gt, prof, seed, i, lab, d, names, vary, whole)
         for i, (lab, d) in enumerate(zip(labels, defects, strict=True))
     ]
     log.info("simulating %d subjects (%s profile, seed %d) into %s", total, prof.name, seed, bids)

@@ -14,7 +14,8 @@ field, and thermal noise is added in the complex domain (magnitude image).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from rsnflow.resample import grid_points, sample
 from rsnflow.simulate.anatomy import EPI_CONTRAST, Anatomy, load_anatomy
 from rsnflow.simulate.profiles import Profile
 from rsnflow.simulate.signals import band_limited, head_motion
+from rsnflow.simulate.variation import SubjectVariation, aliased_physiology, ar1_in_time, vary_subject
 from rsnflow.transforms import framewise_displacement, rigid_matrix
 
 __all__ = ["SimulatedSubject", "simulate_subject", "source_table"]
@@ -134,14 +136,14 @@ def _subject_to_mni(rng: np.random.Generator) -> tuple[NDArray[np.float64], dict
     return m, {"rotation_deg": np.rad2deg(angles), "scale": scale, "translation_mm": shift}
 
 
-def _spatial_maps(rng: np.random.Generator, anat: Anatomy) -> NDArray[np.float32]:
+def _spatial_maps(rng: np.random.Generator, anat: Anatomy, extent_scale: float = 1.0) -> NDArray[np.float32]:
     tax = load_taxonomy()
     n_net = len(tax.network_labels)
     # Column-major: each map is written whole into one column (row-major strided every write).
     maps = np.zeros((anat.n_active, n_net + len(NOISE_SOURCES)), dtype=np.float32, order="F")
     for k, label in enumerate(tax.network_labels):
         nodes = tax.nodes(label) + rng.normal(0.0, 2.5, (len(tax.nodes(label)), 3))
-        sigma = tax.extent(label) * rng.uniform(0.85, 1.15)
+        sigma = tax.extent(label) * rng.uniform(0.85, 1.15) * extent_scale
         values = anat.node_map(nodes, sigma) * anat.gm
         maps[:, k] = values / max(float(values.max()), 1e-6) * rng.uniform(0.7, 1.3)
     for j, (_, kind, _, _) in enumerate(NOISE_SOURCES):
@@ -162,7 +164,13 @@ def _spatial_maps(rng: np.random.Generator, anat: Anatomy) -> NDArray[np.float32
 
 
 def _time_courses(
-    rng: np.random.Generator, n: int, tr: float, motion: NDArray[np.float64]
+    rng: np.random.Generator,
+    n: int,
+    tr: float,
+    motion: NDArray[np.float64],
+    whole: Sequence[str] = (),
+    variation: SubjectVariation | None = None,
+    physiology: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     tax = load_taxonomy()
     networks = [tax.parent(lab) for lab in tax.network_labels]
@@ -170,13 +178,18 @@ def _time_courses(
     shared = dict(zip(parents, band_limited(rng, n, tr, 0.01, 0.1, len(parents)), strict=True))
     glob = band_limited(rng, n, tr, 0.01, 0.1)[0]
     own = band_limited(rng, n, tr, 0.01, 0.1, len(networks))
+    # A whole network's sub-networks have no time course of their own: they move as one.
+    own[[p in whole for p in networks]] = 0.0
     # Correlated within a network (~0.3) and weakly across networks (~0.04).
     tc = 0.55 * np.stack([shared[p] for p in networks]) + 0.8 * own + 0.2 * glob
     tc = (tc - tc.mean(1, keepdims=True)) / tc.std(1, keepdims=True)
-    rows = [NETWORK_AMPLITUDE * tc]
+    amplitude = NETWORK_AMPLITUDE if variation is None else variation.network_amplitude
+    rows = [amplitude * tc]
     t = np.linspace(-1, 1, n)
     fd = framewise_displacement(motion)
-    for _, kind, (lo, hi), amp in NOISE_SOURCES:
+    for j, (_, kind, (lo, hi), amp) in enumerate(NOISE_SOURCES):
+        if variation is not None:
+            amp *= variation.noise_gain[j]
         if kind == "edge":
             x = fd + 0.2 * np.abs(motion[:, :3]).sum(1)
             sig = (x - x.mean()) / max(x.std(), 1e-9)
@@ -185,6 +198,9 @@ def _time_courses(
             sig = coef[0] * t + coef[1] * (t**2 - 1 / 3)
         else:
             sig = band_limited(rng, n, tr, lo, hi)[0]
+        if physiology is not None and variation is not None and kind in ("csf", "vessel"):
+            w = variation.physiology
+            sig = np.sqrt(1 - w * w) * sig + w * physiology
         rows.append(amp * np.atleast_2d(sig))
     return np.concatenate(rows, axis=0)
 
@@ -266,14 +282,21 @@ def _drawn_like(
     return out
 
 
-def _add_rician_noise(bold: NDArray[np.float32], sigma: float, rng: np.random.Generator) -> None:
-    """Thermal noise in the complex domain, magnitude taken: ``|S + n_re + i n_im|``, in place."""
+def _add_rician_noise(
+    bold: NDArray[np.float32], sigma: float, rng: np.random.Generator, ar: float = 0.0
+) -> None:
+    """Thermal noise in the complex domain, magnitude taken: ``|S + n_re + i n_im|``, in place.
+
+    ``ar``: the AR(1) coefficient of each noise channel in time (0: white).
+    """
     # In place and in float32: a beijing run is 120 MB per copy.
     noise = _drawn_like(bold, rng)
+    ar1_in_time(noise, ar)
     noise *= sigma
     bold += noise
     np.square(bold, out=bold)
     _drawn_like(bold, rng, out=noise)
+    ar1_in_time(noise, ar)
     noise *= sigma
     np.square(noise, out=noise)
     bold += noise
@@ -288,6 +311,8 @@ def simulate_subject(
     chunk: int = 16,
     fluctuations: bool = True,
     motion_scale: float = 1.0,
+    vary: bool = False,
+    whole: Sequence[str] = (),
 ) -> SimulatedSubject:
     """Simulate one subject of a cohort.
 
@@ -310,6 +335,13 @@ def simulate_subject(
         those of the full subject.
     motion_scale
         Multiplies the head motion (a stress test for motion correction).
+    vary
+        Draw the subject's network amplitude, node sizes, noise amplitudes,
+        thermal noise and physiological cycles
+        (:func:`~rsnflow.simulate.variation.vary_subject`), from a stream of
+        their own: the rest of the subject is drawn as without.
+    whole
+        Parent networks whose sub-networks share one time course.
 
     Returns
     -------
@@ -319,14 +351,23 @@ def simulate_subject(
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     anat = load_anatomy()
     n = profile.n_volumes
+    variation = vary_subject(seed, index, len(NOISE_SOURCES)) if vary else None
+    physiology = None
+    if variation is not None:
+        phys_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, 1)))
+        physiology = aliased_physiology(
+            phys_rng, n, profile.tr, variation.cardiac_hz, variation.respiration_hz
+        )
     to_mni, geometry = _subject_to_mni(rng)
     median_fd = float(rng.uniform(0.07, 0.25))
     motion = head_motion(rng, n, median_fd) * motion_scale
-    maps = _spatial_maps(rng, anat)
-    coeffs = _time_courses(rng, n, profile.tr, motion)
+    maps = _spatial_maps(rng, anat, 1.0 if variation is None else variation.extent_scale)
+    coeffs = _time_courses(rng, n, profile.tr, motion, whole, variation, physiology)
     if not fluctuations:
         coeffs = np.zeros_like(coeffs)
     tsnr_thermal = float(rng.uniform(70.0, 130.0))
+    if variation is not None:
+        tsnr_thermal = variation.thermal_tsnr
     bias = _bias_field(rng, profile.shape)
 
     aff = native_affine(profile)
@@ -337,7 +378,7 @@ def simulate_subject(
     bold *= bias[..., None]
     sigma = EPI_CONTRAST["gm"] / tsnr_thermal
     if fluctuations:
-        _add_rician_noise(bold, sigma, rng)
+        _add_rician_noise(bold, sigma, rng, 0.0 if variation is None else variation.thermal_ar)
 
     info = {
         **{k: np.asarray(v).tolist() for k, v in geometry.items()},
@@ -345,6 +386,10 @@ def simulate_subject(
         "thermal_tsnr_gm": tsnr_thermal,
         "thermal_sigma": sigma,
     }
+    if variation is not None:
+        info["variation"] = asdict(variation)
+    if whole:
+        info["whole_networks"] = list(whole)
     return SimulatedSubject(
         bold=bold,
         affine=aff,
