@@ -42,9 +42,11 @@ def _run(argv: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def _finished(model_dir: Path, epochs: int) -> bool:
+def _finished(model_dir: Path, epochs: int, lr: float) -> bool:
+    """A model trained for these epochs at this learning rate (another is trained again)."""
     meta = model_dir / "model.json"
-    return meta.is_file() and json.loads(meta.read_text()).get("params", {}).get("epochs") == epochs
+    params = json.loads(meta.read_text()).get("params", {}) if meta.is_file() else {}
+    return params.get("epochs") == epochs and float(params.get("lr", "nan")) == lr
 
 
 def main_bench() -> None:
@@ -62,7 +64,7 @@ def main_bench() -> None:
     paper.write_text(f"train:\n  noise_maps: 0.0\n  whole_networks: 0.0\n  lr: {args.lr!r}\n")
     for arch in args.archs:
         model_dir = args.out / arch
-        if _finished(model_dir, args.epochs):
+        if _finished(model_dir, args.epochs, args.lr):
             print(f"{arch}: already trained for {args.epochs} epochs in {model_dir}")
             continue
         # the paper's settings: only the maps of the decomposition, none made up

@@ -141,10 +141,11 @@ def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--n-jobs", dest="sim_jobs", type=int, default=1, help="subjects simulated in parallel")
     p.add_argument(
         "--vary",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
         help="domain randomisation: draw the TR, voxel size and whole networks of the cohort, "
-        "and each subject's amplitudes and noise models, from the seed",
+        "and each subject's amplitudes and noise models, from the seed (the run keeps its length in "
+        "seconds: --volumes times the profile's TR)",
     )
     p.add_argument(
         "--figures",

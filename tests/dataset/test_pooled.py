@@ -44,9 +44,11 @@ def test_two_model_orders_pool_into_one_dataset(
     assert [c["n_components"] for c in manifest["cohorts"]] == [100, 40]
     assert sorted(set(index["cohort"])) == [1, 2]
     assert index.loc[index["cohort"] == 2, "subject"].str.startswith("c2-").all()
-    assert manifest["n_subjects"] == 16
-    # a pooled subject is on one side of the split; every split has both cohorts' maps in it
-    assert (index.groupby("subject")["split"].nunique() == 1).all()
+    # the two cohorts are the same 8 people (one BIDS source): a person is on one side of the split
+    assert manifest["n_subjects"] == 8
+    assert {c["bids"] for c in manifest["cohorts"]} == {str(tiny_group["cohort"].bids_dir.resolve())}
+    person = index["subject"].str.removeprefix("c1-").str.removeprefix("c2-")
+    assert (index.groupby(person)["split"].nunique() == 1).all()
     assert all(set(index.loc[index["split"] == sp, "cohort"]) == {1, 2} for sp in SPLITS)
     # the same runs, the same mask: cohort 1's maps are the single-cohort dataset's, row for row
     single = np.load(tiny_dataset / "maps.npy", mmap_mode="r")

@@ -70,6 +70,18 @@ def test_an_order_the_tiny_runs_cannot_hold_is_refused_at_the_start() -> None:
         fit_order_to_profile(config)
 
 
+def test_a_varied_cohort_is_checked_against_the_volumes_its_drawn_tr_gives() -> None:
+    from kfp_pipelines.local import fit_order_to_profile
+
+    # demo runs of 120 volumes at TR 2 s (240 s): seed 3 draws a TR that gives 94, seed 4 one that gives 202
+    sim = {"profile": "demo", "volumes": 120, "vary": True}
+    ok = load_config(overrides={"simulate": sim, "ica": {"order": 95}, "seed": 4})
+    assert fit_order_to_profile(ok) is ok
+    short = load_config(overrides={"simulate": sim, "ica": {"order": 95}, "seed": 3})
+    with pytest.raises(ConfigError, match=r"^ica\.order: 95 components need runs of more than 96 volumes"):
+        fit_order_to_profile(short)
+
+
 def _artifact(path: Path, **metadata: str):
     from kfp.dsl import Dataset
 

@@ -112,3 +112,6 @@ def test_varied_cohort_writes_its_acquisition(tmp_path: Path) -> None:
         json.dumps(vary_subject(2, 0, len(xfm["variation"]["noise_gain"])).__dict__)
     )
     assert pd.read_csv(res.bids_dir / "participants.tsv", sep="\t").shape[0] == 1
+    # simulated over without --vary: the record of the varied acquisition goes with it
+    simulate_cohort(tmp_path / "bids", profile="tiny", seed=2, n_subjects=1, n_volumes=20)
+    assert not (res.groundtruth_dir / "variation.json").exists()

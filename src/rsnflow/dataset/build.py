@@ -14,9 +14,11 @@ into place at the end, so a reader never sees half a dataset.
 A dataset may pool several cohorts, each decomposed on its own (its own group
 ICA, model order and labels): varied acquisitions and model orders widen what
 a classifier learns (issue #19). Their maps are z-scored inside the mask all
-of them share, the one the model reads at inference; subjects are split per
-pooled subject (``c<cohort>-<label>``), and the first cohort's group maps are
-the dataset's reference.
+of them share, the one the model reads at inference; subjects are named
+``c<cohort>-<label>``, split by person (cohorts made from one BIDS dataset hold
+the same people: one side of the split each, whichever cohort) and per source
+(every source in every split); the first cohort's group maps are the dataset's
+reference.
 """
 
 from __future__ import annotations
@@ -212,6 +214,7 @@ class _Cohort:
     labels: pd.DataFrame
     mask: NDArray[np.bool_]
     pooled: bool  # more than one cohort: subjects are named c<number>-<label>
+    source: str  # the BIDS dataset it was made from: cohorts of one source hold the same people
 
     def subject(self, run: RunId) -> str:
         return f"c{self.number}-{run.subject}" if self.pooled else run.subject
@@ -220,11 +223,53 @@ class _Cohort:
         return f"c{self.number}-{run}" if self.pooled else str(run)
 
 
+def _source(deriv: Path) -> str:
+    """The BIDS dataset a derivatives folder was made from (``SourceDatasets``), else the folder."""
+    try:
+        sources = json.loads((deriv / "dataset_description.json").read_text()).get("SourceDatasets", [])
+        url = next((str(s["URL"]) for s in sources if isinstance(s, dict) and s.get("URL")), "")
+    except (OSError, ValueError, AttributeError):
+        url = ""
+    if not url:
+        return str(deriv.resolve())
+    return url if "://" in url else str(Path(url).resolve())
+
+
 def _open_cohort(number: int, deriv: Path, pooled: bool) -> _Cohort:
     check_labels_current(deriv)
     labels = pd.read_csv(labels_path(deriv), sep="\t", keep_default_na=False)
     mask = load_nifti(group_paths(deriv)["mask"], ndim=3).get_fdata() > 0
-    return _Cohort(number, deriv, current_runs(deriv), labels, mask, pooled)
+    return _Cohort(number, deriv, current_runs(deriv), labels, mask, pooled, _source(deriv))
+
+
+def _overlap(cohort: _Cohort, others: list[_Cohort]) -> float:
+    """The share of the smaller of a cohort's mask and the others' common mask that both hold."""
+    common = np.logical_and.reduce([o.mask for o in others])
+    return float((cohort.mask & common).sum() / max(1, min(cohort.mask.sum(), common.sum())))
+
+
+def _people_split(
+    cohorts: list[_Cohort], fractions: Sequence[float], seed: int
+) -> tuple[dict[str, str], int]:
+    """Each dataset subject's split, and the number of people behind them.
+
+    Two cohorts made from one BIDS dataset (two model orders, say) hold the
+    same people: a person is one side of the split whichever cohort their maps
+    come from. The people of each source are split on their own, so every
+    source (and its labels) is in every split.
+    """
+    people: dict[str, list[_Cohort]] = {}
+    for c in cohorts:
+        people.setdefault(c.source, []).append(c)
+    side: dict[tuple[str, str], str] = {}
+    for source, members in people.items():
+        subjects = sorted({r.subject for c in members for r in c.runs})
+        if len(subjects) < 3:
+            raise InvalidInputError(
+                members[0].deriv, f"{len(subjects)} subjects with dual-regression maps; a split needs 3"
+            )
+        side.update({(source, s): a for s, a in subject_split(subjects, fractions, seed).items()})
+    return {c.subject(r): side[(c.source, r.subject)] for c in cohorts for r in c.runs}, len(side)
 
 
 def _write_maps(
@@ -278,12 +323,12 @@ def _manifest(
     cohorts: list[_Cohort],
     index: pd.DataFrame,
     split: dict[str, str],
+    n_people: int,
     config: DatasetConfig,
     seed: int,
 ) -> dict[str, Any]:
     """The dataset's manifest: shape, classes, split, class weights and the SHA-256 of every file."""
     taxonomy = load_taxonomy()
-    subjects = sorted(split)
     ks = [len(c.labels) for c in cohorts]
     n_runs = sum(len(c.runs) for c in cohorts)
     train = index[index["split"] == "train"]
@@ -297,7 +342,7 @@ def _manifest(
         "n_samples": len(index),
         "shape": [len(index), *MNI4_SHAPE],
         "dtype": config.dtype,
-        "n_subjects": len(subjects),
+        "n_subjects": n_people,
         "n_runs": n_runs,
         "n_components": ks[0] if len(cohorts) == 1 else ks,
         "maps": "dual-regression stage-2 maps (desc-dr_components)",
@@ -329,6 +374,7 @@ def _manifest(
             {
                 "cohort": c.number,
                 "source": str(c.deriv.resolve()),
+                "bids": c.source,
                 "n_components": len(c.labels),
                 "n_runs": len(c.runs),
                 "labels_sha256": sha256_file(labels_path(c.deriv)),
@@ -392,18 +438,16 @@ def build_dataset(
     cohorts = [_open_cohort(i + 1, d, len(derivs) > 1) for i, d in enumerate(derivs)]
     deriv = cohorts[0].deriv
     runs = [r for c in cohorts for r in c.runs]
-    subjects = sorted({c.subject(r) for c in cohorts for r in c.runs})
-    if len(subjects) < 3:
-        raise InvalidInputError(deriv, f"{len(subjects)} subjects with dual-regression maps; a split needs 3")
+    # By person: every run of a subject, from any cohort of its source, lands on one side.
+    split, n_people = _people_split(cohorts, config.split, seed)
     mask = np.logical_and.reduce([c.mask for c in cohorts])
     if len(cohorts) > 1 and mask.sum() < 0.8 * min(c.mask.sum() for c in cohorts):
+        worst = min(cohorts, key=lambda c: _overlap(c, [o for o in cohorts if o is not c]))
         raise InvalidInputError(
-            derivs[-1],
-            f"its group mask and the others share {int(mask.sum())} voxels, under 80% of the smallest "
+            worst.deriv,
+            f"its group mask and the others' share {int(mask.sum())} voxels, under 80% of the smallest "
             "mask: not one space; check their registration",
         )
-    # By subject: every run of a subject lands on the same side of the split.
-    split = subject_split(subjects, config.split, seed)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out.parent, recursive=False)  # a killed build's temporary folder
@@ -412,7 +456,7 @@ def build_dataset(
         index = _write_maps(tmp / "maps.npy", cohorts, mask, split, config.dtype)
         np.save(tmp / "mask.npy", mask)
         write_text(index.to_csv(sep="\t", index=False), tmp / "index.tsv")
-        manifest = _manifest(tmp, cohorts, index, split, config, seed)
+        manifest = _manifest(tmp, cohorts, index, split, n_people, config, seed)
         # The group maps the dataset's maps were regressed from travel with it, then with its models.
         manifest["reference"] = export_reference(deriv, tmp / REFERENCE_DIR)["sha256"]
         write_json({**manifest, **provenance(asdict(config))}, tmp / "manifest.json")
@@ -427,7 +471,7 @@ def build_dataset(
         "dataset: %d maps of %d runs of %d subjects (%s) in %s",
         len(index),
         len(runs),
-        len(subjects),
+        n_people,
         ", ".join(f"{sp} {manifest['split']['samples'][sp]}" for sp in SPLITS),
         out,
     )

@@ -16,7 +16,9 @@ def subject_split(subjects: Sequence[str], fractions: Sequence[float], seed: int
 
     Every subject carries one map per group component and the labels belong to
     the group components, so every subject holds the same label multiset: a
-    split by subject is stratified exactly, whatever subjects it draws.
+    split by subject is stratified exactly, whatever subjects it draws. (A
+    dataset pooling cohorts splits each source's people on its own, so each
+    source's labels are in every split.)
 
     Parameters
     ----------

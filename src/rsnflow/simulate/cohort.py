@@ -277,6 +277,8 @@ def simulate_cohort(
     if vary:
         acquisition = {k: getattr(prof, k) for k in ("tr", "voxel_mm", "shape", "n_volumes")}
         write_json({**acquisition, "whole_networks": list(whole)}, gt / "variation.json")
+    else:  # a varied cohort simulated over: its acquisition is no longer this one
+        (gt / "variation.json").unlink(missing_ok=True)
     bad = {lab: d for lab, d in zip(labels, defects, strict=True) if d is not None}
     jobs = [
         (bids, gt, prof, seed, i, lab, d, names, vary, whole)
