@@ -255,7 +255,9 @@ def _write(
 
 def _one(args: tuple[int, int, Path, str]) -> str:
     seed, index, out, label = args
-    simulate_subject(_head(), seed, index, out, label)
+    # the transform is written last: a subject that has it is whole (a rerun after a kill skips it)
+    if not (out / "derivatives" / "groundtruth" / f"sub-{label}" / f"sub-{label}_xfm.json").exists():
+        simulate_subject(_head(), seed, index, out, label)
     return label
 
 
@@ -279,9 +281,6 @@ def simulate(out: Path, n_subjects: int, seed: int, n_jobs: int = 1) -> None:
     )
     (out / "task-rest_bold.json").write_text(json.dumps({"TaskName": "rest"}))
     labels = [f"{i + 1:02d}" for i in range(n_subjects)]
-    pd.DataFrame({"participant_id": [f"sub-{x}" for x in labels]}).to_csv(
-        out / "participants.tsv", sep="\t", index=False
-    )
     gt = out / "derivatives" / "groundtruth"
     gt.mkdir(parents=True, exist_ok=True)
     (gt / "dataset_description.json").write_text(
@@ -304,6 +303,10 @@ def simulate(out: Path, n_subjects: int, seed: int, n_jobs: int = 1) -> None:
         done = get_context("spawn").Pool(n_jobs).imap(_one, jobs)
     for label in done:
         print(f"sub-{label} written", flush=True)
+    # last: a cohort with participants.tsv is whole (the bench resimulates one killed half-way)
+    pd.DataFrame({"participant_id": [f"sub-{x}" for x in labels]}).to_csv(
+        out / "participants.tsv", sep="\t", index=False
+    )
 
 
 def main() -> None:
