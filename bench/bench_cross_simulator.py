@@ -23,6 +23,12 @@ for the classifier and, beside it, rsnflow's automatic template labeller.
 Usage::
 
     python bench/bench_cross_simulator.py WORK [--model MODEL_DIR --dataset ITS_DATASET] [--subjects 12]
+    python bench/bench_cross_simulator.py WORK --varied 2
+
+``--varied N`` trains the MLP on cohort A pooled with N cohorts of rsnflow's
+simulator under domain randomisation (``rsnflow simulate --vary``: TR, voxel
+size, whole networks, amplitudes, noise models; model orders 100 and 40 in
+turn) instead of A alone.
 
 With ``--dataset`` (implied when the bench trains the model) it also scores the
 served answers on that dataset's test split: accuracy, share abstained, ECE.
@@ -61,11 +67,11 @@ def _cli(*argv: str) -> float:
     return time.perf_counter() - t0
 
 
-def decompose(bids: Path, deriv: Path, n_jobs: int) -> dict[str, float]:
+def decompose(bids: Path, deriv: Path, n_jobs: int, order: int = 100) -> dict[str, float]:
     """Preprocess, group ICA, dual regression and automatic labels; seconds per stage."""
     return {
         "preprocess": _cli("preprocess", str(bids), str(deriv), "--n-jobs", str(n_jobs)),
-        "group-ica": _cli("group-ica", str(deriv)),
+        "group-ica": _cli("group-ica", str(deriv), "--order", str(order)),
         "dual-regression": _cli("dual-regression", str(deriv), "--n-jobs", str(n_jobs)),
         "label": _cli("label", str(deriv)),
     }
@@ -83,6 +89,33 @@ def train_model(work: Path, n_jobs: int, epochs: int) -> Path:
     _cli("dataset", str(a / "deriv"), str(a / "dataset"))
     _cli("train", str(a / "dataset"), str(model), "--arch", "mlp", "--epochs", str(epochs), "--no-tracking")
     return model
+
+
+def pooled_model(work: Path, n_varied: int, n_jobs: int, epochs: int) -> tuple[Path, Path]:
+    """Cohort A pooled with ``n_varied`` varied cohorts of rsnflow's simulator, and an MLP trained on it.
+
+    Cohort ``A<i+1>`` is ``rsnflow --seed i simulate --profile demo --vary``
+    decomposed at model order 100 (i odd) or 40 (i even); ``P<N>/dataset`` pools
+    A and them (``rsnflow dataset A/deriv A2/deriv ... P<N>/dataset``).
+    """
+    derivs = [work / "A" / "deriv"]
+    for i in range(1, n_varied + 1):
+        c = work / f"A{i + 1}"
+        if not (c / "bids" / "participants.tsv").exists():
+            argv = ["--seed", str(i), "simulate", str(c / "bids"), "--profile", "demo", "--vary"]
+            _cli(*argv, "--n-jobs", str(n_jobs))
+        if not group_paths(c / "deriv")["labels"].exists():
+            decompose(c / "bids", c / "deriv", n_jobs, order=100 if i % 2 else 40)
+        derivs.append(c / "deriv")
+    p = work / f"P{n_varied}"
+    if not (p / "dataset" / "manifest.json").exists():
+        _cli("dataset", *map(str, derivs), str(p / "dataset"))
+    model = p / "models" / "mlp"
+    if not (model / "model.json").exists():
+        _cli(
+            "train", str(p / "dataset"), str(model), "--arch", "mlp", "--epochs", str(epochs), "--no-tracking"
+        )
+    return model, p / "dataset"
 
 
 def source_truth(bids: Path, zmaps: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
@@ -177,10 +210,19 @@ def main_bench() -> None:
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--dataset", type=Path, default=None, help="the model's dataset: its test split too")
+    ap.add_argument(
+        "--varied",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train on cohort A pooled with N varied cohorts of rsnflow's simulator (domain randomisation)",
+    )
     args = ap.parse_args()
     model = args.model or train_model(args.work, args.n_jobs, args.epochs)
     if args.model is None:
         args.dataset = args.work / "A" / "dataset"
+        if args.varied:
+            model, args.dataset = pooled_model(args.work, args.varied, args.n_jobs, args.epochs)
     b = args.work / "B"
     times: dict[str, float] = {}
     if not (b / "bids" / "participants.tsv").exists():
