@@ -82,8 +82,10 @@ class SubjectVariation:
         AR(1) coefficient of the thermal noise in time (0: white).
     physiology : float
         Share of aliased cardiac and respiratory cycles in the CSF and vessel sources.
-    cardiac_hz, respiration_hz : float
-        Heart and breathing rates.
+    cardiac_hz : float
+        Heart rate (Hz).
+    respiration_hz : float
+        Breathing rate (Hz).
     """
 
     network_amplitude: float
@@ -169,6 +171,24 @@ def aliased_physiology(
     Each rate wanders by a few percent over the run (a random walk of its
     phase); sampling at the TR folds it to ``|f - k / TR|`` as a scanner does,
     so the same heart rate gives a different apparent frequency at each TR.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the phases and their wander.
+    n : int
+        Volumes.
+    tr : float
+        Repetition time (s).
+    cardiac_hz : float
+        Heart rate (Hz).
+    respiration_hz : float
+        Breathing rate (Hz).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` float64, zero mean and unit variance.
     """
     t = np.arange(n) * tr
     out = np.zeros(n)
@@ -185,6 +205,13 @@ def ar1_in_time(noise: NDArray[np.float32], phi: float) -> None:
 
     ``e[t] = phi * e[t - 1] + sqrt(1 - phi**2) * w[t]``: volume by volume, so
     that a column-major run (each volume contiguous) is never copied.
+
+    Parameters
+    ----------
+    noise : numpy.ndarray
+        White noise of unit variance, time last; overwritten.
+    phi : float
+        AR(1) coefficient in ``[0, 1)``; 0 leaves the noise white.
     """
     if phi == 0.0:
         return
