@@ -69,15 +69,11 @@ def fit_order_to_profile(config: Config) -> Config:
     """
     from rsnflow.config import default_config_dict
     from rsnflow.ica.dr_cohort import check_order_fits
-    from rsnflow.simulate.profiles import get_profile
-    from rsnflow.simulate.variation import vary_cohort
+    from rsnflow.simulate.cohort import cohort_profile
 
-    profile = get_profile(config.simulate.profile)
-    if config.simulate.volumes:
-        profile = dataclasses.replace(profile, n_volumes=config.simulate.volumes)
-    if config.simulate.vary:  # the run's seconds are kept, its TR drawn: the volumes are the varied ones
-        profile = vary_cohort(profile, config.seed).profile
-    volumes = profile.n_volumes
+    sim = config.simulate
+    # a varied cohort keeps the run's seconds and draws its TR: the volumes are the drawn ones
+    volumes = cohort_profile(sim.profile, sim.volumes or None, sim.vary, config.seed)[0].n_volumes
     order = config.ica.order
     if isinstance(order, int) and volumes <= order + 1 and order == default_config_dict()["ica"]["order"]:
         fitted = volumes // 3

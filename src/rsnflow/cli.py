@@ -606,9 +606,8 @@ def _cmd_classify(args: argparse.Namespace, config: Any) -> int:
 def _cmd_dataset(args: argparse.Namespace, config: Any) -> int:
     from rsnflow.dataset import build_dataset
 
-    derivs = args.deriv_dir[0] if len(args.deriv_dir) == 1 else args.deriv_dir
     manifest = build_dataset(
-        derivs, args.dataset_dir, config.dataset, seed=config.seed, overwrite=args.overwrite
+        args.deriv_dir, args.dataset_dir, config.dataset, seed=config.seed, overwrite=args.overwrite
     )
     samples = manifest["split"]["samples"]
     print(

@@ -39,7 +39,7 @@ from rsnflow.space import MNI4_AFFINE, SPACE_NAME
 from rsnflow.subjects import map_subjects
 from rsnflow.transforms import MOTION_COLUMNS, framewise_displacement
 
-__all__ = ["BAD_KINDS", "CohortResult", "simulate_cohort"]
+__all__ = ["BAD_KINDS", "CohortResult", "cohort_profile", "simulate_cohort"]
 
 log = get_logger(__name__)
 
@@ -206,6 +206,40 @@ def _write_metadata(
     write_text(bad_table.to_csv(sep="\t", index=False), gt / "bad_subjects.tsv")
 
 
+def cohort_profile(
+    profile: str, n_volumes: int | None = None, vary: bool = False, seed: int = 0
+) -> tuple[Profile, tuple[str, ...]]:
+    """The acquisition a cohort is simulated with, and the networks it moves whole.
+
+    Parameters
+    ----------
+    profile : str
+        Profile name.
+    n_volumes : int or None, default=None
+        Volumes per run (default: the profile's); a varied cohort keeps this
+        many times the profile's TR in seconds.
+    vary : bool, default=False
+        Draw the acquisition and whole networks from ``seed``
+        (:func:`rsnflow.simulate.variation.vary_cohort`).
+    seed : int, default=0
+        The cohort seed.
+
+    Returns
+    -------
+    tuple
+        The profile and the parent networks whose sub-networks share one time course.
+    """
+    prof = get_profile(profile)
+    if n_volumes is not None:
+        if n_volumes < 3:
+            raise ValueError(f"n_volumes must be at least 3, got {n_volumes}")
+        prof = dataclasses.replace(prof, n_volumes=int(n_volumes))
+    if not vary:
+        return prof, ()
+    varied = vary_cohort(prof, seed)
+    return varied.profile, varied.whole
+
+
 def simulate_cohort(
     out_dir: str | Path,
     profile: str = "demo",
@@ -250,15 +284,7 @@ def simulate_cohort(
     ValueError
         For an unknown profile or defect, ``n_volumes`` below 3 or ``n_subjects`` below 1.
     """
-    prof = get_profile(profile)
-    if n_volumes is not None:
-        if n_volumes < 3:
-            raise ValueError(f"n_volumes must be at least 3, got {n_volumes}")
-        prof = dataclasses.replace(prof, n_volumes=int(n_volumes))
-    whole: tuple[str, ...] = ()
-    if vary:
-        varied = vary_cohort(prof, seed)
-        prof, whole = varied.profile, varied.whole
+    prof, whole = cohort_profile(profile, n_volumes, vary, seed)
     n = prof.n_subjects if n_subjects is None else int(n_subjects)
     if n < 1:
         raise ValueError(f"n_subjects must be at least 1, got {n}")
