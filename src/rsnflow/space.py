@@ -28,6 +28,7 @@ __all__ = [
     "MNI4_SHAPE",
     "SPACE_NAME",
     "cache_dir",
+    "grid_data",
     "load_brain_mask",
     "load_template",
     "load_tissue_probabilities",
@@ -159,6 +160,41 @@ def resample_to_grid(
             copy_header=True,
         )
     return nib.Nifti1Image(np.asarray(out.dataobj, dtype=np.float32), MNI4_AFFINE)
+
+
+def grid_data(img: nib.spatialimages.SpatialImage) -> NDArray[np.float32]:
+    """An MNI-space image's data on the MNI 4 mm grid, as the grid's arrays index it.
+
+    A 45x54x45 array is not on the grid because of its shape: fMRIPrep and
+    nilearn write MNI images right-to-left (``+x``, RAS) where this grid runs
+    left-to-right (``-4``, LAS, FSL's order), and reading such an array as is
+    mirrors left and right. An image whose affine is the grid's is read as is;
+    one on the same voxel centres in another axis order or direction is
+    reoriented exactly (nibabel's orientation transforms); any other is
+    resampled (:func:`resample_to_grid`).
+
+    Parameters
+    ----------
+    img : nibabel.spatialimages.SpatialImage
+        A 3D or 4D image in MNI space (world mm).
+
+    Returns
+    -------
+    ndarray
+        float32 ``(45, 54, 45[, T])``.
+    """
+    from nibabel import orientations
+
+    if img.shape[:3] == MNI4_SHAPE and np.allclose(img.affine, MNI4_AFFINE, atol=1e-3):
+        return np.asarray(img.dataobj, dtype=np.float32)
+    ornt = orientations.ornt_transform(
+        orientations.io_orientation(img.affine), orientations.io_orientation(MNI4_AFFINE)
+    )
+    flipped = img.affine @ orientations.inv_ornt_aff(ornt, img.shape[:3])
+    shape = tuple(int(img.shape[int(a)]) for a in ornt[:, 0].argsort())
+    if shape == MNI4_SHAPE and np.allclose(flipped, MNI4_AFFINE, atol=1e-3):
+        return orientations.apply_orientation(np.asarray(img.dataobj, dtype=np.float32), ornt)
+    return np.asarray(resample_to_grid(img).dataobj)
 
 
 def _cached(name: str, build: Callable[[], nib.Nifti1Image]) -> nib.Nifti1Image:

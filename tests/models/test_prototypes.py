@@ -65,6 +65,23 @@ def test_the_threshold_keeps_the_asked_share_of_right_network_maps() -> None:
     assert atypical_threshold(sim, wrong, y, classes) == 0.0  # nothing right: no gate
 
 
+def test_the_threshold_sits_halfway_between_right_network_maps_and_noise() -> None:
+    rng = np.random.default_rng(3)
+    classes = ["DMN-A", "VISUAL-B", "Noise"]
+    y = np.repeat([0, 1, 2], 400)
+    probs = np.eye(3)[y]
+    sim = np.zeros((len(y), 3))
+    sim[y < 2, y[y < 2]] = rng.uniform(0.2, 0.8, 800)  # right network maps: 0.2 and up
+    sim[y == 2, :2] = rng.uniform(0.0, 0.05, (400, 2))  # noise maps: at most 0.05 with a network
+    net = atypical_threshold(sim[y < 2], probs[y < 2], y[y < 2], classes)  # no Noise map: the network end
+    assert net == pytest.approx(0.2 + 0.6 * 0.005, abs=0.003)
+    tau = atypical_threshold(sim, probs, y, classes)
+    assert tau == pytest.approx((net + 0.05 * 0.99) / 2, abs=0.003)
+    # noise maps as typical as the networks' edge: the two overlap, the network end stays
+    sim[y == 2, 0] = 0.5
+    assert atypical_threshold(sim, probs, y, classes) == pytest.approx(net)
+
+
 def test_save_load_and_a_damaged_file(tmp_path: Path) -> None:
     mask = np.zeros(SHAPE, bool)
     mask[1:4] = True

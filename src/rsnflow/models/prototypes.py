@@ -5,10 +5,15 @@ trained on: a noise component of another scanner, simulator or model order
 can get a network label with a probability near 1, and no temperature
 changes that. So training keeps, for every class, the mean of its training
 maps (normalised as the classifier sees them), and a map's *typicality* is its
-spatial correlation with the prototype of the label it was given. Validation
-maps the classifier got right set the floor: below the typicality that
-``keep`` of them reach, a network label is not given (the predictor abstains).
-Noise and Unknown are never gated: saying nothing needs no evidence.
+spatial correlation with the prototype of the label it was given. The
+validation split sets the floor, below which a network label is not given (the
+predictor abstains), halfway between two figures: what ``keep`` of the network
+maps the classifier got right reach, and what the noise maps reach at most
+(the 99th percentile of their typicality with any network's prototype). A
+floor at the edge of the right maps' range, as the first alone would put it,
+withholds right labels as soon as another scanner or simulator makes maps a
+little less typical; halfway leaves the same margin on both sides. Noise and
+Unknown are never gated: saying nothing needs no evidence.
 
 The prototypes travel with the model as ``prototypes.npz`` (the mask, the
 prototypes inside it as float16, the class labels): in the model directory
@@ -112,8 +117,9 @@ def atypical_threshold(
     labels: NDArray[np.integer],
     classes: list[str],
     keep: float = 0.995,
+    noise_quantile: float = 0.99,
 ) -> float:
-    """The typicality that ``keep`` of the correctly classified validation network maps reach.
+    """The floor of the typicality gate: halfway between what right network maps and noise maps reach.
 
     Parameters
     ----------
@@ -126,19 +132,32 @@ def atypical_threshold(
     classes : list of str
         The class labels.
     keep : float, default=0.995
-        Share of those maps left above the threshold.
+        Share of the correctly classified network maps whose typicality for
+        their label is the upper end (``net``).
+    noise_quantile : float, default=0.99
+        Quantile of the noise maps' best typicality with a network prototype
+        that is the lower end (``noise``).
 
     Returns
     -------
     float
-        The threshold; 0 (no gate) when no network map was classified right.
+        ``(net + noise) / 2``, or ``net`` when the noise maps reach it (the two
+        overlap) or there is no Noise map; 0 (no gate) when no network map was
+        classified right.
     """
+    sim = np.asarray(similarity)
+    labels = np.asarray(labels)
     pred = np.asarray(probs).argmax(1)
     network = np.array([c not in (NOISE, UNKNOWN) for c in classes])
-    right = (pred == np.asarray(labels)) & network[pred]
+    right = (pred == labels) & network[pred]
     if not right.any():
         return 0.0
-    return float(np.quantile(np.asarray(similarity)[np.arange(len(pred)), pred][right], 1.0 - keep))
+    net = float(np.quantile(sim[np.arange(len(pred)), pred][right], 1.0 - keep))
+    noise_rows = np.isin(labels, [i for i, c in enumerate(classes) if c == NOISE])
+    if not noise_rows.any():
+        return net
+    noise = float(np.quantile(sim[noise_rows][:, network].max(axis=1), noise_quantile))
+    return min(net, (net + noise) / 2)
 
 
 def save_prototypes(

@@ -10,7 +10,7 @@ import pandas as pd
 
 from rsnflow.figures import motion_plot, save_figure
 from rsnflow.io import open_nifti
-from rsnflow.space import SPACE_NAME, load_template
+from rsnflow.space import SPACE_NAME, grid_data, load_template
 
 __all__ = ["write_subject_figures"]
 
@@ -66,7 +66,7 @@ def write_subject_figures(bids_dir: str | Path, label: str, out_dir: str | Path)
 
     sources = pd.read_csv(bids / "derivatives" / "groundtruth" / "sources.tsv", sep="\t")
     maps = open_nifti(gt / f"sub-{label}_space-{SPACE_NAME}_res-4mm_desc-sources_components.nii.gz")
-    data = np.asarray(maps.dataobj, dtype=np.float32)
+    data = grid_data(maps)
     template = load_template().get_fdata()
     fig, axes = plt.subplots(1, len(_SHOWN_NETWORKS), figsize=(3.2 * len(_SHOWN_NETWORKS), 3.4))
     for ax, name in zip(axes, _SHOWN_NETWORKS, strict=True):

@@ -16,7 +16,7 @@ from rsnflow.atlas import NOISE, UNKNOWN
 from rsnflow.ica.matching import spatial_correlation
 from rsnflow.io import open_nifti
 from rsnflow.preprocess.smoothing import smooth_in_mask
-from rsnflow.space import MNI4_SHAPE, unmask
+from rsnflow.space import MNI4_SHAPE, grid_data, unmask
 
 __all__ = ["component_truth", "mean_true_maps", "network_recovery", "true_network_maps"]
 
@@ -55,7 +55,8 @@ def mean_true_maps(
         raise FileNotFoundError(f"{gt}: no ground-truth source maps for {pattern} (not a simulated cohort?)")
     total = np.zeros((len(sources), int(mask.sum())))
     for f in files:
-        total += np.moveaxis(np.asarray(open_nifti(f).dataobj, dtype=np.float32)[mask], 0, 1)
+        # by its affine, not its array order: another generator's truth may run right-to-left
+        total += np.moveaxis(grid_data(open_nifti(f))[mask], 0, 1)
     return total / len(files), sources
 
 
