@@ -24,6 +24,7 @@ Usage::
 
     python bench/bench_cross_simulator.py WORK [--model MODEL_DIR --dataset ITS_DATASET] [--subjects 12]
     python bench/bench_cross_simulator.py WORK --varied 2
+    python bench/bench_cross_simulator.py WORK --node-shift 6 --model MODEL_DIR --dataset ITS_DATASET
 
 ``--varied N`` trains the MLP on cohort A pooled with N cohorts of rsnflow's
 simulator under domain randomisation (``rsnflow simulate --vary``: TR, voxel
@@ -207,6 +208,10 @@ def main_bench() -> None:
     )
     ap.add_argument("--subjects", type=int, default=12)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--node-shift", type=float, default=0.0, metavar="MM",
+        help="cohort B's network nodes this far from the atlas (second_simulator.py --node-shift)",
+    )  # fmt: skip
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--dataset", type=Path, default=None, help="the model's dataset: its test split too")
@@ -227,7 +232,7 @@ def main_bench() -> None:
     times: dict[str, float] = {}
     if not (b / "bids" / "participants.tsv").exists():
         t0 = time.perf_counter()
-        second_simulator.simulate(b / "bids", args.subjects, args.seed, args.n_jobs)
+        second_simulator.simulate(b / "bids", args.subjects, args.seed, args.n_jobs, args.node_shift)
         times["simulate"] = time.perf_counter() - t0
     if not group_paths(b / "deriv")["labels"].exists():
         times.update(decompose(b / "bids", b / "deriv", args.n_jobs))

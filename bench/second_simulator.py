@@ -30,7 +30,11 @@ It writes BIDS with ground truth in the layout ``rsnflow.simulate.truth`` reads
 (``derivatives/groundtruth/sources.tsv`` and per-subject source maps on the
 MNI 4 mm grid), so the truth is scored the same way.
 
-    python bench/second_simulator.py OUT [--subjects 12] [--seed 7]
+    python bench/second_simulator.py OUT [--subjects 12] [--seed 7] [--node-shift MM]
+
+``--node-shift MM`` moves every node that far from the taxonomy's coordinate,
+in a random direction per node (per cohort): networks that do not sit where
+the atlas, and so the template labeller and the training cohorts, put them.
 """
 
 from __future__ import annotations
@@ -146,14 +150,37 @@ def _cohort_design(rng: np.random.Generator) -> tuple[list[str], list[str], dict
     return labels, parents, whole
 
 
-def simulate_subject(head: Head, seed: int, index: int, out: Path, label: str) -> None:
+def _node_shifts(seed: int, labels: list[str], node_shift_mm: float) -> dict[str, NDArray[np.float64]]:
+    """Per cohort, every node of every network moved ``node_shift_mm`` in a random direction.
+
+    A population whose networks do not sit where the atlas puts them; drawn from
+    its own stream, so a cohort without shifts is the same as before they existed.
+    """
+    from rsnflow.atlas import load_taxonomy
+
+    tax = load_taxonomy()
+    rng = np.random.default_rng([seed, 1_000_003])
+    out = {}
+    for lab in labels:
+        v = rng.normal(size=(len(tax.nodes(lab)), 3))
+        out[lab] = node_shift_mm * v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
+
+
+def simulate_subject(
+    head: Head, seed: int, index: int, out: Path, label: str, node_shift_mm: float = 0.0
+) -> None:
     """One subject: BOLD in native space and its truth, written under ``out``."""
     from rsnflow.atlas import load_taxonomy
 
     tax = load_taxonomy()
     labels, parents, whole = _cohort_design(np.random.default_rng(seed))
     rng = np.random.default_rng([seed, index])
-    maps = [_ellipsoid_network(rng, head.xyz, tax.nodes(lab), tax.extent(lab)) * head.gm for lab in labels]
+    shift = _node_shifts(seed, labels, node_shift_mm)
+    maps = [
+        _ellipsoid_network(rng, head.xyz, tax.nodes(lab) + shift[lab], tax.extent(lab)) * head.gm
+        for lab in labels
+    ]
     noise_maps = [getattr(head, kind).astype(np.float32) for _, kind in NOISE]
     # Time courses: one per network that is whole this cohort, one per sub-network otherwise.
     parent_tc = dict(zip(sorted(set(parents)), _pink(rng, N_VOLUMES, len(set(parents))), strict=True))
@@ -253,11 +280,11 @@ def _write(
     (gt / f"sub-{label}_xfm.json").write_text(json.dumps({"native_to_mni": to_mni.tolist()}))
 
 
-def _one(args: tuple[int, int, Path, str]) -> str:
-    seed, index, out, label = args
+def _one(args: tuple[int, int, Path, str, float]) -> str:
+    seed, index, out, label, node_shift_mm = args
     # the transform is written last: a subject that has it is whole (a rerun after a kill skips it)
     if not (out / "derivatives" / "groundtruth" / f"sub-{label}" / f"sub-{label}_xfm.json").exists():
-        simulate_subject(_head(), seed, index, out, label)
+        simulate_subject(_head(), seed, index, out, label, node_shift_mm)
     return label
 
 
@@ -270,8 +297,12 @@ def _head() -> Head:
     return _HEAD[0]
 
 
-def simulate(out: Path, n_subjects: int, seed: int, n_jobs: int = 1) -> None:
-    """A cohort of ``n_subjects`` written as BIDS under ``out`` with its ground truth."""
+def simulate(out: Path, n_subjects: int, seed: int, n_jobs: int = 1, node_shift_mm: float = 0.0) -> None:
+    """A cohort of ``n_subjects`` written as BIDS under ``out`` with its ground truth.
+
+    ``node_shift_mm`` moves every network node that far from the taxonomy's
+    coordinate (per cohort, a random direction per node).
+    """
     from rsnflow.atlas import load_taxonomy
 
     tax = load_taxonomy()
@@ -292,9 +323,10 @@ def simulate(out: Path, n_subjects: int, seed: int, n_jobs: int = 1) -> None:
     table = pd.DataFrame(rows, columns=["name", "label", "network", "kind"])
     table.insert(0, "index", np.arange(len(table)))
     table.to_csv(gt / "sources.tsv", sep="\t", index=False)
-    (gt / "design.json").write_text(json.dumps({"whole_networks": sorted(p for p, w in whole.items() if w)}))
+    design = {"whole_networks": sorted(p for p, w in whole.items() if w), "node_shift_mm": node_shift_mm}
+    (gt / "design.json").write_text(json.dumps(design))
     assert len(nets) == len(tax.network_labels)
-    jobs = [(seed, i, out, label) for i, label in enumerate(labels)]
+    jobs = [(seed, i, out, label, node_shift_mm) for i, label in enumerate(labels)]
     if n_jobs == 1:
         done = map(_one, jobs)
     else:
@@ -310,14 +342,18 @@ def simulate(out: Path, n_subjects: int, seed: int, n_jobs: int = 1) -> None:
 
 
 def main() -> None:
-    """``python bench/second_simulator.py OUT [--subjects N] [--seed S]``."""
+    """``python bench/second_simulator.py OUT [--subjects N] [--seed S] [--node-shift MM]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--subjects", type=int, default=12)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--n-jobs", type=int, default=1)
+    parser.add_argument(
+        "--node-shift", type=float, default=0.0, metavar="MM",
+        help="move every network node this far from the atlas coordinate (per cohort, random directions)",
+    )  # fmt: skip
     args = parser.parse_args()
-    simulate(args.out, args.subjects, args.seed, args.n_jobs)
+    simulate(args.out, args.subjects, args.seed, args.n_jobs, args.node_shift)
 
 
 if __name__ == "__main__":
