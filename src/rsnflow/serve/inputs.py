@@ -29,7 +29,7 @@ from kserve.errors import InvalidInput
 from numpy.typing import NDArray
 
 from rsnflow.io import InvalidInputError, nifti_class, nifti_from_bytes
-from rsnflow.space import MNI4_AFFINE, MNI4_SHAPE, resample_to_grid
+from rsnflow.space import MNI4_SHAPE, grid_data
 
 __all__ = [
     "InflateBudget",
@@ -186,9 +186,7 @@ def maps_from_nifti(
         raise InvalidInput(
             f"{where}: {n_maps} maps, more than the {max_maps} this request may still hold (serve.max_batch)"
         )
-    if not (img.shape[:3] == MNI4_SHAPE and np.allclose(img.affine, MNI4_AFFINE, atol=1e-3)):
-        img = resample_to_grid(img)
-    arr = np.asarray(img.dataobj, dtype=np.float32)
+    arr = grid_data(img)  # by the affine: a RAS stack on the grid's centres is reoriented exactly
     return arr.reshape(*MNI4_SHAPE, -1).transpose(3, 0, 1, 2)  # volumes first, as the model takes them
 
 
