@@ -92,12 +92,16 @@ def train_model(work: Path, n_jobs: int, epochs: int) -> Path:
     return model
 
 
-def pooled_model(work: Path, n_varied: int, n_jobs: int, epochs: int) -> tuple[Path, Path]:
+def pooled_model(
+    work: Path, n_varied: int, n_jobs: int, epochs: int, by_truth: bool = False
+) -> tuple[Path, Path]:
     """Cohort A pooled with ``n_varied`` varied cohorts of rsnflow's simulator, and an MLP trained on it.
 
     Cohort ``A<i+1>`` is ``rsnflow --seed i simulate --profile demo --vary``
     decomposed at model order 100 (i odd) or 40 (i even); ``P<N>/dataset`` pools
-    A and them (``rsnflow dataset A/deriv A2/deriv ... P<N>/dataset``).
+    A and them (``rsnflow dataset A/deriv A2/deriv ... P<N>/dataset``). With
+    ``by_truth`` the varied cohorts are labelled by their truth (:func:`truth_labels`),
+    not by rsnflow's template labeller, into ``P<N>t``.
     """
     derivs = [work / "A" / "deriv"]
     for i in range(1, n_varied + 1):
@@ -108,8 +112,12 @@ def pooled_model(work: Path, n_varied: int, n_jobs: int, epochs: int) -> tuple[P
         if not group_paths(c / "deriv")["labels"].exists():
             decompose(c / "bids", c / "deriv", n_jobs, order=100 if i % 2 else 40)
         derivs.append(c / "deriv")
-    p = work / f"P{n_varied}"
+    p = work / f"P{n_varied}{'t' if by_truth else ''}"
     if not (p / "dataset" / "manifest.json").exists():
+        for i in range(1, n_varied + 1):  # the labels this pool is built from, whichever were there
+            c = work / f"A{i + 1}"
+            expert = ["--expert-labels", str(truth_labels(c / "bids", c / "deriv", c / "truth_labels.tsv"))]
+            _cli("label", str(c / "deriv"), *(expert if by_truth else []))
         _cli("dataset", *map(str, derivs), str(p / "dataset"))
     model = p / "models" / "mlp"
     if not (model / "model.json").exists():
@@ -119,26 +127,63 @@ def pooled_model(work: Path, n_varied: int, n_jobs: int, epochs: int) -> tuple[P
     return model, p / "dataset"
 
 
+def _whole_networks(bids: Path) -> set[str]:
+    """The networks made whole: in the second generator's ``design.json`` or rsnflow's ``variation.json``."""
+    gt = bids / "derivatives" / "groundtruth"
+    for name in ("design.json", "variation.json"):
+        if (gt / name).exists():
+            return set(json.loads((gt / name).read_text()).get("whole_networks", []))
+    return set()
+
+
 def source_truth(bids: Path, zmaps: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
-    """Each component's true network (or Noise below r 0.3, Unknown at 0.3-0.5) and its r.
+    """Each component's true network (or Noise below r 0.3, Unknown at 0.3-0.5), its r and sub-network.
 
     The true maps are smoothed 7 mm like the data; the sub-networks of a network the
-    generator made whole (one time course: ``design.json``) are one map.
+    generator made whole (one time course) are one map, and ``true_label`` is then
+    the sub-network whose own map the component matches best.
     """
     maps, sources = mean_true_maps(bids, mask)
-    design = bids / "derivatives" / "groundtruth" / "design.json"
-    whole = set(json.loads(design.read_text())["whole_networks"]) if design.exists() else set()
+    whole = _whole_networks(bids)
     net = sources[sources["kind"] == "network"]
     groups = [[i] for i, p in zip(net.index, net["network"], strict=True) if p not in whole]
     groups += [list(net.index[net["network"] == p]) for p in sorted(whole)]
-    truth = np.stack([maps[g].sum(0) for g in groups]).astype(np.float32)
+    truth = np.stack([maps[g].sum(0) for g in groups] + [maps[i] for i in net.index]).astype(np.float32)
     smooth = smooth_in_mask(unmask(truth, mask), np.ones(MNI4_SHAPE, bool), (4, 4, 4), 7.0)[mask].T
     parents = np.array([net.loc[g[0], "network"] for g in groups])
-    r = spatial_correlation(zmaps, smooth)
+    r_all = spatial_correlation(zmaps, smooth)
+    r, r_sub = r_all[:, : len(groups)], r_all[:, len(groups) :]
     best = r.argmax(1)
     best_r = r[np.arange(len(r)), best]
     label = np.where(best_r >= 0.5, parents[best], np.where(best_r >= 0.3, UNKNOWN, NOISE))
-    return pd.DataFrame({"component": np.arange(len(r)), "true_network": label, "true_r": best_r})
+    column = {i: k for k, i in enumerate(net.index)}  # a source's column in r_sub
+
+    def closest(c: int, members: list[int]) -> str:
+        return str(net.loc[max(members, key=lambda i: r_sub[c, column[i]]), "label"])
+
+    sub = [
+        lab if lab in (NOISE, UNKNOWN) else closest(c, groups[b])
+        for c, (b, lab) in enumerate(zip(best, label, strict=True))
+    ]
+    return pd.DataFrame(
+        {"component": np.arange(len(r)), "true_network": label, "true_r": best_r, "true_label": sub}
+    )
+
+
+def truth_labels(bids: Path, deriv: Path, out: Path) -> Path:
+    """A simulated cohort's group components labelled by its truth, as an expert label file.
+
+    What a perfect expert would say (``rsnflow label DERIV --expert-labels``):
+    training on it instead of rsnflow's template labels tests whether the
+    classifier can learn more than the template labeller knows.
+    """
+    g = group_paths(deriv)
+    mask = np.asarray(nib.load(g["mask"]).dataobj) > 0
+    zmaps = np.asarray(nib.load(g["maps"]).dataobj, dtype=np.float32)[mask].T
+    truth = source_truth(bids, zmaps, mask)
+    table = truth[["component", "true_label"]].rename(columns={"true_label": "label"})
+    table.to_csv(out, sep="\t", index=False)
+    return out
 
 
 def score(deriv: Path, bids: Path) -> dict[str, float]:
@@ -222,12 +267,18 @@ def main_bench() -> None:
         metavar="N",
         help="train on cohort A pooled with N varied cohorts of rsnflow's simulator (domain randomisation)",
     )
+    ap.add_argument(
+        "--truth-labels", action="store_true",
+        help="with --varied: label the varied cohorts by their truth, not by rsnflow's template labeller",
+    )  # fmt: skip
     args = ap.parse_args()
     model = args.model or train_model(args.work, args.n_jobs, args.epochs)
     if args.model is None:
         args.dataset = args.work / "A" / "dataset"
         if args.varied:
-            model, args.dataset = pooled_model(args.work, args.varied, args.n_jobs, args.epochs)
+            model, args.dataset = pooled_model(
+                args.work, args.varied, args.n_jobs, args.epochs, args.truth_labels
+            )
     b = args.work / "B"
     times: dict[str, float] = {}
     if not (b / "bids" / "participants.tsv").exists():

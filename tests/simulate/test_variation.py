@@ -13,10 +13,12 @@ from rsnflow.simulate import simulate_cohort
 from rsnflow.simulate.profiles import get_profile
 from rsnflow.simulate.subject import simulate_subject
 from rsnflow.simulate.variation import (
+    NODE_SHIFT_MM,
     TR_RANGE,
     VOXEL_FACTOR,
     aliased_physiology,
     ar1_in_time,
+    node_offsets,
     vary_cohort,
     vary_subject,
 )
@@ -107,6 +109,7 @@ def test_varied_cohort_writes_its_acquisition(tmp_path: Path) -> None:
     assert sidecar["RepetitionTime"] == varied.profile.tr
     record = json.loads((res.groundtruth_dir / "variation.json").read_text())
     assert record["tr"] == varied.profile.tr and record["whole_networks"] == list(varied.whole)
+    assert record["node_shift_mm"] == node_offsets(2)[0]
     xfm = json.loads((res.groundtruth_dir / "sub-01" / "sub-01_xfm.json").read_text())
     assert xfm["variation"] == json.loads(
         json.dumps(vary_subject(2, 0, len(xfm["variation"]["noise_gain"])).__dict__)
@@ -115,3 +118,31 @@ def test_varied_cohort_writes_its_acquisition(tmp_path: Path) -> None:
     # simulated over without --vary: the record of the varied acquisition goes with it
     simulate_cohort(tmp_path / "bids", profile="tiny", seed=2, n_subjects=1, n_volumes=20)
     assert not (res.groundtruth_dir / "variation.json").exists()
+
+
+def test_a_varied_cohort_moves_its_nodes_the_drawn_distance() -> None:
+    tax = load_taxonomy()
+    distances = []
+    for seed in range(6):
+        distance, offsets = node_offsets(seed)
+        assert NODE_SHIFT_MM[0] <= distance <= NODE_SHIFT_MM[1]
+        assert set(offsets) == set(tax.network_labels)
+        for label, off in offsets.items():
+            assert off.shape == tax.nodes(label).shape
+            np.testing.assert_allclose(np.linalg.norm(off, axis=1), distance, atol=1e-9)
+        distances.append(distance)
+        assert node_offsets(seed)[0] == distance  # seeded
+    assert len(set(distances)) == 6
+    # the subject's maps move with the nodes: the varied subject's peak of a small network is off
+    # the unvaried one's by about the drawn distance (the same seed and index: the same other draws)
+    prof = get_profile("tiny")
+    label = "AUDITORY-LEFT"
+    k = tax.network_labels.index(label)
+    seed = int(np.argmax(distances))
+    peaks = []
+    for vary in (False, True):
+        sub = simulate_subject(prof, seed, 0, vary=vary, fluctuations=False)
+        m = sub.sources_mni[..., k]
+        peaks.append(np.array(np.unravel_index(np.argmax(m), m.shape), float))
+    moved_mm = 4.0 * np.linalg.norm(peaks[1] - peaks[0])
+    assert 0.5 * distances[seed] <= moved_mm <= distances[seed] + 8.0

@@ -34,7 +34,7 @@ from rsnflow.io import save_nifti, write_dataset_description, write_json, write_
 from rsnflow.log import get_logger
 from rsnflow.simulate.profiles import Profile, get_profile
 from rsnflow.simulate.subject import SimulatedSubject, simulate_subject, source_table
-from rsnflow.simulate.variation import vary_cohort
+from rsnflow.simulate.variation import node_offsets, vary_cohort
 from rsnflow.space import MNI4_AFFINE, SPACE_NAME
 from rsnflow.subjects import map_subjects
 from rsnflow.transforms import MOTION_COLUMNS, framewise_displacement
@@ -302,7 +302,8 @@ def simulate_cohort(
     _write_metadata(bids, gt, prof, seed, labels, defects)
     if vary:
         acquisition = {k: getattr(prof, k) for k in ("tr", "voxel_mm", "shape", "n_volumes")}
-        write_json({**acquisition, "whole_networks": list(whole)}, gt / "variation.json")
+        shift = {"node_shift_mm": node_offsets(seed)[0]}
+        write_json({**acquisition, "whole_networks": list(whole), **shift}, gt / "variation.json")
     else:  # a varied cohort simulated over: its acquisition is no longer this one
         (gt / "variation.json").unlink(missing_ok=True)
     bad = {lab: d for lab, d in zip(labels, defects, strict=True) if d is not None}

@@ -27,7 +27,13 @@ from rsnflow.resample import grid_points, sample
 from rsnflow.simulate.anatomy import EPI_CONTRAST, Anatomy, load_anatomy
 from rsnflow.simulate.profiles import Profile
 from rsnflow.simulate.signals import band_limited, head_motion
-from rsnflow.simulate.variation import SubjectVariation, aliased_physiology, ar1_in_time, vary_subject
+from rsnflow.simulate.variation import (
+    SubjectVariation,
+    aliased_physiology,
+    ar1_in_time,
+    node_offsets,
+    vary_subject,
+)
 from rsnflow.transforms import framewise_displacement, rigid_matrix
 
 __all__ = ["SimulatedSubject", "simulate_subject", "source_table"]
@@ -136,13 +142,20 @@ def _subject_to_mni(rng: np.random.Generator) -> tuple[NDArray[np.float64], dict
     return m, {"rotation_deg": np.rad2deg(angles), "scale": scale, "translation_mm": shift}
 
 
-def _spatial_maps(rng: np.random.Generator, anat: Anatomy, extent_scale: float = 1.0) -> NDArray[np.float32]:
+def _spatial_maps(
+    rng: np.random.Generator,
+    anat: Anatomy,
+    extent_scale: float = 1.0,
+    offsets: dict[str, NDArray[np.float64]] | None = None,
+) -> NDArray[np.float32]:
     tax = load_taxonomy()
     n_net = len(tax.network_labels)
     # Column-major: each map is written whole into one column (row-major strided every write).
     maps = np.zeros((anat.n_active, n_net + len(NOISE_SOURCES)), dtype=np.float32, order="F")
     for k, label in enumerate(tax.network_labels):
         nodes = tax.nodes(label) + rng.normal(0.0, 2.5, (len(tax.nodes(label)), 3))
+        if offsets is not None:  # after the draw: the subject's stream is the same with or without
+            nodes = nodes + offsets[label]
         sigma = tax.extent(label) * rng.uniform(0.85, 1.15) * extent_scale
         values = anat.node_map(nodes, sigma) * anat.gm
         maps[:, k] = values / max(float(values.max()), 1e-6) * rng.uniform(0.7, 1.3)
@@ -338,8 +351,9 @@ def simulate_subject(
     vary
         Draw the subject's network amplitude, node sizes, noise amplitudes,
         thermal noise and physiological cycles
-        (:func:`~rsnflow.simulate.variation.vary_subject`), from a stream of
-        their own: the rest of the subject is drawn as without.
+        (:func:`~rsnflow.simulate.variation.vary_subject`), and move the
+        cohort's network nodes (:func:`~rsnflow.simulate.variation.node_offsets`),
+        from streams of their own: the rest of the subject is drawn as without.
     whole
         Parent networks whose sub-networks share one time course.
 
@@ -361,7 +375,10 @@ def simulate_subject(
     to_mni, geometry = _subject_to_mni(rng)
     median_fd = float(rng.uniform(0.07, 0.25))
     motion = head_motion(rng, n, median_fd) * motion_scale
-    maps = _spatial_maps(rng, anat, 1.0 if variation is None else variation.extent_scale)
+    if variation is None:
+        maps = _spatial_maps(rng, anat)
+    else:
+        maps = _spatial_maps(rng, anat, variation.extent_scale, node_offsets(seed)[1])
     coeffs = _time_courses(rng, n, profile.tr, motion, whole, variation, physiology)
     if not fluctuations:
         coeffs = np.zeros_like(coeffs)

@@ -9,7 +9,10 @@ training cohort can look like, as scanners and sites do:
   size (0.8-1.25 times the profile's on each axis, the field of view kept),
   and which networks move as one (each network with two or more sub-networks
   has a 30% chance of giving all of them one time course, so that a group
-  decomposition finds it whole, as a low model order does);
+  decomposition finds it whole, as a low model order does), and where the
+  networks sit: every node moved 0-8 mm (one distance per cohort, a random
+  direction per node) from the taxonomy's coordinate, as a population's
+  networks do not sit exactly where an atlas puts them;
 - per subject: the networks' peak signal change (1-3%), node sizes (0.75-1.35
   times the taxonomy's), each noise source's amplitude (0.5-2 times), thermal
   noise (temporal SNR 40-150, autocorrelated in time with an AR(1)
@@ -36,16 +39,20 @@ __all__ = [
     "SubjectVariation",
     "aliased_physiology",
     "ar1_in_time",
+    "node_offsets",
     "vary_cohort",
     "vary_subject",
 ]
 
-#: The spawn key of the cohort-level draws (subject streams use the subject index).
+#: The spawn keys of the cohort-level draws (subject streams use the subject index).
 _COHORT_STREAM = 2_000_000
+_NODE_STREAM = 2_000_001
 #: Range of the repetition time (s), of the voxel-size factor and of the chance that a network is whole.
 TR_RANGE = (0.7, 3.0)
 VOXEL_FACTOR = (0.8, 1.25)
 WHOLE_CHANCE = 0.3
+#: Range of the distance (mm) every node of a cohort is moved from the taxonomy's coordinate.
+NODE_SHIFT_MM = (0.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,31 @@ def vary_cohort(profile: Profile, seed: int) -> CohortVariation:
         tr=tr,
     )
     return CohortVariation(varied, whole)
+
+
+def node_offsets(seed: int) -> tuple[float, dict[str, NDArray[np.float64]]]:
+    """Where a varied cohort's networks sit: every node moved one drawn distance, each its own way.
+
+    Parameters
+    ----------
+    seed : int
+        The cohort seed (a stream of its own: the other draws are untouched).
+
+    Returns
+    -------
+    distance : float
+        The distance in mm, drawn from :data:`NODE_SHIFT_MM`.
+    offsets : dict of str to ndarray
+        Per network label, ``(n_nodes, 3)`` mm added to the taxonomy's node coordinates.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_NODE_STREAM,)))
+    distance = float(np.round(rng.uniform(*NODE_SHIFT_MM), 2))
+    tax = load_taxonomy()
+    offsets = {}
+    for label in tax.network_labels:
+        v = rng.normal(size=(len(tax.nodes(label)), 3))
+        offsets[label] = distance * v / np.linalg.norm(v, axis=1, keepdims=True)
+    return distance, offsets
 
 
 def vary_subject(seed: int, index: int, n_noise: int) -> SubjectVariation:
