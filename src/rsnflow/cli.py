@@ -143,8 +143,8 @@ def _add_data_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> No
         "--vary",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="domain randomisation: draw the TR, voxel size and whole networks of the cohort, "
-        "and each subject's amplitudes and noise models, from the seed (the run keeps its length in "
+        help="domain randomisation: draw the TR, voxel size, whole networks and node positions of the "
+        "cohort, and each subject's amplitudes and noise models, from the seed (the run keeps its length in "
         "seconds: --volumes times the profile's TR)",
     )
     p.add_argument(
