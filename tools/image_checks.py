@@ -161,7 +161,10 @@ def check_kfp_tasks(image: Image) -> str:
 
     bids = image.data / "bids"
     simulate_cohort(bids, profile="tiny", seed=5, n_subjects=2, n_volumes=120)
-    shutil.rmtree(bids / "derivatives")
+    # only the truth just simulated (the task ingests raw BIDS); rmdir refuses a derivatives
+    # folder that holds anything else
+    shutil.rmtree(bids / "derivatives" / "groundtruth")
+    (bids / "derivatives").rmdir()
     overrides = {"ica": {"order": 20}}
     tasks = _compiled_tasks(image.ref)
     ingest = _kfp_command(tasks, "ingest", {"cohort_uri": f"{DATA}/bids", "content_hash": "image-check",
