@@ -29,6 +29,7 @@ __all__ = [
     "SPACE_NAME",
     "cache_dir",
     "grid_data",
+    "is_on_grid",
     "load_brain_mask",
     "load_template",
     "load_tissue_probabilities",
@@ -162,6 +163,22 @@ def resample_to_grid(
     return nib.Nifti1Image(np.asarray(out.dataobj, dtype=np.float32), MNI4_AFFINE)
 
 
+def is_on_grid(img: nib.spatialimages.SpatialImage) -> bool:
+    """Whether an image's arrays index the MNI 4 mm grid as is (its shape and affine are the grid's).
+
+    Parameters
+    ----------
+    img : nibabel.spatialimages.SpatialImage
+        A 3D or 4D image.
+
+    Returns
+    -------
+    bool
+        True when its first three axes are :data:`MNI4_SHAPE` with :data:`MNI4_AFFINE`.
+    """
+    return tuple(img.shape[:3]) == MNI4_SHAPE and bool(np.allclose(img.affine, MNI4_AFFINE, atol=1e-3))
+
+
 def grid_data(img: nib.spatialimages.SpatialImage) -> NDArray[np.float32]:
     """An MNI-space image's data on the MNI 4 mm grid, as the grid's arrays index it.
 
@@ -185,7 +202,7 @@ def grid_data(img: nib.spatialimages.SpatialImage) -> NDArray[np.float32]:
     """
     from nibabel import orientations
 
-    if img.shape[:3] == MNI4_SHAPE and np.allclose(img.affine, MNI4_AFFINE, atol=1e-3):
+    if is_on_grid(img):
         return np.asarray(img.dataobj, dtype=np.float32)
     ornt = orientations.ornt_transform(
         orientations.io_orientation(img.affine), orientations.io_orientation(MNI4_AFFINE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -16,7 +17,7 @@ from rsnflow.atlas import NOISE, UNKNOWN
 from rsnflow.ica.matching import spatial_correlation
 from rsnflow.io import open_nifti
 from rsnflow.preprocess.smoothing import smooth_in_mask
-from rsnflow.space import MNI4_SHAPE, grid_data, unmask
+from rsnflow.space import MNI4_SHAPE, grid_data, is_on_grid, unmask
 
 __all__ = ["component_truth", "mean_true_maps", "network_recovery", "true_network_maps"]
 
@@ -54,9 +55,20 @@ def mean_true_maps(
     if not files:
         raise FileNotFoundError(f"{gt}: no ground-truth source maps for {pattern} (not a simulated cohort?)")
     total = np.zeros((len(sources), int(mask.sum())))
+    # Read by affine, not by array order: another generator's truth may run right-to-left or
+    # sit on another grid. Such files are summed on their own grid and brought onto this one
+    # once (resampling is linear), not once per subject.
+    elsewhere: dict[tuple[bytes, tuple[int, ...]], tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
     for f in files:
-        # by its affine, not its array order: another generator's truth may run right-to-left
-        total += np.moveaxis(grid_data(open_nifti(f))[mask], 0, 1)
+        img = open_nifti(f)
+        if is_on_grid(img):
+            total += np.moveaxis(np.asarray(img.dataobj, dtype=np.float32)[mask], 0, 1)
+            continue
+        key = (np.round(img.affine, 3).tobytes(), tuple(img.shape))
+        affine, acc = elsewhere.setdefault(key, (img.affine, np.zeros(img.shape)))
+        acc += np.asarray(img.dataobj, dtype=np.float32)
+    for affine, acc in elsewhere.values():
+        total += np.moveaxis(grid_data(nib.Nifti1Image(acc.astype(np.float32), affine))[mask], 0, 1)
     return total / len(files), sources
 
 
