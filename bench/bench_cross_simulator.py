@@ -261,6 +261,10 @@ def main_bench() -> None:
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--dataset", type=Path, default=None, help="the model's dataset: its test split too")
     ap.add_argument(
+        "--group-weight", type=float, default=None, metavar="W",
+        help="rsnflow classify --group-weight (default: rsnflow's serve.group_weight)",
+    )  # fmt: skip
+    ap.add_argument(
         "--varied",
         type=int,
         default=0,
@@ -287,7 +291,8 @@ def main_bench() -> None:
         times["simulate"] = time.perf_counter() - t0
     if not group_paths(b / "deriv")["labels"].exists():
         times.update(decompose(b / "bids", b / "deriv", args.n_jobs))
-    times["classify"] = _cli("classify", str(b / "deriv"), "--model", str(model))
+    weight = [] if args.group_weight is None else ["--group-weight", str(args.group_weight)]
+    times["classify"] = _cli("classify", str(b / "deriv"), "--model", str(model), *weight)
     scores = score(b / "deriv", b / "bids")
     if args.dataset is not None:
         scores.update(in_distribution(model, args.dataset))

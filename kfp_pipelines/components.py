@@ -502,7 +502,13 @@ def classify(
         link_tree(group.path, work)
         for part in maps:
             link_tree(part.path, work)
-        summary = classify_runs(work, model, None if endpoint else cfg.serve.abstain_below, cfg.device)
+        summary = classify_runs(
+            work,
+            model,
+            None if endpoint else cfg.serve.abstain_below,
+            cfg.device,
+            group_weight=cfg.serve.group_weight,
+        )
         for table in summary["table"]:
             target = Path(labels.path) / Path(table).relative_to(work)
             target.parent.mkdir(parents=True, exist_ok=True)

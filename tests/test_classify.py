@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gate import withheld
-from rsnflow.classify import COLUMNS
+from rsnflow.classify import COLUMNS, with_group_evidence
 from rsnflow.cli import EXIT_OK, main
 from rsnflow.layout import dr_outputs, group_paths, preprocessed_records
 from rsnflow.models import load_classifier
@@ -136,3 +136,79 @@ def test_a_running_server_classifies_each_run_in_one_request(
         drop = ["top3_probabilities"]  # text rounded to 4 places: may differ by one in the last
         pd.testing.assert_frame_equal(served.drop(columns=drop), local[run].drop(columns=drop), atol=2e-4)
     assert "Served model at" in group_paths(deriv)["classify_report"].read_text()
+
+
+def test_group_evidence_is_a_weighted_product_of_experts() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(5), size=4).astype(np.float32)
+    group = rng.dirichlet(np.ones(5), size=4).astype(np.float32)
+    np.testing.assert_allclose(with_group_evidence(probs, group, 0.0), probs, rtol=1e-5)
+    both = with_group_evidence(probs, group, 1.0)
+    assert both.dtype == np.float32
+    np.testing.assert_allclose(both.sum(1), 1.0, rtol=1e-5)
+    expected = probs * group / (probs * group).sum(1, keepdims=True)
+    np.testing.assert_allclose(both, expected, rtol=1e-4)
+    # A map unsure between two classes takes the one its group map shows; a sure map keeps its own.
+    unsure, sure = np.array([[0.45, 0.55, 0.0]]), np.array([[0.02, 0.97, 0.01]])
+    says_first = np.array([[0.9, 0.05, 0.05]])
+    assert with_group_evidence(unsure, says_first, 0.5).argmax() == 0
+    assert with_group_evidence(sure, says_first, 0.5).argmax() == 1
+    # A probability of 0 in one expert lowers a class without vetoing it outright.
+    assert (with_group_evidence(unsure, says_first, 0.5) > 0).all()
+    with pytest.raises(ValueError, match="same shape"):
+        with_group_evidence(probs, group[:3], 0.5)
+
+
+@pytest.fixture()
+def deriv_with_group(tiny_group, tmp_path: Path) -> Path:
+    """The shared cohort's whole derivatives (group maps and dual-regression records too), file by file,
+    so that what classify writes lands in this test's folder."""
+    src, out = Path(tiny_group["deriv"]), tmp_path / "deriv"
+    for f in src.rglob("*"):
+        if f.is_file() and "classifier" not in f.name and "classify" not in f.name:
+            target = out / f.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(f)
+    return out
+
+
+def _probabilities(model: torch.nn.Module, path: Path) -> np.ndarray:
+    maps = np.moveaxis(np.asarray(nib.load(path).dataobj, dtype=np.float32), -1, 0)
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(maps)), 1).numpy()
+
+
+def test_each_map_group_map_weighs_in_unless_its_maps_are_of_other_group_maps(
+    deriv_with_group: Path, tiny_mlp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    deriv = deriv_with_group
+    base = ["classify", str(deriv), "--model", str(tiny_mlp), "--abstain-below", "0", "--atypical-below", "0"]
+    runs = [run for run, _ in preprocessed_records(deriv)]
+
+    def tables() -> dict[object, pd.DataFrame]:
+        return {run: pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t") for run in runs}
+
+    assert main([*base, "--group-weight", "0"]) == EXIT_OK
+    alone = tables()
+    assert "weighs in" not in group_paths(deriv)["classify_report"].read_text()
+    assert main(base) == EXIT_OK  # the default weight, 0.5
+    fused = tables()
+    assert "group map weighs in at weight 0.5" in group_paths(deriv)["classify_report"].read_text()
+    model, meta = load_classifier(tiny_mlp)
+    group = _probabilities(model, group_paths(deriv)["maps"])
+    for run in runs:
+        expected = with_group_evidence(_probabilities(model, dr_outputs(deriv, run)["maps"]), group, 0.5)
+        np.testing.assert_allclose(fused[run]["probability"], expected.max(1), atol=1e-4)
+        assert list(fused[run]["label"]) == [meta["classes"][i] for i in expected.argmax(1)]
+    assert not np.allclose(fused[runs[0]]["probability"], alone[runs[0]]["probability"], atol=1e-3)
+    # A run whose maps are not of the group maps now in the folder is labelled alone.
+    record = dr_outputs(deriv, runs[0])["record"]
+    record.unlink()
+    caplog.clear()
+    assert main(base) == EXIT_OK
+    err = caplog.text
+    assert f"{runs[0]}: its maps are not from the current group maps: labelled alone" in err
+    assert err.count("labelled alone") == 1
+    again = tables()
+    pd.testing.assert_frame_equal(again[runs[0]], alone[runs[0]])
+    pd.testing.assert_frame_equal(again[runs[1]], fused[runs[1]])

@@ -41,7 +41,11 @@ def test_the_model_keeps_the_maps_it_was_trained_on(
 
 
 def test_a_new_cohort_regressed_onto_the_reference_maps_and_classified(
-    tiny_group: dict, tiny_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_group: dict,
+    tiny_mlp: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     deriv, runs = preprocessed_only(tiny_group, tmp_path)
     assert main(["dual-regression", str(deriv), "--group-maps", str(tiny_mlp)]) == EXIT_OK
@@ -59,6 +63,9 @@ def test_a_new_cohort_regressed_onto_the_reference_maps_and_classified(
     assert after.pop(summary) != before.pop(summary) and after == before  # nothing redone
     assert main(["classify", str(deriv), "--model", str(tiny_mlp)]) == EXIT_OK
     assert len(list(deriv.rglob("*_desc-classifier_labels.tsv"))) == len(runs)
+    # the reference maps are this cohort's group maps: each run's maps are labelled with them
+    assert "labelled alone" not in caplog.text
+    assert "group map weighs in" in group_paths(deriv)["classify_report"].read_text()
 
 
 def test_a_folder_with_its_own_group_ica_is_refused_untouched(

@@ -17,6 +17,16 @@ The network probability is the sum of the probabilities of every label of the
 best label's network: a map torn between two sub-networks of the Default mode
 network is still surely Default mode, and is labelled with the network's name
 when its sub-label is unsure (:meth:`~rsnflow.serve.predictor.RSNPredictor.rank`).
+
+A dual-regression map is one subject's copy of a group component, and that
+component's group map is a second, cleaner view of the same thing. With
+``group_weight`` > 0 (``serve.group_weight``) a map's probabilities are
+multiplied by its group map's, raised to that weight (a product of experts,
+:func:`with_group_evidence`): one subject's weak copy of a network takes the
+network its group map shows. The group map is the mean of the subjects' maps,
+this one's included, so it is not independent evidence: half weight by
+default. Single-run ICA maps have no group map, and a served model returns no
+full probability vector, so those maps are labelled alone.
 """
 
 from __future__ import annotations
@@ -30,13 +40,14 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from rsnflow.ica.dr_cohort import dr_status
 from rsnflow.io import InvalidInputError, open_nifti, write_text
 from rsnflow.layout import dr_outputs, group_paths, preprocessed_records, sica_outputs
 from rsnflow.log import get_logger
 from rsnflow.records import Record
 from rsnflow.report import Report
 
-__all__ = ["COLUMNS", "classify_runs", "label_table"]
+__all__ = ["COLUMNS", "classify_runs", "label_table", "with_group_evidence"]
 
 log = get_logger(__name__)
 
@@ -45,6 +56,35 @@ COLUMNS = (
     "component", "label", "network", "probability", "network_probability", "abstained", "top3_labels",
     "top3_probabilities",
 )  # fmt: skip
+
+
+def with_group_evidence(
+    probs: NDArray[np.floating], group_probs: NDArray[np.floating], weight: float
+) -> NDArray[np.float32]:
+    """Maps' class probabilities combined with those of their group maps.
+
+    Parameters
+    ----------
+    probs : numpy.ndarray
+        ``(N, C)`` probabilities of N subject maps.
+    group_probs : numpy.ndarray
+        ``(N, C)`` probabilities of the group map each of them is a copy of.
+    weight : float
+        Exponent of the group map's probabilities (0: ``probs`` unchanged; 1: equal say).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C)`` float32, each row ``probs * group_probs ** weight`` normalised to sum to 1.
+    """
+    p, g = np.asarray(probs, dtype=np.float64), np.asarray(group_probs, dtype=np.float64)
+    if p.shape != g.shape:
+        raise ValueError(f"probs {p.shape} and group_probs {g.shape} must have the same shape")
+    tiny = np.finfo(np.float32).tiny  # a probability of 0 would veto a class outright
+    logits = np.log(np.maximum(p, tiny)) + weight * np.log(np.maximum(g, tiny))
+    logits -= logits.max(axis=1, keepdims=True)
+    out = np.exp(logits)
+    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def label_table(ranked: dict[str, NDArray[Any]]) -> pd.DataFrame:
@@ -88,6 +128,7 @@ def classify_runs(
     batch: int = 32,
     maps: str = "dr",
     atypical_below: float | None = None,
+    group_weight: float = 0.0,
 ) -> pd.DataFrame:
     """Label every run's component maps; write a table per run and the review page.
 
@@ -112,6 +153,10 @@ def classify_runs(
     atypical_below : float or None, default=None
         Withhold a network label whose map correlates less than this with its class's prototype
         (0: never); ``None``: the model's floor, set on validation. A server applies its own.
+    group_weight : float, default=0.0
+        Combine each dual-regression map's probabilities with its group map's, raised to this
+        weight (:func:`with_group_evidence`; 0: each map alone). Applied to a run whose maps come
+        from the group maps now in ``deriv_dir`` (its record says so), and with a local model.
 
     Returns
     -------
@@ -136,11 +181,20 @@ def classify_runs(
         runs = [(run, out) for run, out in runs if Record(out["record"]).intact().complete]
     if not runs:
         raise InvalidInputError(deriv_dir, f"no {what} maps to classify (run rsnflow {stage})")
-    labeller, about = _labeller(model_ref, (abstain_below, atypical_below), device, batch)
+    labeller, about, group = _labeller(model_ref, (abstain_below, atypical_below), device, batch)
+    prior = _group_probabilities(deriv_dir, group) if group_weight > 0 and maps == "dr" else None
+    if prior is not None:
+        about += f" Each map's group map weighs in at weight {group_weight:g}."
     rows, report = [], Report(f"rsnflow classify: {what} maps")
     report.text(about)
     for run, out in runs:
-        table = labeller(out["maps"])
+        evidence = None
+        if prior is not None:
+            if _from_group(Path(deriv_dir), run):
+                evidence = (prior, group_weight)
+            else:
+                log.warning("%s: its maps are not from the current group maps: labelled alone", run)
+        table = labeller(out["maps"], evidence)
         write_text(table.to_csv(sep="\t", index=False), out["labels"])
         counts = _counts(table)
         rows.append({"run": str(run), **counts, "table": str(out["labels"])})
@@ -161,6 +215,28 @@ def classify_runs(
     return summary
 
 
+def _group_probabilities(
+    deriv_dir: str | os.PathLike[str], scores: Callable[[Path], NDArray[np.float32]] | None
+) -> NDArray[np.float32] | None:
+    """The class probabilities of the folder's group maps; None (each map alone) when there are none."""
+    path = group_paths(deriv_dir)["maps"]
+    if scores is None:
+        log.info("a served model answers without every probability: each map labelled alone")
+        return None
+    if not path.exists():
+        log.info("no group maps (%s): each map labelled alone", path)
+        return None
+    return scores(path)
+
+
+def _from_group(deriv: Path, run: Any) -> bool:
+    """Whether the run's dual-regression maps come from the group maps now in ``deriv``."""
+    try:
+        return dr_status(deriv, run).complete
+    except InvalidInputError:  # the group ICA's record is missing or cut short
+        return False
+
+
 #: ``maps=`` choices: where a run's maps and table are, what they are, the stage making them, the page.
 _MAPS: dict[str, tuple[Callable[[Any, Any], dict[str, Path]], str, str, str]] = {
     "dr": (dr_outputs, "dual-regression", "dual-regression", "classify_report"),
@@ -168,10 +244,15 @@ _MAPS: dict[str, tuple[Callable[[Any, Any], dict[str, Path]], str, str, str]] = 
 }
 
 
+#: A labeller's inputs: a run's 4D maps file and, optionally, its group maps' probabilities and weight.
+_Labeller = Callable[[Path, "tuple[NDArray[np.float32], float] | None"], pd.DataFrame]
+
+
 def _labeller(
     model_ref: str, thresholds: tuple[float | None, float | None], device: str, batch: int
-) -> tuple[Callable[[Path], pd.DataFrame], str]:
-    """A function from a run's 4D maps file to its label table, and a sentence about the model.
+) -> tuple[_Labeller, str, Callable[[Path], NDArray[np.float32]] | None]:
+    """A function from a run's 4D maps file to its label table, a sentence about the model, and a
+    function from a 4D maps file to its maps' probabilities (None for a server).
 
     ``thresholds`` are ``abstain_below`` and ``atypical_below`` (``None``: the model's).
     """
@@ -185,8 +266,10 @@ def _labeller(
                     model_ref, f"a server applies its own threshold (rsnflow serve {flag})"
                 )
         return (
-            lambda path: predict_file(path, model_ref)
-        ), f"Served model at {infer_url(model_ref, 'rsn-classifier')}."
+            (lambda path, _prior: predict_file(path, model_ref)),
+            f"Served model at {infer_url(model_ref, 'rsn-classifier')}.",
+            None,
+        )
     from rsnflow.serve.predictor import RSNPredictor
 
     predictor = RSNPredictor(
@@ -194,7 +277,7 @@ def _labeller(
     )
     predictor.load()
 
-    def label(path: Path) -> pd.DataFrame:
+    def scores(path: Path) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
         image = open_nifti(path)
         n = image.shape[3]
         scored = [
@@ -202,6 +285,17 @@ def _labeller(
         ]
         probs = np.concatenate([p for p, _ in scored])
         typical = None if predictor.prototypes_ is None else np.concatenate([t for _, t in scored])
+        return probs, typical
+
+    def label(path: Path, prior: tuple[NDArray[np.float32], float] | None) -> pd.DataFrame:
+        probs, typical = scores(path)
+        if prior is not None:
+            group_probs, weight = prior
+            if group_probs.shape != probs.shape:
+                raise InvalidInputError(
+                    path, f"{len(probs)} maps, but the group maps number {len(group_probs)}"
+                )
+            probs = with_group_evidence(probs, group_probs, weight)
         return label_table(predictor.rank(probs, typical))
 
     about = (
@@ -209,7 +303,7 @@ def _labeller(
         f"abstains below {predictor.abstain_below_:.3g}, "
         f"and below typicality {predictor.atypical_below_:.3g}."
     )
-    return label, about
+    return label, about, lambda path: scores(path)[0]
 
 
 def _maps(image: Any, start: int, stop: int) -> NDArray[np.float32]:

@@ -224,6 +224,11 @@ def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) ->
         help="withhold a network label below this correlation with its class's prototype "
         "(0: never; default: the model's floor)",
     )  # fmt: skip
+    p.add_argument(
+        "--group-weight", type=float, default=None, metavar="W",
+        help="weigh each dual-regression map's group map in, its probabilities to this power "
+        "(0: each map alone; default: config serve.group_weight)",
+    )  # fmt: skip
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ URIs")
 
     p = add("predict", "label a NIfTI file of maps (3D, or a 4D stack) with a served classifier")
@@ -434,7 +439,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "tracking_uri", None) is not None:
         out.setdefault("tracking", {})["uri"] = args.tracking_uri
     if args.command in ("serve", "classify"):  # classify checks its thresholds as serve does
-        for key in ("port", "host", "name", "max_request_mb", "max_batch", "abstain_below", "atypical_below"):
+        keys = ("port", "host", "name", "max_request_mb", "max_batch", "abstain_below", "atypical_below")
+        for key in (*keys, "group_weight"):
             if getattr(args, key, None) is not None:
                 out.setdefault("serve", {})[key] = getattr(args, key)
     return out
@@ -591,6 +597,7 @@ def _cmd_classify(args: argparse.Namespace, config: Any) -> int:
         config.device,
         maps=args.maps,
         atypical_below=config.serve.atypical_below,
+        group_weight=config.serve.group_weight,
     )
     print(
         f"classified {int(summary['components'].sum())} components of {len(summary)} runs: "

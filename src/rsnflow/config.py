@@ -239,6 +239,7 @@ class ServeConfig(_Section):
     max_batch: int
     abstain_below: float | None
     atypical_below: float | None
+    group_weight: float
 
     KEY: ClassVar[str] = "serve"
 
@@ -249,6 +250,7 @@ class ServeConfig(_Section):
             _within(0.0, 1.0, ("serve.abstain_below", self.abstain_below))
         if self.atypical_below is not None:
             _within(0.0, 1.0, ("serve.atypical_below", self.atypical_below))
+        _within(0.0, 5.0, ("serve.group_weight", self.group_weight))
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,8 @@ def _labelled_as_the_champion_says(work: Path, trained: Path) -> None:
         == 20
     )
     assert not list(run_dir.glob("train*")) and (work / "labels.html").is_file()
+    # In process, each map's reference map (its group map) weighs in (rsnflow.classify).
+    assert "group map weighs in" in (work / "labels.html").read_text()
     assert (
         "networks"
         in json.loads((run_dir / "classify" / "executor_output.json").read_text())["parameterValues"][
