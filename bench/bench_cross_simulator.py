@@ -265,6 +265,10 @@ def main_bench() -> None:
         help="rsnflow classify --group-weight (default: rsnflow's serve.group_weight)",
     )  # fmt: skip
     ap.add_argument(
+        "--group-atypical-below", type=float, default=None, metavar="R",
+        help="rsnflow classify --group-atypical-below (default: rsnflow's serve.group_atypical_below)",
+    )  # fmt: skip
+    ap.add_argument(
         "--varied",
         type=int,
         default=0,
@@ -291,8 +295,15 @@ def main_bench() -> None:
         times["simulate"] = time.perf_counter() - t0
     if not group_paths(b / "deriv")["labels"].exists():
         times.update(decompose(b / "bids", b / "deriv", args.n_jobs))
-    weight = [] if args.group_weight is None else ["--group-weight", str(args.group_weight)]
-    times["classify"] = _cli("classify", str(b / "deriv"), "--model", str(model), *weight)
+    group = [
+        *([] if args.group_weight is None else ["--group-weight", str(args.group_weight)]),
+        *(
+            []
+            if args.group_atypical_below is None
+            else ["--group-atypical-below", str(args.group_atypical_below)]
+        ),
+    ]
+    times["classify"] = _cli("classify", str(b / "deriv"), "--model", str(model), *group)
     scores = score(b / "deriv", b / "bids")
     if args.dataset is not None:
         scores.update(in_distribution(model, args.dataset))

@@ -508,6 +508,7 @@ def classify(
             None if endpoint else cfg.serve.abstain_below,
             cfg.device,
             group_weight=cfg.serve.group_weight,
+            group_atypical_below=cfg.serve.group_atypical_below,
         )
         for table in summary["table"]:
             target = Path(labels.path) / Path(table).relative_to(work)

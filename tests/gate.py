@@ -10,9 +10,11 @@ from rsnflow.models import load_classifier
 from rsnflow.models.prototypes import PROTOTYPES_FILE, load_prototypes, typicality
 
 
-def withheld(model_dir: Path, maps: np.ndarray, best: np.ndarray) -> np.ndarray:
-    """Maps whose best label (class index ``best``) is a network they are less typical of than the floor."""
+def withheld(model_dir: Path, maps: np.ndarray, best: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """Maps whose best label (class index ``best``) is a network they are less typical of than the floor
+    (``None``: the model's)."""
     mask, protos, classes = load_prototypes(model_dir / PROTOTYPES_FILE)
-    floor = load_classifier(model_dir)[1]["atypical_below"]
+    if floor is None:
+        floor = load_classifier(model_dir)[1]["atypical_below"]
     typical = typicality(maps, mask, protos)[np.arange(len(best)), best]
     return ~np.isin(np.asarray(classes)[best], ["Noise", "Unknown"]) & (typical < floor)

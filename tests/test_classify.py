@@ -13,6 +13,7 @@ import torch
 from gate import withheld
 from rsnflow.classify import COLUMNS, with_group_evidence
 from rsnflow.cli import EXIT_OK, main
+from rsnflow.ica.dr_cohort import dr_status
 from rsnflow.layout import dr_outputs, group_paths, preprocessed_records
 from rsnflow.models import load_classifier
 
@@ -143,6 +144,10 @@ def test_group_evidence_is_a_weighted_product_of_experts() -> None:
     probs = rng.dirichlet(np.ones(5), size=4).astype(np.float32)
     group = rng.dirichlet(np.ones(5), size=4).astype(np.float32)
     np.testing.assert_allclose(with_group_evidence(probs, group, 0.0), probs, rtol=1e-5)
+    # One weight per map: a map whose group map has no say keeps its own probabilities.
+    some = with_group_evidence(probs, group, np.array([0.0, 1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(some[[0, 2]], probs[[0, 2]], rtol=1e-5)
+    np.testing.assert_allclose(some[[1, 3]], with_group_evidence(probs, group, 1.0)[[1, 3]], rtol=1e-6)
     both = with_group_evidence(probs, group, 1.0)
     assert both.dtype == np.float32
     np.testing.assert_allclose(both.sum(1), 1.0, rtol=1e-5)
@@ -157,6 +162,8 @@ def test_group_evidence_is_a_weighted_product_of_experts() -> None:
     assert (with_group_evidence(unsure, says_first, 0.5) > 0).all()
     with pytest.raises(ValueError, match="same shape"):
         with_group_evidence(probs, group[:3], 0.5)
+    with pytest.raises(ValueError, match="one per map"):
+        with_group_evidence(probs, group, np.ones(3))
 
 
 @pytest.fixture()
@@ -178,37 +185,57 @@ def _probabilities(model: torch.nn.Module, path: Path) -> np.ndarray:
         return torch.softmax(model(torch.from_numpy(maps)), 1).numpy()
 
 
+def _fused(model_dir: Path, deriv: Path, run: object, floor: float) -> np.ndarray:
+    """A run's probabilities with its group maps' at weight 0.5, save those atypical of their best label."""
+    model = load_classifier(model_dir)[0]
+    path = group_paths(deriv)["maps"]
+    group = _probabilities(model, path)
+    maps = np.moveaxis(np.asarray(nib.load(path).dataobj, dtype=np.float32), -1, 0)
+    weights = np.where(withheld(model_dir, maps, group.argmax(1), floor), 0.0, 0.5)
+    return with_group_evidence(_probabilities(model, dr_outputs(deriv, run)["maps"]), group, weights)
+
+
 def test_each_map_group_map_weighs_in_unless_its_maps_are_of_other_group_maps(
     deriv_with_group: Path, tiny_mlp: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     deriv = deriv_with_group
     base = ["classify", str(deriv), "--model", str(tiny_mlp), "--abstain-below", "0", "--atypical-below", "0"]
     runs = [run for run, _ in preprocessed_records(deriv)]
+    # Another test of the shared cohort leaves one run's dual regression failed (maps without record).
+    of_group = [run for run in runs if dr_status(deriv, run).complete]
+    assert len(of_group) >= len(runs) - 1
+    classes = load_classifier(tiny_mlp)[1]["classes"]
 
     def tables() -> dict[object, pd.DataFrame]:
         return {run: pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t") for run in runs}
 
+    def as_fused(tables: dict[object, pd.DataFrame], floor: float) -> None:
+        for run in of_group:
+            expected = _fused(tiny_mlp, deriv, run, floor)
+            np.testing.assert_allclose(tables[run]["probability"], expected.max(1), atol=1e-4)
+            assert list(tables[run]["label"]) == [classes[i] for i in expected.argmax(1)]
+        for run in set(runs) - set(of_group):
+            pd.testing.assert_frame_equal(tables[run], alone[run])
+
     assert main([*base, "--group-weight", "0"]) == EXIT_OK
     alone = tables()
     assert "weighs in" not in group_paths(deriv)["classify_report"].read_text()
-    assert main(base) == EXIT_OK  # the default weight, 0.5
+    for floor in ("1", "0"):  # only group maps saying Noise have a say; every one has
+        assert main([*base, "--group-atypical-below", floor]) == EXIT_OK
+        as_fused(tables(), float(floor))
+    assert main(base) == EXIT_OK  # the defaults: weight 0.5, group maps typical above 0.3
     fused = tables()
-    assert "group map weighs in at weight 0.5" in group_paths(deriv)["classify_report"].read_text()
-    model, meta = load_classifier(tiny_mlp)
-    group = _probabilities(model, group_paths(deriv)["maps"])
-    for run in runs:
-        expected = with_group_evidence(_probabilities(model, dr_outputs(deriv, run)["maps"]), group, 0.5)
-        np.testing.assert_allclose(fused[run]["probability"], expected.max(1), atol=1e-4)
-        assert list(fused[run]["label"]) == [meta["classes"][i] for i in expected.argmax(1)]
-    assert not np.allclose(fused[runs[0]]["probability"], alone[runs[0]]["probability"], atol=1e-3)
+    page = group_paths(deriv)["classify_report"].read_text()
+    assert "group map weighs in at weight 0.5, where it is typical of its best label" in page
+    as_fused(fused, 0.3)
+    first, second = of_group[:2]
+    assert not np.allclose(fused[first]["probability"], alone[first]["probability"], atol=1e-3)
     # A run whose maps are not of the group maps now in the folder is labelled alone.
-    record = dr_outputs(deriv, runs[0])["record"]
-    record.unlink()
+    dr_outputs(deriv, first)["record"].unlink()
     caplog.clear()
     assert main(base) == EXIT_OK
-    err = caplog.text
-    assert f"{runs[0]}: its maps are not from the current group maps: labelled alone" in err
-    assert err.count("labelled alone") == 1
+    assert f"{first}: its maps are not from the current group maps: labelled alone" in caplog.text
+    assert caplog.text.count("labelled alone") == len(runs) - len(of_group) + 1
     again = tables()
-    pd.testing.assert_frame_equal(again[runs[0]], alone[runs[0]])
-    pd.testing.assert_frame_equal(again[runs[1]], fused[runs[1]])
+    pd.testing.assert_frame_equal(again[first], alone[first])
+    pd.testing.assert_frame_equal(again[second], fused[second])

@@ -23,10 +23,15 @@ component's group map is a second, cleaner view of the same thing. With
 ``group_weight`` > 0 (``serve.group_weight``) a map's probabilities are
 multiplied by its group map's, raised to that weight (a product of experts,
 :func:`with_group_evidence`): one subject's weak copy of a network takes the
-network its group map shows. The group map is the mean of the subjects' maps,
+network its group map shows. The group map is made from every subject's data,
 this one's included, so it is not independent evidence: half weight by
-default. Single-run ICA maps have no group map, and a served model returns no
-full probability vector, so those maps are labelled alone.
+default. And a group map has a say only when it is typical of its own best
+label (``serve.group_atypical_below``, the typicality gate applied to the
+group map with a floor of its own): a noise component whose group map only
+looks like a network (a midline noise component taken for a medial node of the
+Default mode) must not talk its subjects' maps out of Noise. Single-run ICA maps have
+no group map, and a served model returns no full probability vector, so those
+maps are labelled alone.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from rsnflow.atlas import NOISE, UNKNOWN
 from rsnflow.ica.dr_cohort import dr_status
 from rsnflow.io import InvalidInputError, open_nifti, write_text
 from rsnflow.layout import dr_outputs, group_paths, preprocessed_records, sica_outputs
@@ -59,7 +65,7 @@ COLUMNS = (
 
 
 def with_group_evidence(
-    probs: NDArray[np.floating], group_probs: NDArray[np.floating], weight: float
+    probs: NDArray[np.floating], group_probs: NDArray[np.floating], weight: float | NDArray[np.floating]
 ) -> NDArray[np.float32]:
     """Maps' class probabilities combined with those of their group maps.
 
@@ -69,8 +75,9 @@ def with_group_evidence(
         ``(N, C)`` probabilities of N subject maps.
     group_probs : numpy.ndarray
         ``(N, C)`` probabilities of the group map each of them is a copy of.
-    weight : float
-        Exponent of the group map's probabilities (0: ``probs`` unchanged; 1: equal say).
+    weight : float or numpy.ndarray
+        Exponent of the group map's probabilities (0: ``probs`` unchanged; 1: equal say), one for
+        every map or ``(N,)``, one per map.
 
     Returns
     -------
@@ -80,8 +87,11 @@ def with_group_evidence(
     p, g = np.asarray(probs, dtype=np.float64), np.asarray(group_probs, dtype=np.float64)
     if p.shape != g.shape:
         raise ValueError(f"probs {p.shape} and group_probs {g.shape} must have the same shape")
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim > 1 or (w.ndim == 1 and len(w) != len(p)):
+        raise ValueError(f"weight must be a number or one per map ({len(p)}), got shape {w.shape}")
     tiny = np.finfo(np.float32).tiny  # a probability of 0 would veto a class outright
-    logits = np.log(np.maximum(p, tiny)) + weight * np.log(np.maximum(g, tiny))
+    logits = np.log(np.maximum(p, tiny)) + w.reshape(-1, 1) * np.log(np.maximum(g, tiny))
     logits -= logits.max(axis=1, keepdims=True)
     out = np.exp(logits)
     return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -128,7 +138,8 @@ def classify_runs(
     batch: int = 32,
     maps: str = "dr",
     atypical_below: float | None = None,
-    group_weight: float = 0.0,
+    group_weight: float = 0.5,
+    group_atypical_below: float = 0.3,
 ) -> pd.DataFrame:
     """Label every run's component maps; write a table per run and the review page.
 
@@ -153,10 +164,13 @@ def classify_runs(
     atypical_below : float or None, default=None
         Withhold a network label whose map correlates less than this with its class's prototype
         (0: never); ``None``: the model's floor, set on validation. A server applies its own.
-    group_weight : float, default=0.0
+    group_weight : float, default=0.5
         Combine each dual-regression map's probabilities with its group map's, raised to this
         weight (:func:`with_group_evidence`; 0: each map alone). Applied to a run whose maps come
         from the group maps now in ``deriv_dir`` (its record says so), and with a local model.
+    group_atypical_below : float, default=0.3
+        A group map whose best label is a network it correlates less than this with (its class's
+        prototype) has no say (0: every group map has). Without prototypes every group map has.
 
     Returns
     -------
@@ -182,16 +196,22 @@ def classify_runs(
     if not runs:
         raise InvalidInputError(deriv_dir, f"no {what} maps to classify (run rsnflow {stage})")
     labeller, about, group = _labeller(model_ref, (abstain_below, atypical_below), device, batch)
-    prior = _group_probabilities(deriv_dir, group) if group_weight > 0 and maps == "dr" else None
+    prior = None
+    if group_weight > 0 and maps == "dr":
+        prior = _group_evidence(deriv_dir, group, group_weight, group_atypical_below)
     if prior is not None:
-        about += f" Each map's group map weighs in at weight {group_weight:g}."
+        about += (
+            f" Each map's group map weighs in at weight {group_weight:g}, where it is typical of its"
+            f" best label (typicality >= {group_atypical_below:g}: {int((prior[1] > 0).sum())} of"
+            f" {len(prior[1])} group maps)."
+        )
     rows, report = [], Report(f"rsnflow classify: {what} maps")
     report.text(about)
     for run, out in runs:
         evidence = None
         if prior is not None:
             if _from_group(Path(deriv_dir), run):
-                evidence = (prior, group_weight)
+                evidence = prior
             else:
                 log.warning("%s: its maps are not from the current group maps: labelled alone", run)
         table = labeller(out["maps"], evidence)
@@ -215,10 +235,11 @@ def classify_runs(
     return summary
 
 
-def _group_probabilities(
-    deriv_dir: str | os.PathLike[str], scores: Callable[[Path], NDArray[np.float32]] | None
-) -> NDArray[np.float32] | None:
-    """The class probabilities of the folder's group maps; None (each map alone) when there are none."""
+def _group_evidence(
+    deriv_dir: str | os.PathLike[str], scores: _GroupScores | None, weight: float, atypical_below: float
+) -> tuple[NDArray[np.float32], NDArray[np.float64]] | None:
+    """The class probabilities of the folder's group maps and the weight of each (0 where the group
+    map is atypical of its best label); None (each map alone) when there are none."""
     path = group_paths(deriv_dir)["maps"]
     if scores is None:
         log.info("a served model answers without every probability: each map labelled alone")
@@ -226,7 +247,9 @@ def _group_probabilities(
     if not path.exists():
         log.info("no group maps (%s): each map labelled alone", path)
         return None
-    return scores(path)
+    probs, typical_of_best, is_network = scores(path)
+    atypical = is_network & (typical_of_best < atypical_below)
+    return probs, np.where(atypical, 0.0, weight)
 
 
 def _from_group(deriv: Path, run: Any) -> bool:
@@ -244,15 +267,18 @@ _MAPS: dict[str, tuple[Callable[[Any, Any], dict[str, Path]], str, str, str]] = 
 }
 
 
-#: A labeller's inputs: a run's 4D maps file and, optionally, its group maps' probabilities and weight.
-_Labeller = Callable[[Path, "tuple[NDArray[np.float32], float] | None"], pd.DataFrame]
+#: A labeller's inputs: a run's 4D maps file and, optionally, its group maps' probabilities and weights.
+_Labeller = Callable[[Path, "tuple[NDArray[np.float32], NDArray[np.float64]] | None"], pd.DataFrame]
+#: From a 4D maps file to its maps' probabilities, each map's typicality for its best label (1 without
+#: prototypes), and whether that label is a network.
+_GroupScores = Callable[[Path], "tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]"]
 
 
 def _labeller(
     model_ref: str, thresholds: tuple[float | None, float | None], device: str, batch: int
-) -> tuple[_Labeller, str, Callable[[Path], NDArray[np.float32]] | None]:
+) -> tuple[_Labeller, str, _GroupScores | None]:
     """A function from a run's 4D maps file to its label table, a sentence about the model, and a
-    function from a 4D maps file to its maps' probabilities (None for a server).
+    function from a 4D maps file to what decides its maps' say as group maps (None for a server).
 
     ``thresholds`` are ``abstain_below`` and ``atypical_below`` (``None``: the model's).
     """
@@ -287,7 +313,7 @@ def _labeller(
         typical = None if predictor.prototypes_ is None else np.concatenate([t for _, t in scored])
         return probs, typical
 
-    def label(path: Path, prior: tuple[NDArray[np.float32], float] | None) -> pd.DataFrame:
+    def label(path: Path, prior: tuple[NDArray[np.float32], NDArray[np.float64]] | None) -> pd.DataFrame:
         probs, typical = scores(path)
         if prior is not None:
             group_probs, weight = prior
@@ -303,7 +329,16 @@ def _labeller(
         f"abstains below {predictor.abstain_below_:.3g}, "
         f"and below typicality {predictor.atypical_below_:.3g}."
     )
-    return label, about, lambda path: scores(path)[0]
+
+    def group_scores(path: Path) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]:
+        probs, typical = scores(path)
+        best = probs.argmax(axis=1)
+        is_network = ~np.isin(np.asarray(predictor.classes_, dtype=object)[best], [NOISE, UNKNOWN])
+        if typical is None:
+            return probs, np.ones(len(best), dtype=np.float32), is_network
+        return probs, typical[np.arange(len(best)), best], is_network
+
+    return label, about, group_scores
 
 
 def _maps(image: Any, start: int, stop: int) -> NDArray[np.float32]:

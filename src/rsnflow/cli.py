@@ -229,6 +229,11 @@ def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) ->
         help="weigh each dual-regression map's group map in, its probabilities to this power "
         "(0: each map alone; default: config serve.group_weight)",
     )  # fmt: skip
+    p.add_argument(
+        "--group-atypical-below", type=float, default=None, metavar="R",
+        help="a group map correlating less than this with its best network label's prototype has no "
+        "say (0: every group map has; default: config serve.group_atypical_below)",
+    )  # fmt: skip
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ URIs")
 
     p = add("predict", "label a NIfTI file of maps (3D, or a 4D stack) with a served classifier")
@@ -440,7 +445,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("tracking", {})["uri"] = args.tracking_uri
     if args.command in ("serve", "classify"):  # classify checks its thresholds as serve does
         keys = ("port", "host", "name", "max_request_mb", "max_batch", "abstain_below", "atypical_below")
-        for key in (*keys, "group_weight"):
+        for key in (*keys, "group_weight", "group_atypical_below"):
             if getattr(args, key, None) is not None:
                 out.setdefault("serve", {})[key] = getattr(args, key)
     return out
@@ -598,6 +603,7 @@ def _cmd_classify(args: argparse.Namespace, config: Any) -> int:
         maps=args.maps,
         atypical_below=config.serve.atypical_below,
         group_weight=config.serve.group_weight,
+        group_atypical_below=config.serve.group_atypical_below,
     )
     print(
         f"classified {int(summary['components'].sum())} components of {len(summary)} runs: "

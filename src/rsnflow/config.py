@@ -240,6 +240,7 @@ class ServeConfig(_Section):
     abstain_below: float | None
     atypical_below: float | None
     group_weight: float
+    group_atypical_below: float
 
     KEY: ClassVar[str] = "serve"
 
@@ -251,6 +252,7 @@ class ServeConfig(_Section):
         if self.atypical_below is not None:
             _within(0.0, 1.0, ("serve.atypical_below", self.atypical_below))
         _within(0.0, 5.0, ("serve.group_weight", self.group_weight))
+        _within(0.0, 1.0, ("serve.group_atypical_below", self.group_atypical_below))
 
 
 @dataclass(frozen=True)
