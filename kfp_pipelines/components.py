@@ -507,6 +507,7 @@ def classify(
             model,
             None if endpoint else cfg.serve.abstain_below,
             cfg.device,
+            atypical_below=None if endpoint else cfg.serve.atypical_below,  # a server applies its own
             group_weight=cfg.serve.group_weight,
             group_atypical_below=cfg.serve.group_atypical_below,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -185,14 +187,23 @@ def _probabilities(model: torch.nn.Module, path: Path) -> np.ndarray:
         return torch.softmax(model(torch.from_numpy(maps)), 1).numpy()
 
 
-def _fused(model_dir: Path, deriv: Path, run: object, floor: float) -> np.ndarray:
-    """A run's probabilities with its group maps' at weight 0.5, save those atypical of their best label."""
+def _fusion(model_dir: Path, deriv: Path) -> Callable[[object, float], np.ndarray]:
+    """A function of a run and a floor: the run's probabilities with its group maps' at weight 0.5, save
+    those atypical of their best label (each model answer computed once)."""
     model = load_classifier(model_dir)[0]
     path = group_paths(deriv)["maps"]
     group = _probabilities(model, path)
     maps = np.moveaxis(np.asarray(nib.load(path).dataobj, dtype=np.float32), -1, 0)
-    weights = np.where(withheld(model_dir, maps, group.argmax(1), floor), 0.0, 0.5)
-    return with_group_evidence(_probabilities(model, dr_outputs(deriv, run)["maps"]), group, weights)
+
+    @functools.cache
+    def weights(floor: float) -> np.ndarray:
+        return np.where(withheld(model_dir, maps, group.argmax(1), floor), 0.0, 0.5)
+
+    @functools.cache
+    def own(run: object) -> np.ndarray:
+        return _probabilities(model, dr_outputs(deriv, run)["maps"])
+
+    return lambda run, floor: with_group_evidence(own(run), group, weights(floor))
 
 
 def test_each_map_group_map_weighs_in_unless_its_maps_are_of_other_group_maps(
@@ -205,13 +216,14 @@ def test_each_map_group_map_weighs_in_unless_its_maps_are_of_other_group_maps(
     of_group = [run for run in runs if dr_status(deriv, run).complete]
     assert len(of_group) >= len(runs) - 1
     classes = load_classifier(tiny_mlp)[1]["classes"]
+    fusion = _fusion(tiny_mlp, deriv)
 
     def tables() -> dict[object, pd.DataFrame]:
         return {run: pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t") for run in runs}
 
     def as_fused(tables: dict[object, pd.DataFrame], floor: float) -> None:
         for run in of_group:
-            expected = _fused(tiny_mlp, deriv, run, floor)
+            expected = fusion(run, floor)
             np.testing.assert_allclose(tables[run]["probability"], expected.max(1), atol=1e-4)
             assert list(tables[run]["label"]) == [classes[i] for i in expected.argmax(1)]
         for run in set(runs) - set(of_group):
