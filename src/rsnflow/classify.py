@@ -45,7 +45,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from rsnflow.atlas import NOISE, UNKNOWN
 from rsnflow.ica.dr_cohort import dr_status
 from rsnflow.io import InvalidInputError, open_nifti, write_text
 from rsnflow.layout import dr_outputs, group_paths, preprocessed_records, sica_outputs
@@ -247,8 +246,7 @@ def _group_evidence(
     if not path.exists():
         log.info("no group maps (%s): each map labelled alone", path)
         return None
-    probs, typical_of_best, is_network = scores(path)
-    atypical = is_network & (typical_of_best < atypical_below)
+    probs, atypical = scores(path, atypical_below)
     return probs, np.where(atypical, 0.0, weight)
 
 
@@ -269,9 +267,9 @@ _MAPS: dict[str, tuple[Callable[[Any, Any], dict[str, Path]], str, str, str]] = 
 
 #: A labeller's inputs: a run's 4D maps file and, optionally, its group maps' probabilities and weights.
 _Labeller = Callable[[Path, "tuple[NDArray[np.float32], NDArray[np.float64]] | None"], pd.DataFrame]
-#: From a 4D maps file to its maps' probabilities, each map's typicality for its best label (1 without
-#: prototypes), and whether that label is a network.
-_GroupScores = Callable[[Path], "tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]"]
+#: From a 4D maps file and a typicality floor to its maps' probabilities and which of them are atypical
+#: of their best label (none without prototypes).
+_GroupScores = Callable[[Path, float], "tuple[NDArray[np.float32], NDArray[np.bool_]]"]
 
 
 def _labeller(
@@ -330,13 +328,11 @@ def _labeller(
         f"and below typicality {predictor.atypical_below_:.3g}."
     )
 
-    def group_scores(path: Path) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]:
+    def group_scores(path: Path, floor: float) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         probs, typical = scores(path)
-        best = probs.argmax(axis=1)
-        is_network = ~np.isin(np.asarray(predictor.classes_, dtype=object)[best], [NOISE, UNKNOWN])
         if typical is None:
-            return probs, np.ones(len(best), dtype=np.float32), is_network
-        return probs, typical[np.arange(len(best)), best], is_network
+            return probs, np.zeros(len(probs), dtype=bool)
+        return probs, predictor.atypical(probs.argmax(axis=1), typical, floor)
 
     return label, about, group_scores
 

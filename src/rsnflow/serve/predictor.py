@@ -289,6 +289,28 @@ class RSNPredictor(Model):
         mask, protos, _ = self.prototypes_
         return probs, typicality(maps, mask, protos)
 
+    def atypical(
+        self, best: NDArray[np.integer], typical: NDArray[np.float32], floor: float
+    ) -> NDArray[np.bool_]:
+        """Maps whose best label is a network they correlate less than ``floor`` with (its prototype).
+
+        Parameters
+        ----------
+        best : numpy.ndarray
+            ``(N,)`` index of each map's best class in ``classes_``.
+        typical : numpy.ndarray
+            ``(N, C)`` typicalities (:meth:`scores`).
+        floor : float
+            The least typicality a network label needs.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` bool: True where the label is a network (not Noise or Unknown) below the floor.
+        """
+        said_network = ~np.isin(np.asarray(self.classes_, dtype=object)[best], [NOISE, UNKNOWN])
+        return said_network & (typical[np.arange(len(best)), best] < floor)
+
     def rank(
         self, probs: NDArray[np.float32], typical: NDArray[np.float32] | None = None
     ) -> dict[str, NDArray[Any]]:
@@ -331,8 +353,7 @@ class RSNPredictor(Model):
         labels[only_network] = networks[only_network]
         abstained = network_p < self.abstain_below_
         if typical is not None and self.atypical_below_ > 0:
-            said_network = ~np.isin(np.asarray(self.classes_, dtype=object)[best], [NOISE, UNKNOWN])
-            abstained |= said_network & (typical[np.arange(len(best)), best] < self.atypical_below_)
+            abstained |= self.atypical(best, typical, self.atypical_below_)
         labels[abstained] = UNKNOWN
         networks[abstained] = UNKNOWN
         return {
