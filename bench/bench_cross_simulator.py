@@ -265,8 +265,16 @@ def main_bench() -> None:
         help="rsnflow classify --group-weight (default: rsnflow's serve.group_weight)",
     )  # fmt: skip
     ap.add_argument(
+        "--atypical-below", type=float, default=None, metavar="R",
+        help="rsnflow classify --atypical-below (default: the model's floor for maps labelled alone)",
+    )  # fmt: skip
+    ap.add_argument(
         "--group-atypical-below", type=float, default=None, metavar="R",
         help="rsnflow classify --group-atypical-below (default: rsnflow's serve.group_atypical_below)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--group-network-below", type=float, default=None, metavar="R",
+        help="rsnflow classify --group-network-below (default: rsnflow's serve.group_network_below)",
     )  # fmt: skip
     ap.add_argument(
         "--varied",
@@ -295,15 +303,18 @@ def main_bench() -> None:
         times["simulate"] = time.perf_counter() - t0
     if not group_paths(b / "deriv")["labels"].exists():
         times.update(decompose(b / "bids", b / "deriv", args.n_jobs))
-    group = [
-        *([] if args.group_weight is None else ["--group-weight", str(args.group_weight)]),
-        *(
-            []
-            if args.group_atypical_below is None
-            else ["--group-atypical-below", str(args.group_atypical_below)]
-        ),
+    flags = [  # the classify flags given
+        arg
+        for flag, value in (
+            ("--atypical-below", args.atypical_below),
+            ("--group-weight", args.group_weight),
+            ("--group-atypical-below", args.group_atypical_below),
+            ("--group-network-below", args.group_network_below),
+        )
+        if value is not None
+        for arg in (flag, str(value))
     ]
-    times["classify"] = _cli("classify", str(b / "deriv"), "--model", str(model), *group)
+    times["classify"] = _cli("classify", str(b / "deriv"), "--model", str(model), *flags)
     scores = score(b / "deriv", b / "bids")
     if args.dataset is not None:
         scores.update(in_distribution(model, args.dataset))

@@ -510,6 +510,7 @@ def classify(
             atypical_below=None if endpoint else cfg.serve.atypical_below,  # a server applies its own
             group_weight=cfg.serve.group_weight,
             group_atypical_below=cfg.serve.group_atypical_below,
+            group_network_below=cfg.serve.group_network_below,
         )
         for table in summary["table"]:
             target = Path(labels.path) / Path(table).relative_to(work)

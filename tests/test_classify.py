@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gate import withheld
+from gate import like_no_network, withheld
 from rsnflow.classify import COLUMNS, with_group_evidence
 from rsnflow.cli import EXIT_OK, main
 from rsnflow.ica.dr_cohort import dr_status
@@ -187,13 +189,17 @@ def _probabilities(model: torch.nn.Module, path: Path) -> np.ndarray:
         return torch.softmax(model(torch.from_numpy(maps)), 1).numpy()
 
 
+def _group_maps(deriv: Path) -> np.ndarray:
+    return np.moveaxis(np.asarray(nib.load(group_paths(deriv)["maps"]).dataobj, dtype=np.float32), -1, 0)
+
+
 def _fusion(model_dir: Path, deriv: Path) -> Callable[[object, float], np.ndarray]:
     """A function of a run and a floor: the run's probabilities with its group maps' at weight 0.5, save
     those atypical of their best label (each model answer computed once)."""
     model = load_classifier(model_dir)[0]
     path = group_paths(deriv)["maps"]
     group = _probabilities(model, path)
-    maps = np.moveaxis(np.asarray(nib.load(path).dataobj, dtype=np.float32), -1, 0)
+    maps = _group_maps(deriv)
 
     @functools.cache
     def weights(floor: float) -> np.ndarray:
@@ -211,6 +217,7 @@ def test_each_map_group_map_weighs_in_unless_its_maps_are_of_other_group_maps(
 ) -> None:
     deriv = deriv_with_group
     base = ["classify", str(deriv), "--model", str(tiny_mlp), "--abstain-below", "0", "--atypical-below", "0"]
+    base += ["--group-network-below", "0"]  # that gate: the next test
     runs = [run for run, _ in preprocessed_records(deriv)]
     # Another test of the shared cohort leaves one run's dual regression failed (maps without record).
     of_group = [run for run in runs if dr_status(deriv, run).complete]
@@ -251,3 +258,79 @@ def test_each_map_group_map_weighs_in_unless_its_maps_are_of_other_group_maps(
     again = tables()
     pd.testing.assert_frame_equal(again[first], alone[first])
     pd.testing.assert_frame_equal(again[second], fused[second])
+
+
+def test_a_component_whose_group_map_is_like_no_network_gets_no_network_label(
+    deriv_with_group: Path, tiny_mlp: Path
+) -> None:
+    deriv = deriv_with_group
+    base = ["classify", str(deriv), "--model", str(tiny_mlp), "--abstain-below", "0", "--atypical-below", "0"]
+    runs = [run for run, _ in preprocessed_records(deriv) if dr_status(deriv, run).complete]
+    maps = _group_maps(deriv)
+
+    def tables() -> dict[object, pd.DataFrame]:
+        return {run: pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t") for run in runs}
+
+    assert main([*base, "--group-network-below", "0"]) == EXIT_OK
+    free = tables()
+    assert not any(table["abstained"].any() for table in free.values())
+    # Every group map like no network; then the default floor (0.32).
+    for flags, floor in ((["--group-network-below", "1"], 1.0), ([], 0.32)):
+        assert main([*base, *flags]) == EXIT_OK
+        unlike = like_no_network(tiny_mlp, maps, floor)
+        assert f"{int(unlike.sum())} group maps correlate less than {floor:g}" in (
+            group_paths(deriv)["classify_report"].read_text()
+        )
+        for run, table in tables().items():
+            said_network = ~free[run]["label"].isin(["Noise", "Unknown"]).to_numpy()
+            gone = said_network & unlike
+            if floor == 1.0:
+                assert gone.any() and (gone == said_network).all()
+            assert table["abstained"].tolist() == gone.tolist()
+            assert (table.loc[gone, ["label", "network"]] == "Unknown").all(axis=None)
+            # the probabilities are the fused ones, and every other map keeps its label (Noise too)
+            pd.testing.assert_frame_equal(table[~gone], free[run][~gone])
+            np.testing.assert_array_equal(table["probability"], free[run]["probability"])
+
+
+def test_where_the_group_map_weighs_in_it_judges_the_component_not_the_map_gate(
+    deriv_with_group: Path, tiny_mlp: Path, tmp_path: Path
+) -> None:
+    deriv = deriv_with_group
+    strict = tmp_path / "strict"  # the model with a typicality floor no map reaches
+    shutil.copytree(tiny_mlp, strict)
+    meta = json.loads((strict / "model.json").read_text())
+    (strict / "model.json").write_text(json.dumps({**meta, "atypical_below": 1.0}))
+    base = [
+        "classify",
+        str(deriv),
+        "--model",
+        str(strict),
+        "--abstain-below",
+        "0",
+        "--group-network-below",
+        "0",
+    ]
+    runs = [run for run, _ in preprocessed_records(deriv) if dr_status(deriv, run).complete]
+
+    def tables(*flags: str) -> dict[object, pd.DataFrame]:
+        assert main([*base, *flags]) == EXIT_OK
+        return {run: pd.read_csv(dr_outputs(deriv, run)["labels"], sep="\t") for run in runs}
+
+    def networks(table: pd.DataFrame) -> pd.Series:
+        return ~table["top3_labels"].str.split(";").str[0].isin(["Noise", "Unknown"])
+
+    # Labelled alone, the model's floor withholds every network label.
+    for table in tables("--group-weight", "0").values():
+        assert networks(table).any()
+        assert table["abstained"].tolist() == networks(table).tolist()
+    # Where the group map weighs in, the model's floor does not apply: as with no floor at all.
+    fused = tables()
+    page = group_paths(deriv)["classify_report"].read_text()
+    assert "Where the group map weighs in, this replaces the typicality gate." in page
+    for run, table in tables("--atypical-below", "0").items():
+        pd.testing.assert_frame_equal(fused[run], table)
+        assert not table["abstained"].any()
+    # A floor given is applied to every map.
+    for table in tables("--atypical-below", "1").values():
+        assert table["abstained"].tolist() == networks(table).tolist()

@@ -29,9 +29,22 @@ default. And a group map has a say only when it is typical of its own best
 label (``serve.group_atypical_below``, the typicality gate applied to the
 group map with a floor of its own): a noise component whose group map only
 looks like a network (a midline noise component taken for a medial node of the
-Default mode) must not talk its subjects' maps out of Noise. Single-run ICA maps have
-no group map, and a served model returns no full probability vector, so those
-maps are labelled alone.
+Default mode) must not talk its subjects' maps out of Noise.
+
+The group map also says whether a component is a network at all, as the
+template labeller's rule does (a network map correlates >= 0.4 with some
+reference map): a component whose group map correlates less than
+``serve.group_network_below`` with the prototype of every network gets no
+network label in any run (those maps abstain). One subject's copy of a noise
+component can look enough like a network to convince the classifier (p near
+1); the group map, the mean of every subject's copy, shows what it is. The
+floor is on the prototypes' correlation scale. This component gate takes the
+place of the per-map typicality gate for those maps (unless ``atypical_below``
+is given): a subject's weak copy of a clear network is often atypical of it,
+and the group map is the better judge of what the component is.
+
+Single-run ICA maps have no group map, and a served model returns no full
+probability vector, so those maps are labelled alone.
 """
 
 from __future__ import annotations
@@ -39,7 +52,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -139,6 +152,7 @@ def classify_runs(
     atypical_below: float | None = None,
     group_weight: float = 0.5,
     group_atypical_below: float = 0.3,
+    group_network_below: float = 0.32,
 ) -> pd.DataFrame:
     """Label every run's component maps; write a table per run and the review page.
 
@@ -162,7 +176,9 @@ def classify_runs(
         single-run ICA (``rsnflow subject-ica``; ``desc-sicaclassifier_labels.tsv``).
     atypical_below : float or None, default=None
         Withhold a network label whose map correlates less than this with its class's prototype
-        (0: never); ``None``: the model's floor, set on validation. A server applies its own.
+        (0: never); ``None``: the model's floor, set on validation, for maps labelled alone, and no
+        such gate for maps whose group map weighs in (``group_network_below`` judges their
+        component). A server applies its own.
     group_weight : float, default=0.5
         Combine each dual-regression map's probabilities with its group map's, raised to this
         weight (:func:`with_group_evidence`; 0: each map alone). Applied to a run whose maps come
@@ -170,6 +186,10 @@ def classify_runs(
     group_atypical_below : float, default=0.3
         A group map whose best label is a network it correlates less than this with (its class's
         prototype) has no say (0: every group map has). Without prototypes every group map has.
+    group_network_below : float, default=0.32
+        A component whose group map correlates less than this with every network's prototype gets
+        no network label: its maps abstain (0: never). Applied where the group maps weigh in
+        (``group_weight`` > 0) and the model has prototypes.
 
     Returns
     -------
@@ -197,12 +217,19 @@ def classify_runs(
     labeller, about, group = _labeller(model_ref, (abstain_below, atypical_below), device, batch)
     prior = None
     if group_weight > 0 and maps == "dr":
-        prior = _group_evidence(deriv_dir, group, group_weight, group_atypical_below)
+        prior = _group_evidence(deriv_dir, group, group_weight, (group_atypical_below, group_network_below))
     if prior is not None:
         about += (
             f" Each map's group map weighs in at weight {group_weight:g}, where it is typical of its"
-            f" best label (typicality >= {group_atypical_below:g}: {int((prior[1] > 0).sum())} of"
-            f" {len(prior[1])} group maps)."
+            f" best label (typicality >= {group_atypical_below:g}: {int((prior.weight > 0).sum())} of"
+            f" {len(prior.weight)} group maps). {int(prior.withhold.sum())} group maps correlate less"
+            f" than {group_network_below:g} with every network's prototype: their maps get no network"
+            " label."
+            + (
+                ""
+                if atypical_below is not None
+                else " Where the group map weighs in, this replaces the typicality gate."
+            )
         )
     rows, report = [], Report(f"rsnflow classify: {what} maps")
     report.text(about)
@@ -234,11 +261,22 @@ def classify_runs(
     return summary
 
 
+class _GroupEvidence(NamedTuple):
+    """What a run's group maps say about its maps, one row per component."""
+
+    probs: NDArray[np.float32]  # the group maps' class probabilities
+    weight: NDArray[np.float64]  # their weight (0 where atypical of their best label)
+    withhold: NDArray[np.bool_]  # the component is like no network: no network label
+
+
 def _group_evidence(
-    deriv_dir: str | os.PathLike[str], scores: _GroupScores | None, weight: float, atypical_below: float
-) -> tuple[NDArray[np.float32], NDArray[np.float64]] | None:
-    """The class probabilities of the folder's group maps and the weight of each (0 where the group
-    map is atypical of its best label); None (each map alone) when there are none."""
+    deriv_dir: str | os.PathLike[str],
+    scores: _GroupScores | None,
+    weight: float,
+    floors: tuple[float, float],
+) -> _GroupEvidence | None:
+    """What the folder's group maps say (``floors``: ``group_atypical_below`` and
+    ``group_network_below``); None (each map alone) when there are none."""
     path = group_paths(deriv_dir)["maps"]
     if scores is None:
         log.info("a served model answers without every probability: each map labelled alone")
@@ -246,8 +284,8 @@ def _group_evidence(
     if not path.exists():
         log.info("no group maps (%s): each map labelled alone", path)
         return None
-    probs, atypical = scores(path, atypical_below)
-    return probs, np.where(atypical, 0.0, weight)
+    probs, atypical, like_no_network = scores(path, floors)
+    return _GroupEvidence(probs, np.where(atypical, 0.0, weight), like_no_network)
 
 
 def _from_group(deriv: Path, run: Any) -> bool:
@@ -265,11 +303,14 @@ _MAPS: dict[str, tuple[Callable[[Any, Any], dict[str, Path]], str, str, str]] = 
 }
 
 
-#: A labeller's inputs: a run's 4D maps file and, optionally, its group maps' probabilities and weights.
-_Labeller = Callable[[Path, "tuple[NDArray[np.float32], NDArray[np.float64]] | None"], pd.DataFrame]
-#: From a 4D maps file and a typicality floor to its maps' probabilities and which of them are atypical
-#: of their best label (none without prototypes).
-_GroupScores = Callable[[Path, float], "tuple[NDArray[np.float32], NDArray[np.bool_]]"]
+#: A labeller's inputs: a run's 4D maps file and, optionally, what its group maps say.
+_Labeller = Callable[[Path, "_GroupEvidence | None"], pd.DataFrame]
+#: From a 4D maps file and two typicality floors (of their best label, of any network) to its maps'
+#: probabilities, which are atypical of their best label, and which are like no network (none of
+#: either without prototypes).
+_GroupScores = Callable[
+    [Path, "tuple[float, float]"], "tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.bool_]]"
+]
 
 
 def _labeller(
@@ -311,16 +352,15 @@ def _labeller(
         typical = None if predictor.prototypes_ is None else np.concatenate([t for _, t in scored])
         return probs, typical
 
-    def label(path: Path, prior: tuple[NDArray[np.float32], NDArray[np.float64]] | None) -> pd.DataFrame:
+    def label(path: Path, prior: _GroupEvidence | None) -> pd.DataFrame:
         probs, typical = scores(path)
-        if prior is not None:
-            group_probs, weight = prior
-            if group_probs.shape != probs.shape:
-                raise InvalidInputError(
-                    path, f"{len(probs)} maps, but the group maps number {len(group_probs)}"
-                )
-            probs = with_group_evidence(probs, group_probs, weight)
-        return label_table(predictor.rank(probs, typical))
+        if prior is None:
+            return label_table(predictor.rank(probs, typical))
+        if prior.probs.shape != probs.shape:
+            raise InvalidInputError(path, f"{len(probs)} maps, but the group maps number {len(prior.probs)}")
+        probs = with_group_evidence(probs, prior.probs, prior.weight)
+        gated = None if atypical_below is None else typical  # the group map judges the component
+        return label_table(predictor.rank(probs, gated, withhold=prior.withhold))
 
     about = (
         f"Model {model_ref} ({predictor.header_.get('arch', '?')}, {len(predictor.classes_)} classes); "
@@ -328,11 +368,20 @@ def _labeller(
         f"and below typicality {predictor.atypical_below_:.3g}."
     )
 
-    def group_scores(path: Path, floor: float) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    def group_scores(
+        path: Path, floors: tuple[float, float]
+    ) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.bool_]]:
         probs, typical = scores(path)
         if typical is None:
-            return probs, np.zeros(len(probs), dtype=bool)
-        return probs, predictor.atypical(probs.argmax(axis=1), typical, floor)
+            none = np.zeros(len(probs), dtype=bool)
+            return probs, none, none
+        atypical_floor, network_floor = floors
+        best = probs.argmax(axis=1)
+        return (
+            probs,
+            predictor.atypical(best, typical, atypical_floor),
+            predictor.like_no_network(typical, network_floor),
+        )
 
     return label, about, group_scores
 

@@ -222,7 +222,8 @@ def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) ->
     p.add_argument(
         "--atypical-below", type=float, default=None, metavar="R",
         help="withhold a network label below this correlation with its class's prototype "
-        "(0: never; default: the model's floor)",
+        "(0: never; default: the model's floor for maps labelled alone, none where the group map "
+        "weighs in)",
     )  # fmt: skip
     p.add_argument(
         "--group-weight", type=float, default=None, metavar="W",
@@ -233,6 +234,11 @@ def _add_classify_command(add: Callable[[str, str], argparse.ArgumentParser]) ->
         "--group-atypical-below", type=float, default=None, metavar="R",
         help="a group map correlating less than this with its best network label's prototype has no "
         "say (0: every group map has; default: config serve.group_atypical_below)",
+    )  # fmt: skip
+    p.add_argument(
+        "--group-network-below", type=float, default=None, metavar="R",
+        help="a component whose group map correlates less than this with every network's prototype "
+        "gets no network label (0: never; default: config serve.group_network_below)",
     )  # fmt: skip
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ URIs")
 
@@ -445,7 +451,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("tracking", {})["uri"] = args.tracking_uri
     if args.command in ("serve", "classify"):  # classify checks its thresholds as serve does
         keys = ("port", "host", "name", "max_request_mb", "max_batch", "abstain_below", "atypical_below")
-        for key in (*keys, "group_weight", "group_atypical_below"):
+        for key in (*keys, "group_weight", "group_atypical_below", "group_network_below"):
             if getattr(args, key, None) is not None:
                 out.setdefault("serve", {})[key] = getattr(args, key)
     return out
@@ -604,6 +610,7 @@ def _cmd_classify(args: argparse.Namespace, config: Any) -> int:
         atypical_below=config.serve.atypical_below,
         group_weight=config.serve.group_weight,
         group_atypical_below=config.serve.group_atypical_below,
+        group_network_below=config.serve.group_network_below,
     )
     print(
         f"classified {int(summary['components'].sum())} components of {len(summary)} runs: "

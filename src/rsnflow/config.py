@@ -241,6 +241,7 @@ class ServeConfig(_Section):
     atypical_below: float | None
     group_weight: float
     group_atypical_below: float
+    group_network_below: float
 
     KEY: ClassVar[str] = "serve"
 
@@ -252,7 +253,12 @@ class ServeConfig(_Section):
         if self.atypical_below is not None:
             _within(0.0, 1.0, ("serve.atypical_below", self.atypical_below))
         _within(0.0, 5.0, ("serve.group_weight", self.group_weight))
-        _within(0.0, 1.0, ("serve.group_atypical_below", self.group_atypical_below))
+        _within(
+            0.0,
+            1.0,
+            ("serve.group_atypical_below", self.group_atypical_below),
+            ("serve.group_network_below", self.group_network_below),
+        )
 
 
 @dataclass(frozen=True)

@@ -106,13 +106,22 @@ def test_the_predictor_withholds_atypical_network_labels_only() -> None:
         np.float32,
     )
     typical = np.array(
-        [[0.6, 0, 0, 0, 0], [0.1, 0.5, 0, 0, 0], [0, 0, 0.9, 0.01, 0], [0, 0.29, 0, 0, 0]], np.float32
+        [[0.6, 0, 0, 0, 0], [0.1, 0.5, 0, 0, 0], [0, 0, 0.1, 0.9, 0], [0, 0.29, 0, 0, 0]], np.float32
     )
     ranked = predictor.rank(probs, typical)
     # typical DMN-A kept; a sure DMN-A unlike DMN-A's prototype withheld; Noise needs no evidence
     assert ranked["abstained"].tolist() == [False, True, False, True]
     assert ranked["label"].tolist() == ["DMN-A", "Unknown", "Noise", "Unknown"]
     assert predictor.rank(probs)["abstained"].tolist() == [False] * 4  # no typicalities: no gate
+    # Like no network: the best typicality with any network's prototype below the floor (Noise's
+    # own typicality does not count).
+    assert predictor.like_no_network(typical, 0.3).tolist() == [False, False, True, True]
+    # What the caller withholds: network labels only; Noise is still said.
+    predictor.atypical_below_ = 0.0
+    ranked = predictor.rank(probs, typical, withhold=np.array([True, False, True, False]))
+    assert ranked["abstained"].tolist() == [True, False, False, False]
+    assert ranked["label"].tolist() == ["Unknown", "DMN-A", "Noise", "DMN-B"]
+    assert ranked["network"].tolist() == ["Unknown", "DMN", "NOISE", "DMN"]
 
 
 def test_a_trained_model_keeps_its_prototypes_and_gate(tiny_mlp: Path) -> None:

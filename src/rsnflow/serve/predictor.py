@@ -308,11 +308,37 @@ class RSNPredictor(Model):
         numpy.ndarray
             ``(N,)`` bool: True where the label is a network (not Noise or Unknown) below the floor.
         """
-        said_network = ~np.isin(np.asarray(self.classes_, dtype=object)[best], [NOISE, UNKNOWN])
-        return said_network & (typical[np.arange(len(best)), best] < floor)
+        return self._said_network(best) & (typical[np.arange(len(best)), best] < floor)
+
+    def like_no_network(self, typical: NDArray[np.float32], floor: float) -> NDArray[np.bool_]:
+        """Maps that correlate less than ``floor`` with every network's prototype.
+
+        Parameters
+        ----------
+        typical : numpy.ndarray
+            ``(N, C)`` typicalities (:meth:`scores`).
+        floor : float
+            The least typicality with some network a map needs to be taken for one.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` bool; all False when the model has no network class.
+        """
+        network = self._said_network(np.arange(len(self.classes_)))
+        if not network.any():
+            return np.zeros(len(typical), dtype=bool)
+        return np.asarray(typical)[:, network].max(axis=1) < floor
+
+    def _said_network(self, index: NDArray[np.integer]) -> NDArray[np.bool_]:
+        """Whether each class index is a network (not Noise or Unknown)."""
+        return ~np.isin(np.asarray(self.classes_, dtype=object)[index], [NOISE, UNKNOWN])
 
     def rank(
-        self, probs: NDArray[np.float32], typical: NDArray[np.float32] | None = None
+        self,
+        probs: NDArray[np.float32],
+        typical: NDArray[np.float32] | None = None,
+        withhold: NDArray[np.bool_] | None = None,
     ) -> dict[str, NDArray[Any]]:
         """Label, network, their probabilities and top-k per map, with abstention applied.
 
@@ -330,6 +356,10 @@ class RSNPredictor(Model):
             Class probabilities of shape ``(N, C)`` (:meth:`probabilities`).
         typical : numpy.ndarray or None, default=None
             ``(N, C)`` typicalities (:meth:`scores`); None: no typicality gate.
+        withhold : numpy.ndarray or None, default=None
+            ``(N,)`` bool: maps whose network label is withheld for a reason of the caller's
+            (``rsnflow classify``: their group map is like no network); they abstain when their
+            best label is a network.
 
         Returns
         -------
@@ -337,8 +367,8 @@ class RSNPredictor(Model):
             The :data:`OUTPUTS`, one row per map: ``label`` (the best class; its network's name
             when only the network is sure; ``Unknown`` when abstained), ``network`` (``Unknown``
             when abstained), ``probability`` (of the best class), ``network_probability``,
-            ``abstained`` (network probability below ``abstain_below_``, or an atypical network
-            label), ``top_labels`` and
+            ``abstained`` (network probability below ``abstain_below_``, an atypical network
+            label, or a network label ``withhold`` withholds), ``top_labels`` and
             ``top_probabilities`` (the best ``min(TOP_K, C)`` classes, most probable first).
         """
         k = min(TOP_K, probs.shape[1])
@@ -354,6 +384,8 @@ class RSNPredictor(Model):
         abstained = network_p < self.abstain_below_
         if typical is not None and self.atypical_below_ > 0:
             abstained |= self.atypical(best, typical, self.atypical_below_)
+        if withhold is not None:
+            abstained |= self._said_network(best) & np.asarray(withhold, dtype=bool)
         labels[abstained] = UNKNOWN
         networks[abstained] = UNKNOWN
         return {
