@@ -60,6 +60,14 @@ from rsnflow.space import MNI4_SHAPE, unmask
 sys.path.insert(0, str(Path(__file__).parent))
 import second_simulator
 
+#: The ``rsnflow classify`` options the benchmark passes on when given, with their metavars.
+_CLASSIFY_FLAGS = (
+    ("--atypical-below", "R"),
+    ("--group-weight", "W"),
+    ("--group-atypical-below", "R"),
+    ("--group-network-below", "R"),
+)
+
 
 def _cli(*argv: str) -> float:
     t0 = time.perf_counter()
@@ -260,22 +268,14 @@ def main_bench() -> None:
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--dataset", type=Path, default=None, help="the model's dataset: its test split too")
-    ap.add_argument(
-        "--group-weight", type=float, default=None, metavar="W",
-        help="rsnflow classify --group-weight (default: rsnflow's serve.group_weight)",
-    )  # fmt: skip
-    ap.add_argument(
-        "--atypical-below", type=float, default=None, metavar="R",
-        help="rsnflow classify --atypical-below (default: the model's floor for maps labelled alone)",
-    )  # fmt: skip
-    ap.add_argument(
-        "--group-atypical-below", type=float, default=None, metavar="R",
-        help="rsnflow classify --group-atypical-below (default: rsnflow's serve.group_atypical_below)",
-    )  # fmt: skip
-    ap.add_argument(
-        "--group-network-below", type=float, default=None, metavar="R",
-        help="rsnflow classify --group-network-below (default: rsnflow's serve.group_network_below)",
-    )  # fmt: skip
+    for flag, metavar in _CLASSIFY_FLAGS:
+        ap.add_argument(
+            flag,
+            type=float,
+            default=None,
+            metavar=metavar,
+            help=f"rsnflow classify {flag} (default: its own)",
+        )
     ap.add_argument(
         "--varied",
         type=int,
@@ -305,13 +305,8 @@ def main_bench() -> None:
         times.update(decompose(b / "bids", b / "deriv", args.n_jobs))
     flags = [  # the classify flags given
         arg
-        for flag, value in (
-            ("--atypical-below", args.atypical_below),
-            ("--group-weight", args.group_weight),
-            ("--group-atypical-below", args.group_atypical_below),
-            ("--group-network-below", args.group_network_below),
-        )
-        if value is not None
+        for flag, _ in _CLASSIFY_FLAGS
+        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None
         for arg in (flag, str(value))
     ]
     times["classify"] = _cli("classify", str(b / "deriv"), "--model", str(model), *flags)
