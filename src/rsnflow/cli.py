@@ -760,12 +760,8 @@ def _cmd_serve(args: argparse.Namespace, config: Any) -> int:
 
     if config.tracking.uri:
         os.environ["MLFLOW_TRACKING_URI"] = config.tracking.uri
-    # kserve parses sys.argv when it is imported; rsnflow's options are not its own.
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        from rsnflow.serve import serve
-    finally:
-        sys.argv = argv
+    from rsnflow.serve import serve
+
     s = config.serve
     serve(
         args.model,
